@@ -1,0 +1,340 @@
+"""Data loading and mapping: hub ids or local files in the hub's column layout.
+
+One loader (:func:`load_rows`) takes a Hugging Face hub dataset id (what Colab users run) or a
+local JSON/JSONL/CSV/Parquet file with the same columns (what the offline CPU path and the
+tests use), or ``"sample:NAME"`` for the small real samples shipped in the package
+(``medreason_utils/samples``, see SOURCES.md there). Mappers turn rows into:
+
+* SFT conversations (``messages``) from FreedomIntelligence/medical-o1-reasoning-SFT
+  (columns ``Question``, ``Complex_CoT``, ``Response``);
+* GRPO prompts (``prompt``, ``answer``, ``question``) from
+  FreedomIntelligence/medical-o1-verifiable-problem (``Open-ended Verifiable Question``,
+  ``Ground-True Answer``);
+* multiple-choice items (``question``, ``options``, ``answer`` letter, ``answer_text``,
+  ``prompt``) from MedQA-USMLE (GBaker/MedQA-USMLE-4-options) and MedMCQA
+  (openlifescienceai/medmcqa, ``cop`` 0-3).
+
+A bad row (missing or empty field, answer letter not among the options) raises
+:class:`DataError` naming the source, the row index and the field; with ``on_bad_row="skip"``
+it is skipped and counted in the returned :class:`MappingReport`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+from .prompts import DEFAULT_TAGS, OPTION_LETTERS, Tags, grpo_prompt, mcq_prompt, normalise_options, sft_messages
+
+__all__ = [
+    "DataError",
+    "MappingReport",
+    "SAMPLES_DIR",
+    "HUB_IDS",
+    "sample_path",
+    "load_rows",
+    "cap_text",
+    "to_sft_conversations",
+    "to_grpo_prompts",
+    "to_mcq_items",
+    "MCQ_LAYOUTS",
+    "split_train_heldout",
+]
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+#: Hub ids (and config, split) of the datasets the notebooks use by default on a GPU.
+HUB_IDS: dict[str, tuple[str, str | None, str]] = {
+    "medical_o1_sft": ("FreedomIntelligence/medical-o1-reasoning-SFT", "en", "train"),
+    "medical_o1_verifiable": ("FreedomIntelligence/medical-o1-verifiable-problem", None, "train"),
+    "medqa": ("GBaker/MedQA-USMLE-4-options", None, "test"),
+    "medmcqa": ("openlifescienceai/medmcqa", None, "validation"),
+}
+
+OnBadRow = Literal["raise", "skip"]
+
+
+class DataError(ValueError):
+    """A row that cannot be mapped; the message names the source, the row index and the field."""
+
+
+@dataclass
+class MappingReport:
+    """What a mapper kept and skipped: ``skipped`` holds ``(row_index, reason)`` pairs."""
+
+    source: str
+    kept: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def __str__(self) -> str:
+        return f"{self.source}: kept {self.kept}, skipped {self.n_skipped}" + (
+            f" (first: row {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+        )
+
+
+def sample_path(name: str) -> Path:
+    """Path of a shipped sample file, e.g. ``sample_path("medqa")``. Raises ``FileNotFoundError`` listing the samples."""
+    path = SAMPLES_DIR / f"{name}.jsonl"
+    if not path.is_file():
+        known = sorted(p.stem for p in SAMPLES_DIR.glob("*.jsonl"))
+        raise FileNotFoundError(f"no shipped sample {name!r} in {SAMPLES_DIR}; known: {known}")
+    return path
+
+
+_LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_rows(
+    source: str | Path,
+    *,
+    split: str | None = None,
+    config: str | None = None,
+    limit: int | None = None,
+):
+    """Load a dataset split as a ``datasets.Dataset``.
+
+    Args:
+        source: a hub id (``"GBaker/MedQA-USMLE-4-options"``), a key of :data:`HUB_IDS`
+            (``"medqa"``), a local ``.json``/``.jsonl``/``.csv``/``.parquet`` path with the hub's
+            columns, or ``"sample:NAME"`` for a shipped sample.
+        split: hub split (default from :data:`HUB_IDS`, else ``"train"``); ignored for local files.
+        config: hub config name (default from :data:`HUB_IDS`).
+        limit: keep the first ``limit`` rows.
+
+    Raises:
+        FileNotFoundError: a path-like source (has a known suffix or ``sample:``) that does not exist.
+        Whatever ``datasets.load_dataset`` raises for an unknown hub id or no network.
+    """
+    import datasets
+
+    src = str(source)
+    if src.startswith("sample:"):
+        path: Path | None = sample_path(src.split(":", 1)[1])
+    else:
+        p = Path(src).expanduser()
+        path = p if (p.suffix.lower() in _LOCAL_BUILDERS or p.exists()) else None
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {path} does not exist")
+        builder = _LOCAL_BUILDERS.get(path.suffix.lower(), "json")
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    else:
+        hub_id, default_config, default_split = HUB_IDS.get(src, (src, None, "train"))
+        ds = datasets.load_dataset(hub_id, config or default_config, split=split or default_split)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return ds
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def cap_text(text: str, max_tokens: int | None, tokenizer=None) -> str:
+    """Shorten ``text`` to at most ``max_tokens`` tokens, cut at the last sentence end that fits.
+
+    Units are tokens of ``tokenizer`` (whitespace words when ``tokenizer`` is None). When no
+    sentence end lies in the second half of the allowed span, the cut is at the token limit.
+    ``max_tokens=None`` returns ``text`` unchanged. Used to fit medical-o1 rows (489-1143
+    tokens for SmolLM2, median 745) into short CPU training rows; see ``../shared/notes/cpu-path.md``.
+    """
+    if max_tokens is None or not text:
+        return text
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if tokenizer is None:
+        words = text.split()
+        if len(words) <= max_tokens:
+            return text
+        head = " ".join(words[:max_tokens])
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return text
+        head = tokenizer.decode(ids[:max_tokens])
+    ends = [m.end() for m in _SENTENCE_END.finditer(head + " ")]
+    cut = ends[-1] if ends and ends[-1] >= len(head) // 2 else len(head)
+    return head[:cut].strip()
+
+
+def _field(row: Mapping, key: str, source: str, index: int) -> str:
+    if key not in row:
+        raise DataError(f"{source} row {index}: field {key!r} is missing (columns: {sorted(row)})")
+    value = row[key]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{source} row {index}: field {key!r} is empty")
+    return str(value).strip() if not isinstance(value, (dict, list)) else value
+
+
+def _map_rows(
+    rows: Iterable[Mapping], fn: Callable[[Mapping, int], dict], source: str, on_bad_row: OnBadRow
+) -> tuple[Any, MappingReport]:
+    import datasets
+
+    if on_bad_row not in ("raise", "skip"):
+        raise ValueError(f"on_bad_row must be 'raise' or 'skip', got {on_bad_row!r}")
+    report = MappingReport(source)
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(fn(row, i))
+        except (DataError, ValueError, TypeError) as exc:
+            err = exc if isinstance(exc, DataError) else DataError(f"{source} row {i}: {exc}")
+            if on_bad_row == "raise":
+                raise err from exc
+            report.skipped.append((i, str(err)))
+    report.kept = len(out)
+    return datasets.Dataset.from_list(out), report
+
+
+def to_sft_conversations(
+    rows: Iterable[Mapping],
+    *,
+    question_col: str = "Question",
+    reasoning_col: str = "Complex_CoT",
+    response_col: str = "Response",
+    max_reasoning_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+    tokenizer=None,
+    tags: Tags = DEFAULT_TAGS,
+    system: str | None = None,
+    on_bad_row: OnBadRow = "raise",
+    source: str = "sft data",
+):
+    """Map medical-o1-reasoning-SFT rows to SFT conversations.
+
+    Returns ``(dataset, report)``: a ``datasets.Dataset`` with one column ``messages``
+    (system, user, assistant in the grammar) and a :class:`MappingReport`. Reasoning and response
+    can be capped (tokens of ``tokenizer``, see :func:`cap_text`); the closing tags are always kept.
+    """
+
+    def fn(row: Mapping, i: int) -> dict:
+        q = _field(row, question_col, source, i)
+        cot = cap_text(_field(row, reasoning_col, source, i), max_reasoning_tokens, tokenizer)
+        resp = cap_text(_field(row, response_col, source, i), max_response_tokens, tokenizer)
+        return {"messages": sft_messages(q, cot, resp, tags=tags, system=system)}
+
+    return _map_rows(rows, fn, source, on_bad_row)
+
+
+def to_grpo_prompts(
+    rows: Iterable[Mapping],
+    *,
+    question_col: str = "Open-ended Verifiable Question",
+    answer_col: str = "Ground-True Answer",
+    tags: Tags = DEFAULT_TAGS,
+    system: str | None = None,
+    on_bad_row: OnBadRow = "raise",
+    source: str = "grpo data",
+):
+    """Map medical-o1-verifiable-problem rows to GRPO prompts.
+
+    Returns ``(dataset, report)``; the dataset has ``prompt`` (conversational, no assistant turn),
+    ``answer`` (the reference answer the correctness reward reads) and ``question``.
+    """
+
+    def fn(row: Mapping, i: int) -> dict:
+        q = _field(row, question_col, source, i)
+        a = _field(row, answer_col, source, i)
+        return {"prompt": grpo_prompt(q, tags=tags, system=system), "answer": a, "question": q}
+
+    return _map_rows(rows, fn, source, on_bad_row)
+
+
+def _medqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, dict]:
+    q = _field(row, "question", source, i)
+    options = row.get("options")
+    if not options:
+        raise DataError(f"{source} row {i}: field 'options' is missing or empty")
+    if isinstance(options, str):  # some exports keep the dict as a JSON/Python literal
+        import ast
+
+        try:
+            options = ast.literal_eval(options)
+        except (ValueError, SyntaxError) as exc:
+            raise DataError(f"{source} row {i}: field 'options' is not a mapping: {options[:80]!r}") from exc
+    letter = _field(row, "answer_idx", source, i).upper()
+    return q, options, letter, {"subject": row.get("meta_info")}
+
+
+def _medmcqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, dict]:
+    q = _field(row, "question", source, i)
+    options = {L: _field(row, f"op{L.lower()}", source, i) for L in "ABCD"}
+    cop = row.get("cop")
+    try:
+        cop_i = int(cop)
+    except (TypeError, ValueError):
+        raise DataError(f"{source} row {i}: field 'cop' must be an integer 0-3, got {cop!r}") from None
+    if not 0 <= cop_i <= 3:
+        raise DataError(f"{source} row {i}: field 'cop' must be 0-3, got {cop_i}")
+    return q, options, "ABCD"[cop_i], {"subject": row.get("subject_name"), "id": row.get("id")}
+
+
+#: Row layouts of multiple-choice datasets: name -> function(row, source, index) -> (question, options, letter, extra).
+MCQ_LAYOUTS: dict[str, Callable[[Mapping, str, int], tuple[str, Any, str, dict]]] = {
+    "medqa": _medqa_layout,  # GBaker/MedQA-USMLE-4-options; also the medical-o1 MCQ sample
+    "medmcqa": _medmcqa_layout,  # openlifescienceai/medmcqa
+}
+
+
+def to_mcq_items(
+    rows: Iterable[Mapping],
+    layout: str | Callable[[Mapping, str, int], tuple[str, Any, str, dict]],
+    *,
+    tags: Tags = DEFAULT_TAGS,
+    system: str | None = None,
+    on_bad_row: OnBadRow = "raise",
+    source: str | None = None,
+):
+    """Map multiple-choice rows to items with a prompt.
+
+    Args:
+        layout: a key of :data:`MCQ_LAYOUTS` or a function ``(row, source, index) -> (question,
+            options, gold_letter, extra_fields)``.
+
+    Returns ``(dataset, report)``; columns ``id`` (row index unless the data has one),
+    ``question``, ``options`` (``{letter: text}``), ``answer`` (gold letter), ``answer_text``,
+    ``subject`` (or None), ``prompt`` (conversational). A gold letter not among the options is a bad row.
+    """
+    if isinstance(layout, str):
+        if layout not in MCQ_LAYOUTS:
+            raise KeyError(f"unknown multiple-choice layout {layout!r}; known: {sorted(MCQ_LAYOUTS)}")
+        layout_fn = MCQ_LAYOUTS[layout]
+        src = source or layout
+    else:
+        layout_fn, src = layout, source or getattr(layout, "__name__", "mcq data")
+
+    def fn(row: Mapping, i: int) -> dict:
+        q, options, letter, extra = layout_fn(row, src, i)
+        opts = normalise_options(options)
+        letter = str(letter).strip().upper()
+        if letter not in opts:
+            raise DataError(f"{src} row {i}: answer letter {letter!r} is not among the options {list(opts)}")
+        item = {
+            "id": str(extra.get("id") if extra.get("id") is not None else i),
+            "question": q,
+            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, len(opts))]},
+            "answer": letter,
+            "answer_text": opts[letter],
+            "subject": extra.get("subject"),
+            "prompt": mcq_prompt(q, opts, tags=tags, system=system, context=extra.get("context")),
+        }
+        return item
+
+    return _map_rows(rows, fn, src, on_bad_row)
+
+
+def split_train_heldout(dataset, n_heldout: int, *, seed: int = 0):
+    """Split a dataset into ``(train, heldout)`` with ``n_heldout`` rows held out, reproducibly (``seed``).
+
+    Uses ``datasets.Dataset.train_test_split``. Raises ``ValueError`` when ``n_heldout`` is not in [1, len-1].
+    """
+    if not 1 <= n_heldout < len(dataset):
+        raise ValueError(f"n_heldout must be in [1, {len(dataset) - 1}], got {n_heldout}")
+    parts = dataset.train_test_split(test_size=n_heldout, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]

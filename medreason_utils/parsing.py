@@ -1,0 +1,269 @@
+"""The one parser of completions. Rewards and evaluation both call it, so the training
+signal and the metric cannot disagree.
+
+Grammar: ``<THINK>reasoning</THINK><ANSWER>final answer</ANSWER>`` (tag names from
+:class:`medreason_utils.prompts.Tags`). Nothing here raises on a malformed completion:
+a completion that is not a string is read as the empty string.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .prompts import DEFAULT_TAGS, Tags, normalise_options
+
+__all__ = [
+    "ParsedCompletion",
+    "parse_completion",
+    "completion_text",
+    "extract_choice",
+    "choice_from_completion",
+    "find_choice_anywhere",
+    "normalize_answer",
+]
+
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    """What :func:`parse_completion` reads from one completion.
+
+    Attributes:
+        think: stripped text of the first complete THINK block (with ``prefilled_think``,
+            the text before the first closing THINK tag); ``None`` when there is none or it is blank.
+        answer: stripped text of the last complete ANSWER block; ``None`` when there is none or it is blank.
+        is_strict: leading and trailing whitespace aside, the completion is exactly one non-empty
+            THINK block followed by one non-empty ANSWER block, each tag exactly once, nothing
+            before, between or after but whitespace.
+        tag_counts: occurrences of each of the four tags, keyed by the tag text.
+    """
+
+    think: str | None
+    answer: str | None
+    is_strict: bool
+    tag_counts: dict[str, int] = field(default_factory=dict)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion in either TRL format.
+
+    Accepts a plain string, or a conversational completion (a list of message dicts, whose
+    ``content`` strings are joined; TRL gives ``[{"role": "assistant", "content": ...}]``),
+    or one message dict. Anything else (``None``, numbers, malformed lists) gives ``""``.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        content = completion.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
+            return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+        return ""
+    if isinstance(completion, (list, tuple)):
+        return "".join(completion_text(m) for m in completion if isinstance(m, (Mapping, str)))
+    return ""
+
+
+def _strip_or_none(s: str | None) -> str | None:
+    if s is None:
+        return None
+    s = s.strip()
+    return s or None
+
+
+def parse_completion(text: Any, *, prefilled_think: bool = False, tags: Tags = DEFAULT_TAGS) -> ParsedCompletion:
+    """Parse one completion into reasoning, answer and strict-format flag.
+
+    Args:
+        text: the completion (str; conversational completions are read with :func:`completion_text`).
+        prefilled_think: the prompt already ends with the opening THINK tag, so the completion
+            starts inside the reasoning and must not open it again (a strict completion then has
+            zero opening THINK tags).
+        tags: tag names.
+
+    Returns:
+        :class:`ParsedCompletion`. Never raises.
+    """
+    s = completion_text(text)
+    t_open, t_close, a_open, a_close = tags.all
+    counts = {tag: s.count(tag) for tag in tags.all}
+
+    # Answer: the last complete ANSWER block = the last closing tag and the last opening tag before it.
+    answer = None
+    end = s.rfind(a_close)
+    if end != -1:
+        start = s.rfind(a_open, 0, end)
+        if start != -1:
+            answer = _strip_or_none(s[start + len(a_open) : end])
+
+    # Think: the first complete THINK block (or, prefilled, everything before the first closing tag).
+    think = None
+    close = s.find(t_close)
+    if close != -1:
+        if prefilled_think:
+            think = _strip_or_none(s[:close].replace(t_open, ""))
+        else:
+            start = s.rfind(t_open, 0, close)
+            if start != -1:
+                think = _strip_or_none(s[start + len(t_open) : close])
+
+    expected_think_open = 0 if prefilled_think else 1
+    is_strict = False
+    if (
+        counts[t_open] == expected_think_open
+        and counts[t_close] == 1
+        and counts[a_open] == 1
+        and counts[a_close] == 1
+    ):
+        body = s.strip()
+        if not prefilled_think:
+            if body.startswith(t_open):
+                body = body[len(t_open) :]
+            else:
+                body = None
+        if body is not None:
+            reasoning, sep, rest = body.partition(t_close)
+            rest = rest.strip()
+            if sep and reasoning.strip() and rest.startswith(a_open) and rest.endswith(a_close):
+                inner = rest[len(a_open) : -len(a_close)]
+                is_strict = bool(inner.strip())
+    return ParsedCompletion(think=think, answer=answer, is_strict=is_strict, tag_counts=counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple choice
+# ---------------------------------------------------------------------------------------------
+
+_PUNCT = re.compile(r"[^\w\s]", flags=re.UNICODE)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: Any) -> str:
+    """Normalise an answer for comparison: NFKC, lower case, punctuation and the articles
+    a/an/the removed, whitespace collapsed (the SQuAD v1.1 evaluation script's normalisation,
+    Rajpurkar et al. 2016). Non-strings give ``""``.
+    """
+    if not isinstance(text, str):
+        return ""
+    s = unicodedata.normalize("NFKC", text).lower()
+    s = _PUNCT.sub(" ", s)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def _letter_patterns(letters: str) -> list[re.Pattern]:
+    cls = f"[{letters}]"
+    return [
+        # the whole answer is a letter: "B", "(B)", "B.", "B)"
+        re.compile(rf"^\s*[\(\[]?({cls})[\)\]]?[.:]?\s*$"),
+        # a leading option label: "B. text", "B) text", "(B) text", "B: text", "B - text"
+        re.compile(rf"^\s*[\(\[]?({cls})(?:[\)\]]|[.:](?!\w)|\s+-\s)"),
+        # "option B", "answer is B", "choice (B)", "answer: B"
+        re.compile(rf"\b(?:option|answer|choice)\s*(?:is\s*)?[:\-]?\s*[\(\[]?({cls})\b(?![\w'])", re.IGNORECASE),
+        # a label inside the text: "... (B) text ...", " B. text"
+        re.compile(rf"(?:^|\s)[\(\[]({cls})[\)\]](?=\s|$|[.,;:])"),
+    ]
+
+
+def _named_letters(answer_text: str, letters: str) -> set[str]:
+    found: set[str] = set()
+    for pat in _letter_patterns(letters):
+        found.update(m.group(1).upper() for m in pat.finditer(answer_text))
+    return found
+
+
+def _named_texts(answer_text: str, options: dict[str, str]) -> set[str]:
+    norm_answer = f" {normalize_answer(answer_text)} "
+    hits = {}
+    for letter, text in options.items():
+        norm = normalize_answer(text)
+        if norm and f" {norm} " in norm_answer:
+            hits[letter] = norm
+    # an option whose text is part of another matched option's text is not named on its own
+    return {
+        letter
+        for letter, norm in hits.items()
+        if not any(other != letter and norm != o_norm and f" {norm} " in f" {o_norm} " for other, o_norm in hits.items())
+    }
+
+
+def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequence[str]) -> str | None:
+    """The option letter an answer names, or ``None`` when it names none or more than one.
+
+    Rules, in order: (1) option labels (``B``, ``(B)``, ``B.``/``B)`` at the start,
+    ``option B``, ``answer is B``); if they name exactly one letter that is it, more than one
+    gives ``None``; (2) otherwise the option texts that occur in the answer (after
+    :func:`normalize_answer`; an option contained in a longer matched option is dropped);
+    exactly one gives its letter. A leading article "A ..." is not read as option A unless it
+    is followed by ``.``, ``)`` or ``:``.
+
+    Args:
+        answer_text: usually ``parse_completion(...).answer``; ``None`` or blank gives ``None``.
+        options: ``{letter: text}`` or a list of option texts (lettered A, B, ...).
+    """
+    if not isinstance(answer_text, str) or not answer_text.strip():
+        return None
+    try:
+        opts = normalise_options(options)
+    except (ValueError, TypeError):
+        return None
+    letters = "".join(opts)
+    named = _named_letters(answer_text.strip(), letters)
+    if len(named) == 1:
+        return named.pop()
+    if len(named) > 1:
+        return None
+    by_text = _named_texts(answer_text, opts)
+    return by_text.pop() if len(by_text) == 1 else None
+
+
+_LENIENT_PATTERNS = [
+    # HuatuoGPT-o1's scorer (evaluation/eval.py, match_choice) looks for "answer is (X)"-style
+    # statements anywhere in the output before falling back to option text.
+    r"answer is\s*:?\s*[\(\[]?([{L}])\b",
+    r"answer\s*:\s*[\(\[]?([{L}])\b",
+    r"correct (?:option|choice) is\s*:?\s*[\(\[]?([{L}])\b",
+]
+
+
+def find_choice_anywhere(text: Any, options: Mapping[str, str | None] | Sequence[str]) -> str | None:
+    """Lenient letter extraction over the whole completion, tags or not.
+
+    First the ANSWER block through :func:`extract_choice`; otherwise the last "answer is (X)" /
+    "answer: X" statement anywhere (after the rules of HuatuoGPT-o1's evaluation scorer,
+    ``match_choice``); otherwise :func:`extract_choice` on the last 300 characters.
+    Used only for the named *lenient* score; the primary score is :func:`choice_from_completion`.
+    """
+    s = completion_text(text)
+    parsed = parse_completion(s)
+    letter = extract_choice(parsed.answer, options)
+    if letter:
+        return letter
+    try:
+        letters = "".join(normalise_options(options))
+    except (ValueError, TypeError):
+        return None
+    for pat in _LENIENT_PATTERNS:
+        hits = re.findall(pat.replace("{L}", letters), s, flags=re.IGNORECASE)
+        if hits:
+            return hits[-1].upper()
+    return extract_choice(s[-300:], options)
+
+
+def choice_from_completion(
+    completion: Any,
+    options: Mapping[str, str | None] | Sequence[str],
+    *,
+    prefilled_think: bool = False,
+    tags: Tags = DEFAULT_TAGS,
+) -> tuple[str | None, ParsedCompletion]:
+    """The primary multiple-choice reading of a completion, shared by ``mcq_accuracy_reward`` and evaluation.
+
+    Returns ``(letter or None, parsed)``: the letter comes from the ANSWER block only
+    (``extract_choice(parse_completion(completion).answer, options)``), whatever the format.
+    """
+    parsed = parse_completion(completion, prefilled_think=prefilled_think, tags=tags)
+    return extract_choice(parsed.answer, options), parsed

@@ -1,0 +1,285 @@
+"""TRL-compatible reward functions for GRPO.
+
+Each reward function has the signature TRL's ``GRPOTrainer`` calls,
+``(completions, **kwargs) -> list[float | None]``, one value per completion, a stable
+``__name__`` (TRL logs ``rewards/<name>/mean``), and accepts plain-text and conversational
+completions. ``None`` means not applicable / not scored: TRL turns it into NaN and leaves it
+out of the advantage. No reward raises on a malformed completion.
+
+Default values follow the reference GRPO medical-reasoning project: strict format 3.0 / 0.0;
+partial format +0.5 per tag present exactly once, -0.5 per tag that is not; correctness by
+verifier probability p: no extractable answer -2.0, p>0.9 5.0, p>0.7 3.5, p>0.5 2.0,
+p>0.3 1.5, else -2.5. A registry maps reward names to functions, after open-r1's
+``src/open_r1/rewards.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .parsing import choice_from_completion, completion_text, parse_completion
+from .prompts import DEFAULT_TAGS, Tags
+from .verifier import RuleBasedVerifier, Verifier
+
+__all__ = [
+    "RewardFunc",
+    "CorrectnessTiers",
+    "DEFAULT_TIERS",
+    "make_strict_format_reward",
+    "make_partial_format_reward",
+    "make_correctness_reward",
+    "make_mcq_accuracy_reward",
+    "strict_format_reward",
+    "partial_format_reward",
+    "mcq_accuracy_reward",
+    "REWARD_REGISTRY",
+    "get_reward_funcs",
+    "UnscoredError",
+]
+
+logger = logging.getLogger(__name__)
+
+RewardFunc = Callable[..., list]
+
+
+def _named(fn: Callable, name: str, **attrs: Any) -> Callable:
+    fn.__name__ = name
+    fn.__qualname__ = name
+    for k, v in attrs.items():
+        setattr(fn, k, v)
+    return fn
+
+
+def make_strict_format_reward(
+    value: float = 3.0, *, prefilled_think: bool = False, tags: Tags = DEFAULT_TAGS, name: str = "strict_format_reward"
+) -> RewardFunc:
+    """Reward ``value`` when ``parse_completion(c).is_strict``, else 0.0. Range {0, value}."""
+
+    def strict_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        return [
+            float(value) if parse_completion(c, prefilled_think=prefilled_think, tags=tags).is_strict else 0.0
+            for c in completions
+        ]
+
+    return _named(strict_format_reward, name, value=value, prefilled_think=prefilled_think, tags=tags)
+
+
+def make_partial_format_reward(
+    per_tag: float = 0.5, *, prefilled_think: bool = False, tags: Tags = DEFAULT_TAGS, name: str = "partial_format_reward"
+) -> RewardFunc:
+    """``+per_tag`` for each tag that occurs exactly once, ``-per_tag`` for each that does not.
+
+    Four tags give a range of [-4 per_tag, +4 per_tag] ([-2, 2] by default); with
+    ``prefilled_think`` the opening THINK tag is already in the prompt and is not counted
+    (three tags, [-1.5, 1.5]).
+    """
+    counted = tags.all[1:] if prefilled_think else tags.all
+
+    def partial_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        out = []
+        for c in completions:
+            s = completion_text(c)
+            out.append(sum(per_tag if s.count(t) == 1 else -per_tag for t in counted))
+        return out
+
+    return _named(partial_format_reward, name, per_tag=per_tag, prefilled_think=prefilled_think, tags=tags)
+
+
+@dataclass(frozen=True)
+class CorrectnessTiers:
+    """Map a verifier probability p to a reward.
+
+    ``thresholds`` are ``(threshold, reward)`` pairs tried from the highest threshold down;
+    the first with ``p > threshold`` wins; ``below`` is given when none does; ``no_answer`` is
+    given when the completion has no extractable answer. Defaults from the reference GRPO
+    project: >0.9 5.0, >0.7 3.5, >0.5 2.0, >0.3 1.5, else -2.5; no answer -2.0.
+    """
+
+    thresholds: tuple[tuple[float, float], ...] = ((0.9, 5.0), (0.7, 3.5), (0.5, 2.0), (0.3, 1.5))
+    below: float = -2.5
+    no_answer: float = -2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", tuple(sorted(((float(t), float(r)) for t, r in self.thresholds), reverse=True)))
+        for t, _ in self.thresholds:
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"tier threshold {t} is outside [0, 1]")
+
+    def reward(self, p: float) -> float:
+        """Reward for probability ``p`` in [0, 1]."""
+        for threshold, r in self.thresholds:
+            if p > threshold:
+                return r
+        return self.below
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lowest, highest) reward these tiers can give."""
+        values = [r for _, r in self.thresholds] + [self.below, self.no_answer]
+        return min(values), max(values)
+
+
+DEFAULT_TIERS = CorrectnessTiers()
+
+
+class UnscoredError(RuntimeError):
+    """More of a step's items were left unscored by the verifier than the configured fraction allows."""
+
+
+@dataclass
+class _UnscoredCounter:
+    calls: int = 0
+    items: int = 0
+    unscored: int = 0
+    last_error: str | None = None
+    history: list = field(default_factory=list)
+
+
+def make_correctness_reward(
+    verifier: Verifier | None = None,
+    tiers: CorrectnessTiers = DEFAULT_TIERS,
+    *,
+    answer_key: str = "answer",
+    question_key: str = "question",
+    prefilled_think: bool = False,
+    tags: Tags = DEFAULT_TAGS,
+    max_unscored_fraction: float = 1.0,
+    name: str = "correctness_reward",
+) -> RewardFunc:
+    """Answer-correctness reward graded by a verifier.
+
+    The returned function reads the reference answers from the dataset column ``answer_key``
+    (TRL passes dataset columns as keyword arguments, one value per completion) and, when
+    present, the questions from ``question_key``. For each completion the ANSWER block is
+    parsed; no answer gives ``tiers.no_answer`` without calling the verifier; otherwise the
+    verifier's probability goes through ``tiers``. An item the verifier returns ``None`` for
+    (or every item of a call that raises) gives ``None`` and is counted: the counts are on the
+    function (``fn.counter``) and, under TRL, logged as ``correctness/unscored_fraction``.
+
+    Args:
+        verifier: any :class:`~medreason_utils.verifier.Verifier`; ``None`` uses
+            :class:`~medreason_utils.verifier.RuleBasedVerifier`.
+        tiers: probability-to-reward map.
+        max_unscored_fraction: in [0, 1]; when a call leaves more than this fraction of its
+            items unscored, :class:`UnscoredError` is raised (a verifier outage should stop a
+            run rather than train on nothing). 1.0 never raises.
+
+    Raises (from the returned function): ``KeyError`` naming ``answer_key`` when that column
+    is missing; :class:`UnscoredError` as above. Malformed completions never raise.
+    """
+    verifier = verifier if verifier is not None else RuleBasedVerifier()
+    counter = _UnscoredCounter()
+
+    def correctness_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        if answer_key not in kwargs:
+            raise KeyError(
+                f"{name} needs the reference answers in the dataset column {answer_key!r}; "
+                f"got columns {sorted(k for k in kwargs if k not in ('trainer_state', 'log_extra', 'log_metric'))}"
+            )
+        references = list(kwargs[answer_key])
+        questions = kwargs.get(question_key)
+        answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer for c in completions]
+        rewards: list[float | None] = [tiers.no_answer] * len(answers)
+        idx = [i for i, a in enumerate(answers) if a is not None]
+        unscored = 0
+        if idx:
+            preds = [answers[i] for i in idx]
+            refs = [str(references[i]) for i in idx]
+            qs = [str(questions[i]) for i in idx] if questions is not None else None
+            try:
+                probs = list(verifier.score(preds, refs, qs))
+                if len(probs) != len(idx):
+                    raise ValueError(f"verifier returned {len(probs)} scores for {len(idx)} items")
+            except UnscoredError:
+                raise
+            except Exception as exc:  # a verifier outage: every item of this call is unscored
+                counter.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning("%s: verifier %r failed for %d items: %s", name, verifier, len(idx), counter.last_error)
+                probs = [None] * len(idx)
+            for i, p in zip(idx, probs):
+                if p is None or not isinstance(p, (int, float)) or math.isnan(p):
+                    rewards[i] = None
+                    unscored += 1
+                else:
+                    rewards[i] = tiers.reward(min(1.0, max(0.0, float(p))))
+        counter.calls += 1
+        counter.items += len(answers)
+        counter.unscored += unscored
+        fraction = unscored / len(answers) if answers else 0.0
+        counter.history.append(fraction)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("correctness/unscored_fraction", fraction)
+            log_metric("correctness/unscored", float(unscored))
+        if fraction > max_unscored_fraction:
+            raise UnscoredError(
+                f"{name}: {unscored} of {len(answers)} items unscored ({fraction:.0%} > "
+                f"max_unscored_fraction={max_unscored_fraction:.0%}); last verifier error: {counter.last_error}"
+            )
+        return rewards
+
+    return _named(
+        correctness_reward, name, verifier=verifier, tiers=tiers, counter=counter, max_unscored_fraction=max_unscored_fraction
+    )
+
+
+def make_mcq_accuracy_reward(
+    value: float = 1.0,
+    *,
+    answer_key: str = "answer",
+    options_key: str = "options",
+    prefilled_think: bool = False,
+    tags: Tags = DEFAULT_TAGS,
+    name: str = "mcq_accuracy_reward",
+) -> RewardFunc:
+    """Exact match of the option letter in the ANSWER block: ``value`` if right, 0.0 if wrong or none.
+
+    Uses :func:`~medreason_utils.parsing.choice_from_completion`, the same reading as the
+    evaluation's exact-match accuracy. Rows without options (open-ended items) give ``None``.
+    """
+
+    def mcq_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        golds = kwargs.get(answer_key) or [None] * len(completions)
+        options = kwargs.get(options_key) or [None] * len(completions)
+        out: list[float | None] = []
+        for c, gold, opts in zip(completions, golds, options):
+            if not opts or not isinstance(gold, str):
+                out.append(None)
+                continue
+            letter, _ = choice_from_completion(c, opts, prefilled_think=prefilled_think, tags=tags)
+            out.append(float(value) if letter is not None and letter == gold.strip().upper() else 0.0)
+        return out
+
+    return _named(mcq_accuracy_reward, name, value=value)
+
+
+strict_format_reward = make_strict_format_reward()
+partial_format_reward = make_partial_format_reward()
+mcq_accuracy_reward = make_mcq_accuracy_reward()
+
+#: Reward names a config can list; each entry builds the function from keyword settings.
+REWARD_REGISTRY: dict[str, Callable[..., RewardFunc]] = {
+    "strict_format": make_strict_format_reward,
+    "partial_format": make_partial_format_reward,
+    "correctness": make_correctness_reward,
+    "mcq_accuracy": make_mcq_accuracy_reward,
+}
+
+
+def get_reward_funcs(names: Sequence[str], settings: dict[str, dict] | None = None) -> list[RewardFunc]:
+    """Build reward functions by name from :data:`REWARD_REGISTRY`.
+
+    ``settings`` maps a name to the keyword arguments of its factory, e.g.
+    ``{"correctness": {"verifier": v}, "strict_format": {"value": 2.0}}``.
+    Raises ``KeyError`` naming an unknown reward and the known ones.
+    """
+    settings = settings or {}
+    out = []
+    for n in names:
+        if n not in REWARD_REGISTRY:
+            raise KeyError(f"unknown reward {n!r}; known: {sorted(REWARD_REGISTRY)}")
+        out.append(REWARD_REGISTRY[n](**settings.get(n, {})))
+    return out
