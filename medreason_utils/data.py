@@ -41,6 +41,7 @@ __all__ = [
     "to_mcq_items",
     "MCQ_LAYOUTS",
     "split_train_heldout",
+    "exclude_questions",
 ]
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -205,19 +206,28 @@ def to_sft_conversations(
     system: str | None = None,
     on_bad_row: OnBadRow = "raise",
     source: str = "sft data",
+    output_format: Literal["messages", "prompt_completion"] = "messages",
 ):
     """Map medical-o1-reasoning-SFT rows to SFT conversations.
 
-    Returns ``(dataset, report)``: a ``datasets.Dataset`` with one column ``messages``
-    (system, user, assistant in the grammar) and a :class:`MappingReport`. Reasoning and response
-    can be capped (tokens of ``tokenizer``, see :func:`cap_text`); the closing tags are always kept.
+    Returns ``(dataset, report)``: a ``datasets.Dataset`` and a :class:`MappingReport`. With
+    ``output_format="messages"`` the dataset has one column ``messages`` (system, user, assistant in
+    the grammar); with ``"prompt_completion"`` it has ``prompt`` (system, user) and ``completion``
+    (the assistant turn), the conversational prompt-completion format on which TRL's SFTTrainer
+    computes the loss on the completion only. Reasoning and response can be capped (tokens of
+    ``tokenizer``, see :func:`cap_text`); the closing tags are always kept.
     """
+    if output_format not in ("messages", "prompt_completion"):
+        raise ValueError(f"output_format must be 'messages' or 'prompt_completion', got {output_format!r}")
 
     def fn(row: Mapping, i: int) -> dict:
         q = _field(row, question_col, source, i)
         cot = cap_text(_field(row, reasoning_col, source, i), max_reasoning_tokens, tokenizer)
         resp = cap_text(_field(row, response_col, source, i), max_response_tokens, tokenizer)
-        return {"messages": sft_messages(q, cot, resp, tags=tags, system=system)}
+        messages = sft_messages(q, cot, resp, tags=tags, system=system)
+        if output_format == "messages":
+            return {"messages": messages}
+        return {"prompt": messages[:-1], "completion": messages[-1:]}
 
     return _map_rows(rows, fn, source, on_bad_row)
 
@@ -338,3 +348,16 @@ def split_train_heldout(dataset, n_heldout: int, *, seed: int = 0):
         raise ValueError(f"n_heldout must be in [1, {len(dataset) - 1}], got {n_heldout}")
     parts = dataset.train_test_split(test_size=n_heldout, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def exclude_questions(dataset, questions: Iterable[str], *, column: str = "question"):
+    """Drop rows whose ``column`` equals one of ``questions`` after whitespace and case folding.
+
+    Used to keep the questions held out for format compliance out of GRPO. Returns
+    ``(dataset, n_dropped)``. Raises ``KeyError`` naming the column when it is missing.
+    """
+    if column not in dataset.column_names:
+        raise KeyError(f"column {column!r} not in dataset columns {dataset.column_names}")
+    banned = {" ".join(str(q).lower().split()) for q in questions}
+    keep = [i for i, q in enumerate(dataset[column]) if " ".join(str(q).lower().split()) not in banned]
+    return dataset.select(keep), len(dataset) - len(keep)

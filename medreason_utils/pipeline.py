@@ -1,0 +1,132 @@
+"""Run the four notebooks headless, in order, with papermill: the suite's main job.
+
+``python -m medreason_utils.pipeline --run-dir runs/NAME`` executes
+``notebooks/01..04`` into ``runs/NAME/notebooks/`` with ``RUN_DIR`` set, so every notebook writes
+its adapters, plots and figures into that folder; the figures collect in
+``runs/NAME/summary.json`` together with each notebook's wall time and the total.
+``--smoke`` runs the smallest settings (what the test suite uses). ``--publish-checkpoint``
+copies the GRPO adapter into ``checkpoints/`` with a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
+from .notebook_cells import NOTEBOOKS
+from .reporting import read_summary, update_summary, write_model_card
+
+__all__ = ["SMOKE_PARAMETERS", "run_notebooks", "publish_checkpoint", "main"]
+
+#: The smallest settings that still run every cell; the test suite executes the notebooks with these.
+SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
+    "01_sft_format.ipynb": {
+        "N_TRAIN": 8,  # two optimizer steps of 4 rows
+        "N_HELDOUT": 4,  # format compliance on 4 questions
+        "EPOCHS": 1,
+        "MAX_REASONING_TOKENS": 32,
+        "MAX_RESPONSE_TOKENS": 16,
+        "EVAL_MAX_NEW_TOKENS": 24,
+    },
+    "02_grpo_training.ipynb": {
+        "N_PROMPTS": 8,
+        "MAX_STEPS": 2,  # two GRPO steps, one group of 4 completions each
+        "MAX_COMPLETION_LENGTH": 24,
+    },
+    "03_evaluation.ipynb": {"LIMIT": 4, "MAX_NEW_TOKENS": 24},  # 4 items per benchmark
+    "04_inference_demo.ipynb": {"MAX_NEW_TOKENS": 24},
+}
+
+
+def run_notebooks(
+    run_dir: str | Path,
+    *,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    notebooks_dir: str | Path | None = None,
+    only: list[str] | None = None,
+    kernel_name: str = "python3",
+    progress: bool = True,
+) -> dict:
+    """Execute the notebooks in order into ``run_dir/notebooks`` and return the run's summary.
+
+    Each notebook gets ``RUN_DIR`` (absolute) plus its entry of ``parameters``. A notebook that
+    fails stops the run: papermill raises ``PapermillExecutionError`` naming the cell, and the
+    partly executed notebook is kept in the run folder for reading.
+    """
+    import papermill as pm
+
+    run = Path(run_dir).resolve()
+    out_nb = run / "notebooks"
+    out_nb.mkdir(parents=True, exist_ok=True)
+    src = Path(notebooks_dir) if notebooks_dir else repo_root() / "notebooks"
+    names = [n for n in NOTEBOOKS if not only or n in only]
+    started = time.perf_counter()
+    update_summary(
+        run,
+        "run",
+        {
+            "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+            "python": platform.python_version(),
+        },
+    )
+    for name in names:
+        params = {"RUN_DIR": str(run), **dict((parameters or {}).get(name, {}))}
+        t0 = time.perf_counter()
+        pm.execute_notebook(
+            str(src / name),
+            str(out_nb / name),
+            parameters=params,
+            kernel_name=kernel_name,
+            cwd=str(src),
+            progress_bar=progress,
+            log_output=False,
+        )
+        update_summary(run, "timings_s", {name: round(time.perf_counter() - t0, 1)})
+    update_summary(run, "timings_s", {"total": round(time.perf_counter() - started, 1)})
+    return read_summary(run)
+
+
+def publish_checkpoint(run_dir: str | Path, *, date: str | None = None) -> Path:
+    """Copy ``run_dir/grpo_adapter`` to ``checkpoints/medreason-smollm2-135m-grpo`` with a model card
+    and the run's summary. Raises ``FileNotFoundError`` when the run has no GRPO adapter."""
+    run = Path(run_dir)
+    src = run / "grpo_adapter"
+    if not (src / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"{src} holds no adapter_model.safetensors: did notebook 02 run?")
+    dst = checkpoints_dir() / DEFAULT_CHECKPOINT
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint-*", "*.pt", "training_args.bin"))
+    summary = read_summary(run)
+    (dst / "summary.json").write_text((run / "summary.json").read_text())
+    write_model_card(
+        dst, summary, machine=summary.get("run", {}).get("machine", "unknown"), date=date or _dt.date.today().isoformat()
+    )
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Execute the four medreason notebooks headless.")
+    parser.add_argument("--run-dir", required=True, help="output folder (executed notebooks, adapters, summary.json)")
+    parser.add_argument("--smoke", action="store_true", help="smallest settings (as in the tests)")
+    parser.add_argument("--only", nargs="*", help="run only these notebook files")
+    parser.add_argument("--publish-checkpoint", action="store_true", help="copy the GRPO adapter into checkpoints/")
+    args = parser.parse_args(argv)
+    summary = run_notebooks(args.run_dir, parameters=SMOKE_PARAMETERS if args.smoke else None, only=args.only)
+    if args.publish_checkpoint:
+        print(f"published {publish_checkpoint(args.run_dir)}")
+    total = summary.get("timings_s", {}).get("total")
+    print(f"done in {total} s; summary: {Path(args.run_dir) / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

