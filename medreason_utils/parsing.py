@@ -91,13 +91,16 @@ def parse_completion(text: Any, *, prefilled_think: bool = False, tags: Tags = D
     t_open, t_close, a_open, a_close = tags.all
     counts = {tag: s.count(tag) for tag in tags.all}
 
-    # Answer: the last complete ANSWER block = the last closing tag and the last opening tag before it.
+    # Answer: the last complete ANSWER block = the last opening tag that has a closing tag after it,
+    # up to the first closing tag after that opening (a stray or duplicated closing tag, as in
+    # "<ANSWER>a</ANSWER></ANSWER>", does not become part of the answer).
     answer = None
     end = s.rfind(a_close)
     if end != -1:
         start = s.rfind(a_open, 0, end)
         if start != -1:
-            answer = _strip_or_none(s[start + len(a_open) : end])
+            body_start = start + len(a_open)
+            answer = _strip_or_none(s[body_start : s.find(a_close, body_start)])
 
     # Think: the first complete THINK block (or, prefilled, everything before the first closing tag).
     think = None
