@@ -157,6 +157,10 @@ def normalize_answer(text: Any) -> str:
     return " ".join(s.split())
 
 
+#: "option", "answer is", "choice:", in any case, then an optional opening bracket.
+_KEYWORD = r"(?i:\b(?:option|answer|choice))\s*(?:(?i:is)\s*)?[:\-]?\s*[\(\[]?"
+
+
 def _letter_patterns(letters: str) -> list[re.Pattern]:
     cls = f"[{letters}]"
     return [
@@ -164,8 +168,11 @@ def _letter_patterns(letters: str) -> list[re.Pattern]:
         re.compile(rf"^\s*[\(\[]?({cls})[\)\]]?[.:]?\s*$"),
         # a leading option label: "B. text", "B) text", "(B) text", "B: text", "B - text"
         re.compile(rf"^\s*[\(\[]?({cls})(?:[\)\]]|[.:](?!\w)|\s+-\s)"),
-        # "option B", "answer is B", "choice (B)", "answer: B"
-        re.compile(rf"\b(?:option|answer|choice)\s*(?:is\s*)?[:\-]?\s*[\(\[]?({cls})\b(?![\w'])", re.IGNORECASE),
+        # "option B", "answer is B", "choice (B)", "answer: B" (the keyword in any case, the letter upper case)
+        re.compile(rf"{_KEYWORD}({cls})\b(?![\w'])"),
+        # a lower-case letter only where it ends the statement: "answer is b", "option (c)."; so that
+        # "the answer is a vitamin deficiency" is not read as option A
+        re.compile(rf"{_KEYWORD}({cls.lower()})(?:[\)\]]|[.,;:]?\s*$)"),
         # a label inside the text: "... (B) text ...", " B. text"
         re.compile(rf"(?:^|\s)[\(\[]({cls})[\)\]](?=\s|$|[.,;:])"),
     ]
@@ -197,7 +204,8 @@ def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequenc
     """The option letter an answer names, or ``None`` when it names none or more than one.
 
     Rules, in order: (1) option labels (``B``, ``(B)``, ``B.``/``B)`` at the start,
-    ``option B``, ``answer is B``); if they name exactly one letter that is it, more than one
+    ``option B``, ``answer is B``; after such a keyword a lower-case letter counts only where it
+    ends the statement, ``answer is b``); if they name exactly one letter that is it, more than one
     gives ``None``; (2) otherwise the option texts that occur in the answer (after
     :func:`normalize_answer`; an option contained in a longer matched option is dropped);
     exactly one gives its letter. A leading article "A ..." is not read as option A unless it
@@ -225,10 +233,11 @@ def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequenc
 
 _LENIENT_PATTERNS = [
     # HuatuoGPT-o1's scorer (evaluation/eval.py, match_choice) looks for "answer is (X)"-style
-    # statements anywhere in the output before falling back to option text.
-    r"answer is\s*:?\s*[\(\[]?([{L}])\b",
-    r"answer\s*:\s*[\(\[]?([{L}])\b",
-    r"correct (?:option|choice) is\s*:?\s*[\(\[]?([{L}])\b",
+    # statements anywhere in the output before falling back to option text. The keywords match in
+    # any case, the letter only in upper case ("the answer is a vitamin deficiency" names no option).
+    r"(?i:answer is)\s*:?\s*[\(\[]?([{L}])\b(?![\w'])",
+    r"(?i:answer)\s*:\s*[\(\[]?([{L}])\b(?![\w'])",
+    r"(?i:correct (?:option|choice) is)\s*:?\s*[\(\[]?([{L}])\b(?![\w'])",
 ]
 
 
@@ -250,7 +259,7 @@ def find_choice_anywhere(text: Any, options: Mapping[str, str | None] | Sequence
     except (ValueError, TypeError):
         return None
     for pat in _LENIENT_PATTERNS:
-        hits = re.findall(pat.replace("{L}", letters), s, flags=re.IGNORECASE)
+        hits = re.findall(pat.replace("{L}", letters), s)
         if hits:
             return hits[-1].upper()
     return extract_choice(s[-300:], options)
