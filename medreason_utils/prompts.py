@@ -172,11 +172,17 @@ def mcq_prompt(
     system: str | None = None,
     context: str | None = None,
 ) -> list[dict]:
-    """A multiple-choice prompt: the question, optional context (e.g. a PubMedQA abstract), options as ``A. text``."""
+    """A multiple-choice prompt: the question, optional context (e.g. a PubMedQA abstract), options as ``A. text``.
+
+    Raises ``ValueError`` when the question is not a non-blank string, or for bad options (see
+    :func:`normalise_options`).
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"the question of a multiple-choice prompt must be a non-blank string, got {question!r}")
     parts = []
-    if context:
+    if isinstance(context, str) and context.strip():
         parts.append(f"Context: {context.strip()}")
-    parts.append(question.strip() if isinstance(question, str) else question)
+    parts.append(question.strip())
     parts.append(render_options(options))
     parts.append(MCQ_INSTRUCTION)
-    return _base_messages("\n\n".join(p for p in parts if isinstance(p, str)), system, tags)
+    return _base_messages("\n\n".join(parts), system, tags)
