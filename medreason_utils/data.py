@@ -318,7 +318,8 @@ def to_mcq_items(
         item = {
             "id": str(extra.get("id") if extra.get("id") is not None else i),
             "question": q,
-            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, len(opts))]},
+            # letters A up to the last one used (at least A-D, so 4- and 5-option rows share columns)
+            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, OPTION_LETTERS.index(max(opts)) + 1)]},
             "answer": letter,
             "answer_text": opts[letter],
             "subject": extra.get("subject"),
