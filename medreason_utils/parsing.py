@@ -164,8 +164,8 @@ _KEYWORD = r"(?i:\b(?:option|answer|choice))\s*(?:(?i:is)\s*)?[:\-]?\s*[\(\[]?"
 def _letter_patterns(letters: str) -> list[re.Pattern]:
     cls = f"[{letters}]"
     return [
-        # the whole answer is a letter: "B", "(B)", "B.", "B)"
-        re.compile(rf"^\s*[\(\[]?({cls})[\)\]]?[.:]?\s*$"),
+        # the whole answer is a letter, in either case: "B", "(B)", "B.", "b)"
+        re.compile(rf"^\s*[\(\[]?({cls}|{cls.lower()})[\)\]]?[.:]?\s*$"),
         # a leading option label: "B. text", "B) text", "(B) text", "B: text", "B - text"
         re.compile(rf"^\s*[\(\[]?({cls})(?:[\)\]]|[.:](?!\w)|\s+-\s)"),
         # "option B", "answer is B", "choice (B)", "answer: B" (the keyword in any case, the letter upper case)
@@ -203,7 +203,8 @@ def _named_texts(answer_text: str, options: dict[str, str]) -> set[str]:
 def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequence[str]) -> str | None:
     """The option letter an answer names, or ``None`` when it names none or more than one.
 
-    Rules, in order: (1) option labels (``B``, ``(B)``, ``B.``/``B)`` at the start,
+    Rules, in order: (1) option labels (``B``, ``(B)``, ``B.``/``B)`` at the start; an answer
+    that is nothing but one letter counts in either case, ``b``;
     ``option B``, ``answer is B``; after such a keyword a lower-case letter counts only where it
     ends the statement, ``answer is b``); if they name exactly one letter that is it, more than one
     gives ``None``; (2) otherwise the option texts that occur in the answer (after
