@@ -148,10 +148,10 @@ def cap_text(text: str, max_tokens: int | None, tokenizer=None) -> str:
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     if tokenizer is None:
-        words = text.split()
+        words = list(re.finditer(r"\S+", text))
         if len(words) <= max_tokens:
             return text
-        head = " ".join(words[:max_tokens])
+        head = text[: words[max_tokens - 1].end()]  # the original text, line breaks kept
     else:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= max_tokens:
