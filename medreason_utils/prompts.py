@@ -141,7 +141,8 @@ def render_options(options: Mapping[str, str | None] | Sequence[str]) -> str:
 
 
 def normalise_options(options: Mapping[str, str | None] | Sequence[str]) -> dict[str, str]:
-    """Options as an ordered ``{letter: text}`` dict, ``None``/blank entries dropped.
+    """Options as an ordered ``{letter: text}`` dict, ``None``/blank entries dropped (in a
+    sequence the others keep their positional letters: ``["x", None, "z"]`` gives A and C).
 
     Raises ``ValueError`` for no options, more than ten, or a key that is not one of A-J.
     """
@@ -152,7 +153,7 @@ def normalise_options(options: Mapping[str, str | None] | Sequence[str]) -> dict
             raise ValueError(f"option keys must be letters A-J, got {bad}")
         items = dict(sorted(items.items()))
     else:
-        texts = [str(t).strip() for t in options]
+        texts = ["" if t is None else str(t).strip() for t in options]
         if len(texts) > len(OPTION_LETTERS):
             raise ValueError(f"at most {len(OPTION_LETTERS)} options are supported, got {len(texts)}")
         items = {OPTION_LETTERS[i]: t for i, t in enumerate(texts) if t}
