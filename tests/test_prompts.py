@@ -97,6 +97,7 @@ def test_normalise_options_mapping_sorted_and_nones_dropped():
 
 def test_normalise_options_sequence_letters_positions():
     assert normalise_options(["x", "", "z"]) == {"A": "x", "C": "z"}
+    assert normalise_options(["x", None, "z"]) == {"A": "x", "C": "z"}
     assert list(normalise_options([str(i) for i in range(10)])) == list("ABCDEFGHIJ")
 
 
