@@ -57,6 +57,7 @@ def test_detect_runtime_cpu(cpu_runtime):
     assert cpu_runtime.preset == models.GPU_PRESETS["cpu"]
 
 
+@pytest.mark.slow  # converts the GGUF (~20 s) on a machine where it is not cached yet
 def test_resolve_model_name(default_model_path, cpu_runtime):
     assert resolve_model_name(None, cpu_runtime) == str(default_model_path)
     assert resolve_model_name(OFFLINE_MODEL_NAME, cpu_runtime) == str(default_model_path)
