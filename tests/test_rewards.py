@@ -176,7 +176,7 @@ def test_correctness_no_answer_skips_verifier():
 
 
 def test_correctness_unscored_item_is_none_and_counted():
-    fn = make_correctness_reward(TableVerifier())
+    fn = make_correctness_reward(TableVerifier(), max_unscored_fraction=1.0)
     metrics = {}
     out = fn(
         [answer("p=0.95"), answer("unscorable"), answer("nan"), "x"],
@@ -189,7 +189,7 @@ def test_correctness_unscored_item_is_none_and_counted():
 
 
 def test_correctness_verifier_failure_gives_none_not_zero():
-    fn = make_correctness_reward(BrokenVerifier())
+    fn = make_correctness_reward(BrokenVerifier(), max_unscored_fraction=1.0)  # 1.0: never stop the run
     out = fn([answer("a"), "no answer", answer("b")], answer=["a", "b", "c"])
     assert out == [None, -2.0, None]
     assert fn.counter.unscored == 2
@@ -197,7 +197,7 @@ def test_correctness_verifier_failure_gives_none_not_zero():
 
 
 def test_correctness_wrong_length_from_verifier_is_unscored():
-    fn = make_correctness_reward(ShortVerifier())
+    fn = make_correctness_reward(ShortVerifier(), max_unscored_fraction=1.0)
     assert fn([answer("a"), answer("b")], answer=["a", "b"]) == [None, None]
     assert "2 items" in fn.counter.last_error
 
