@@ -234,11 +234,10 @@ def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequenc
 
 _LENIENT_PATTERNS = [
     # HuatuoGPT-o1's scorer (evaluation/eval.py, match_choice) looks for "answer is (X)"-style
-    # statements anywhere in the output before falling back to option text. The keywords match in
-    # any case, the letter only in upper case ("the answer is a vitamin deficiency" names no option).
-    r"(?i:answer is)\s*:?\s*[\(\[]?([{L}])\b(?![\w'])",
-    r"(?i:answer)\s*:\s*[\(\[]?([{L}])\b(?![\w'])",
-    r"(?i:correct (?:option|choice) is)\s*:?\s*[\(\[]?([{L}])\b(?![\w'])",
+    # statements anywhere in the output before falling back to option text.
+    r"answer is\s*:?\s*[\(\[]?([{L}])\b",
+    r"answer\s*:\s*[\(\[]?([{L}])\b",
+    r"correct (?:option|choice) is\s*:?\s*[\(\[]?([{L}])\b",
 ]
 
 
@@ -260,7 +259,7 @@ def find_choice_anywhere(text: Any, options: Mapping[str, str | None] | Sequence
     except (ValueError, TypeError):
         return None
     for pat in _LENIENT_PATTERNS:
-        hits = re.findall(pat.replace("{L}", letters), s)
+        hits = re.findall(pat.replace("{L}", letters), s, flags=re.IGNORECASE)
         if hits:
             return hits[-1].upper()
     return extract_choice(s[-300:], options)
