@@ -149,10 +149,10 @@ def cap_text(text: str, max_tokens: int | None, tokenizer=None) -> str:
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     if tokenizer is None:
-        words = text.split()
+        words = list(re.finditer(r"\S+", text))
         if len(words) <= max_tokens:
             return text
-        head = " ".join(words[:max_tokens])
+        head = text[: words[max_tokens - 1].end()]  # the original text, line breaks kept
     else:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= max_tokens:
@@ -328,7 +328,8 @@ def to_mcq_items(
         item = {
             "id": str(extra.get("id") if extra.get("id") is not None else i),
             "question": q,
-            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, len(opts))]},
+            # letters A up to the last one used (at least A-D, so 4- and 5-option rows share columns)
+            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, OPTION_LETTERS.index(max(opts)) + 1)]},
             "answer": letter,
             "answer_text": opts[letter],
             "subject": extra.get("subject"),

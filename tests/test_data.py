@@ -1,0 +1,344 @@
+"""Data loaders and mappers: shipped samples, the full shared files in hub layouts (when
+present), local JSON/JSONL files, bad rows written to temporary files, and a hub id offline."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from medreason_utils.data import (
+    HUB_IDS,
+    MCQ_LAYOUTS,
+    DataError,
+    MappingReport,
+    cap_text,
+    load_rows,
+    sample_path,
+    split_train_heldout,
+    to_grpo_prompts,
+    to_mcq_items,
+    to_sft_conversations,
+)
+from medreason_utils.parsing import parse_completion
+from medreason_utils.prompts import system_prompt
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def check_mcq_item(item, row_question):
+    assert item["question"] == row_question.strip()
+    assert item["answer"] in item["options"] and item["options"][item["answer"]] == item["answer_text"]
+    assert list(item["options"])[:4] == list("ABCD")
+    roles = [m["role"] for m in item["prompt"]]
+    assert roles == ["system", "user"]
+    user = item["prompt"][1]["content"]
+    assert row_question.strip() in user
+    for letter, text in item["options"].items():
+        if text is not None:
+            assert f"{letter}. {text}" in user
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped samples
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,rows", [("medqa", 60), ("medmcqa", 60), ("medical_o1_sft", 158), ("medical_o1_verifiable", 158)])
+def test_samples_load(name, rows):
+    assert len(load_rows(f"sample:{name}")) == rows
+    assert sample_path(name).is_file()
+
+
+def test_unknown_sample_lists_known():
+    with pytest.raises(FileNotFoundError, match="medqa"):
+        load_rows("sample:nope")
+
+
+def test_medqa_sample_maps():
+    rows = load_rows("sample:medqa")
+    ds, report = to_mcq_items(rows, "medqa")
+    assert (report.kept, report.n_skipped) == (60, 0) and len(ds) == 60
+    for row, item in zip(rows, ds):
+        check_mcq_item(item, row["question"])
+        assert item["answer"] == row["answer_idx"]
+        assert item["answer_text"] == row["answer"].strip()  # the hub's answer text agrees with the letter
+        assert item["subject"] == row["meta_info"]
+
+
+def test_medmcqa_sample_maps():
+    rows = load_rows("sample:medmcqa")
+    ds, report = to_mcq_items(rows, "medmcqa")
+    assert report.kept == 60
+    for row, item in zip(rows, ds):
+        check_mcq_item(item, row["question"])
+        assert item["answer"] == "ABCD"[row["cop"]]
+        assert item["answer_text"] == row["op" + "abcd"[row["cop"]]].strip()
+        assert item["id"] == row["id"] and item["subject"] == row["subject_name"]
+
+
+def test_sft_sample_maps_to_strict_conversations():
+    rows = load_rows("sample:medical_o1_sft")
+    ds, report = to_sft_conversations(rows)
+    assert report.kept == 158 and report.n_skipped == 0
+    for row, conv in zip(rows, ds):
+        msgs = conv["messages"]
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+        assert msgs[0]["content"] == system_prompt()
+        assert msgs[1]["content"] == row["Question"].strip()
+        parsed = parse_completion(msgs[2]["content"])
+        assert parsed.is_strict
+        assert parsed.think == row["Complex_CoT"].strip()
+        assert parsed.answer == row["Response"].strip()
+
+
+def test_sft_capped_rows_keep_closing_tags():
+    rows = load_rows("sample:medical_o1_sft", limit=20)
+    ds, _ = to_sft_conversations(rows, max_reasoning_tokens=40, max_response_tokens=20)
+    for row, conv in zip(rows, ds):
+        parsed = parse_completion(conv["messages"][2]["content"])
+        assert parsed.is_strict
+        assert len(parsed.think.split()) <= 40 and len(parsed.answer.split()) <= 20
+        assert row["Complex_CoT"].strip().startswith(parsed.think[:30])
+
+
+def test_grpo_sample_maps():
+    rows = load_rows("sample:medical_o1_verifiable")
+    ds, report = to_grpo_prompts(rows)
+    assert report.kept == 158
+    assert set(ds.column_names) == {"prompt", "answer", "question"}
+    for row, item in zip(rows, ds):
+        assert item["answer"] == row["Ground-True Answer"].strip()
+        assert item["question"] == row["Open-ended Verifiable Question"].strip()
+        assert [m["role"] for m in item["prompt"]] == ["system", "user"]
+
+
+def test_limit():
+    assert len(load_rows("sample:medqa", limit=5)) == 5
+    assert len(load_rows("sample:medqa", limit=1000)) == 60
+
+
+# --------------------------------------------------------------------------------------------
+# Full files in /work/shared/data (hub layouts)
+# --------------------------------------------------------------------------------------------
+
+
+def test_full_medqa_every_row_maps(shared_file):
+    rows = load_rows(shared_file("medqa_usmle_4options_test.jsonl"))
+    ds, report = to_mcq_items(rows, "medqa")
+    assert report.kept == len(rows) == 1273 and report.n_skipped == 0
+    mismatched = [i for i, (row, item) in enumerate(zip(rows, ds)) if item["answer_text"] != row["answer"].strip()]
+    assert mismatched == []
+    check_mcq_item(ds[len(ds) - 1], rows[len(rows) - 1]["question"])
+
+
+def test_full_medmcqa_every_row_maps(shared_file):
+    rows = load_rows(shared_file("medmcqa_validation.jsonl"))
+    ds, report = to_mcq_items(rows, "medmcqa")
+    assert report.kept == len(rows) == 4183 and report.n_skipped == 0
+    assert [item["answer"] for item in ds] == ["ABCD"[c] for c in rows["cop"]]
+
+
+def test_full_medical_o1_mcq_five_options(shared_file):
+    rows = load_rows(shared_file("medical_o1_mcq_sample.jsonl"))
+    ds, report = to_mcq_items(rows, "medqa")
+    assert report.kept == len(rows) == 158
+    assert any(item["answer"] == "E" for item in ds) or all(item["options"].get("E") for item in ds)
+    for row, item in zip(rows, ds):
+        assert item["answer_text"] == row["answer"].strip()
+
+
+def test_full_medical_o1_sft_and_grpo(shared_file):
+    sft_rows = load_rows(shared_file("medical_o1_reasoning_sft_sample.jsonl"))
+    ds, report = to_sft_conversations(sft_rows)
+    assert report.kept == len(sft_rows) and all(parse_completion(c["messages"][2]["content"]).is_strict for c in ds)
+    grpo_rows = load_rows(shared_file("medical_o1_verifiable_problem_sample.jsonl"))
+    ds, report = to_grpo_prompts(grpo_rows)
+    assert report.kept == len(grpo_rows) and all(item["answer"] for item in ds)
+
+
+def test_full_mmlu_with_a_layout_function(shared_file):
+    """A caller-supplied layout (MMLU: ``choices`` list, ``answer`` 0-3) goes through the same mapper."""
+    rows = load_rows(shared_file("mmlu_medical_dev.jsonl"))
+
+    def mmlu(row, source, i):
+        return row["question"], list(row["choices"]), "ABCD"[int(row["answer"])], {"subject": row["subject"]}
+
+    ds, report = to_mcq_items(rows, mmlu)
+    assert report.kept == len(rows) == 30 and report.source == "mmlu"
+    for row, item in zip(rows, ds):
+        assert item["answer_text"] == row["choices"][row["answer"]].strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Local files and the hub
+# --------------------------------------------------------------------------------------------
+
+
+def test_local_json_and_jsonl_same_columns(tmp_path):
+    rows = [json.loads(line) for line in sample_path("medqa").read_text().splitlines()[:3]]
+    jsonl = write_jsonl(tmp_path / "medqa.jsonl", rows)
+    as_json = tmp_path / "medqa.json"
+    as_json.write_text(json.dumps(rows))
+    for path in (jsonl, str(as_json)):
+        ds, report = to_mcq_items(load_rows(path), "medqa")
+        assert report.kept == 3 and [d["answer"] for d in ds] == [r["answer_idx"] for r in rows]
+
+
+def test_missing_local_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        load_rows(tmp_path / "nope.jsonl")
+
+
+def test_hub_id_without_network_fails_fast():
+    import huggingface_hub.constants
+
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        pytest.skip("HF_HUB_OFFLINE was not set before huggingface_hub was imported: a hub call would retry for ~25 s")
+    assert "medqa" in HUB_IDS
+    for source in ("medqa", "GBaker/MedQA-USMLE-4-options"):
+        start = time.monotonic()
+        with pytest.raises(Exception, match="MedQA"):  # datasets raises ConnectionError naming the hub id
+            load_rows(source)
+        assert time.monotonic() - start < 10
+
+
+# --------------------------------------------------------------------------------------------
+# Bad rows
+# --------------------------------------------------------------------------------------------
+
+GOOD_MEDQA = {"question": "Which vitamin?", "options": {"A": "B12", "B": "C", "C": "D", "D": "K"}, "answer_idx": "A", "meta_info": "step1"}
+
+
+def medqa_rows_with_bad():
+    return [
+        GOOD_MEDQA,
+        {**GOOD_MEDQA, "question": "   "},  # 1: empty question
+        {**GOOD_MEDQA, "answer_idx": "E"},  # 2: letter not among the options
+        {**GOOD_MEDQA, "answer_idx": None},  # 3: missing answer letter
+        {**GOOD_MEDQA, "options": {"A": None, "B": None, "C": None, "D": None}},  # 4: no option text
+        {**GOOD_MEDQA, "question": "Which organ?"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad_index,field",
+    [(1, "question"), (2, "answer letter 'E'"), (3, "answer_idx"), (4, "option")],
+)
+def test_bad_medqa_row_raises_naming_row(tmp_path, bad_index, field):
+    rows = medqa_rows_with_bad()
+    path = write_jsonl(tmp_path / "bad.jsonl", [rows[0], rows[bad_index]])
+    with pytest.raises(DataError) as info:
+        to_mcq_items(load_rows(path), "medqa", source="bad.jsonl")
+    message = str(info.value)
+    assert "bad.jsonl row 1" in message and field in message
+
+
+def test_bad_rows_skipped_and_counted(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", medqa_rows_with_bad())
+    ds, report = to_mcq_items(load_rows(path), "medqa", on_bad_row="skip")
+    assert isinstance(report, MappingReport)
+    assert report.kept == 2 and len(ds) == 2
+    assert [i for i, _ in report.skipped] == [1, 2, 3, 4]
+    assert [d["question"] for d in ds] == ["Which vitamin?", "Which organ?"]
+    assert "kept 2, skipped 4" in str(report) and "row 1" in str(report)
+
+
+def test_missing_column_named(tmp_path):
+    path = write_jsonl(tmp_path / "sft.jsonl", [{"Question": "Q?", "Complex_CoT": "r"}])
+    with pytest.raises(DataError, match=r"row 0: field 'Response' is missing"):
+        to_sft_conversations(load_rows(path))
+
+
+def test_bad_sft_and_grpo_rows(tmp_path):
+    sft = write_jsonl(
+        tmp_path / "sft.jsonl",
+        [
+            {"Question": "Q?", "Complex_CoT": "r", "Response": "a"},
+            {"Question": "Q?", "Complex_CoT": "", "Response": "a"},
+            {"Question": None, "Complex_CoT": "r", "Response": "a"},
+        ],
+    )
+    with pytest.raises(DataError, match=r"row 1: field 'Complex_CoT' is empty"):
+        to_sft_conversations(load_rows(sft))
+    ds, report = to_sft_conversations(load_rows(sft), on_bad_row="skip")
+    assert report.kept == 1 and [i for i, _ in report.skipped] == [1, 2] and "'Question'" in report.skipped[1][1]
+
+    grpo = write_jsonl(
+        tmp_path / "grpo.jsonl",
+        [{"Open-ended Verifiable Question": "Q?", "Ground-True Answer": " "}, {"Open-ended Verifiable Question": "Q?", "Ground-True Answer": "a"}],
+    )
+    with pytest.raises(DataError, match=r"row 0: field 'Ground-True Answer' is empty"):
+        to_grpo_prompts(load_rows(grpo))
+    ds, report = to_grpo_prompts(load_rows(grpo), on_bad_row="skip")
+    assert report.kept == 1 and ds[0]["answer"] == "a"
+
+
+def test_bad_medmcqa_rows():
+    good = {"id": "x1", "question": "Q?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 2, "subject_name": "Anatomy"}
+    rows = [good, {**good, "cop": 4}, {**good, "cop": "two"}, {**good, "opc": ""}, {**good, "cop": None}]
+    with pytest.raises(DataError, match=r"row 1: field 'cop' must be 0-3, got 4"):
+        to_mcq_items(rows, "medmcqa")
+    ds, report = to_mcq_items(rows, "medmcqa", on_bad_row="skip")
+    assert report.kept == 1 and [i for i, _ in report.skipped] == [1, 2, 3, 4]
+    assert "'opc'" in report.skipped[2][1] and "'cop'" in report.skipped[1][1]
+
+
+def test_options_as_string_literal_and_gaps():
+    rows = [
+        {"question": "Q?", "options": "{'A': 'x', 'B': 'y'}", "answer_idx": "B"},
+        {"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "E": "e"}, "answer_idx": "E"},
+        {"question": "Q?", "options": "not a dict {", "answer_idx": "A"},
+    ]
+    ds, report = to_mcq_items(rows, "medqa", on_bad_row="skip")
+    assert report.kept == 2 and report.skipped[0][0] == 2 and "'options'" in report.skipped[0][1]
+    assert ds[0]["answer_text"] == "y"
+    assert ds[1]["options"]["E"] == "e" and ds[1]["options"]["D"] is None
+
+
+def test_bad_arguments():
+    with pytest.raises(KeyError, match="medqa"):
+        to_mcq_items([GOOD_MEDQA], "pubmedqa_unknown")
+    with pytest.raises(ValueError, match="on_bad_row"):
+        to_mcq_items([GOOD_MEDQA], "medqa", on_bad_row="ignore")
+    assert set(MCQ_LAYOUTS) >= {"medqa", "medmcqa"}
+
+
+# --------------------------------------------------------------------------------------------
+# cap_text and splits
+# --------------------------------------------------------------------------------------------
+
+
+def test_cap_text_whitespace_words():
+    text = "One two three. Four five six. Seven eight nine ten eleven."
+    assert cap_text(text, None) == text
+    assert cap_text(text, 100) == text
+    assert cap_text(text, 7) == "One two three. Four five six."
+    assert cap_text("a b c d e f", 3) == "a b c"  # no sentence end: cut at the limit
+    assert cap_text("First. b c d e f g h", 8) == "First. b c d e f g h"
+    assert cap_text("First. b c d e f g h", 6) == "First. b c d e f"  # the only end is in the first half
+    with pytest.raises(ValueError):
+        cap_text(text, 0)
+
+
+def test_cap_text_keeps_line_breaks():
+    text = "Okay, let's think.\n\nSo the retics are low,\nwhich points to marrow failure. More words here now."
+    capped = cap_text(text, 10)
+    assert capped == "Okay, let's think.\n\nSo the retics are low,"  # cut at the line end, layout kept
+    assert text.startswith(capped)
+
+
+def test_split_train_heldout():
+    ds, _ = to_grpo_prompts(load_rows("sample:medical_o1_verifiable"))
+    train, held = split_train_heldout(ds, 40, seed=0)
+    assert (len(train), len(held)) == (118, 40)
+    assert not set(train["question"]) & set(held["question"])
+    again_train, again_held = split_train_heldout(ds, 40, seed=0)
+    assert again_held["question"] == held["question"]
+    for bad in (0, len(ds)):
+        with pytest.raises(ValueError):
+            split_train_heldout(ds, bad)
