@@ -41,6 +41,7 @@ __all__ = [
     "adapter_nonzero",
     "save_adapter",
     "OFFLINE_BASE_ID",
+    "vllm_lora_request",
     "LORA_TARGETS_ALL",
 ]
 
@@ -267,6 +268,7 @@ def load_model(
                 runtime=runtime,
             )
             load_adapter_weights(model, adapter)
+            model.medreason_adapter_dir = str(adapter)  # generation passes it to vLLM as a lora_request
     else:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -381,3 +383,17 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
 def default_model_dir_path(cache: Path | None = None) -> Path:
     """Where :func:`default_model_dir` keeps the converted model (without converting)."""
     return (cache or cache_dir()) / "smollm2-135m-instruct"
+
+
+def vllm_lora_request(model, adapter_dir: str | Path | None = None):
+    """The vLLM ``lora_request`` that makes Unsloth's ``fast_generate`` use a LoRA adapter, or ``None``.
+
+    vLLM holds the base weights only: a LoRA trained in torch is used in generation only when it
+    is saved and passed as a ``lora_request`` (Unsloth's ``model.load_lora(path)``, as in
+    Unsloth's GRPO notebooks). ``adapter_dir=None`` takes the adapter :func:`load_model` loaded.
+    On CPU (no vLLM engine) this returns ``None``.
+    """
+    if not (callable(getattr(model, "load_lora", None)) and getattr(model, "vllm_engine", None) is not None):
+        return None
+    adapter_dir = adapter_dir or getattr(model, "medreason_adapter_dir", None)
+    return model.load_lora(str(adapter_dir)) if adapter_dir else None
