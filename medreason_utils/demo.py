@@ -83,15 +83,35 @@ def find_checkpoint(path: str | Path | None = None) -> str:
     )
 
 
-def load_demo_model(checkpoint: str | Path | None = None, *, base_only: bool = False, model_name: str | None = None, **kwargs: Any):
+def load_demo_model(
+    checkpoint: str | Path | None = None,
+    *,
+    base_only: bool = False,
+    if_missing: str = "raise",
+    model_name: str | None = None,
+    **kwargs: Any,
+):
     """Load the model with the demo's LoRA adapter: ``(model, tokenizer, adapter)``.
 
     ``checkpoint`` as in :func:`find_checkpoint`; ``base_only=True`` loads the base model without
-    an adapter (to compare). Other keywords go to :func:`medreason_utils.models.load_model`.
+    an adapter (to compare). ``if_missing="base"`` loads the base model, with a warning, when no
+    adapter is found (``adapter`` is then ``None``); ``"raise"`` (default) raises
+    ``FileNotFoundError``. Other keywords go to :func:`medreason_utils.models.load_model`.
     """
+    import warnings
+
     from .models import load_model
 
-    adapter = None if base_only else find_checkpoint(checkpoint)
+    if if_missing not in ("raise", "base"):
+        raise ValueError(f"if_missing must be 'raise' or 'base', got {if_missing!r}")
+    adapter = None
+    if not base_only:
+        try:
+            adapter = find_checkpoint(checkpoint)
+        except FileNotFoundError as exc:
+            if if_missing == "raise":
+                raise
+            warnings.warn(f"{exc}; loading the base model without an adapter", stacklevel=2)
     model, tokenizer = load_model(model_name, adapter=adapter, **kwargs)
     return model, tokenizer, adapter
 
