@@ -155,6 +155,7 @@ def stream_completion(
     greedy: bool = False,
     seed: int = 0,
     repetition_penalty: float | None = None,
+    lora_request: Any = None,
     timeout_s: float = 600.0,
 ) -> Iterator[str]:
     """Yield the completion text generated so far, growing as tokens arrive (the last value is the whole completion).
@@ -162,7 +163,9 @@ def stream_completion(
     transformers models stream through ``TextIteratorStreamer`` with ``generate`` in a thread; a
     model with a vLLM engine yields once (no streaming). ``greedy`` ignores temperature and top-p.
     ``timeout_s`` bounds the wait for each next piece of text (seconds). An error in the generating
-    thread is raised here once the stream ends.
+    thread is raised here once the stream ends. ``lora_request`` (vLLM only, e.g. Unsloth's
+    ``model.load_lora(adapter)``) applies the adapter inside the vLLM engine, which otherwise
+    generates with the base weights.
     """
     from .generation import generate_completions, render_prompts, uses_vllm
 
@@ -170,7 +173,7 @@ def stream_completion(
     if uses_vllm(model):
         yield generate_completions(
             model, tokenizer, [list(messages)], max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, seed=seed, repetition_penalty=repetition_penalty, progress=False,
+            top_p=top_p, seed=seed, repetition_penalty=repetition_penalty, lora_request=lora_request, progress=False,
         )[0]
         return
 
@@ -369,6 +372,7 @@ class DemoApp:
 
         self.model, self.tokenizer, self.adapter, self.index = model, tokenizer, adapter, index
         self.update_every_s = update_every_s
+        self.lora_request: Any = None
         self.last: DemoResult | None = None
         questions = list(questions) if questions is not None else demo_questions()
         self.examples = w.Dropdown(options=[("(pick an example question)", "")] + [(q[:100], q) for q in questions], description="examples", layout=w.Layout(width="98%"))
@@ -402,6 +406,14 @@ class DemoApp:
 
     def _sync_sampling(self) -> None:
         self.temperature.disabled = self.top_p.disabled = self.greedy.value
+
+    def _lora_request(self) -> Any:
+        """vLLM (GPU) only: the adapter as a LoRA request, made once with Unsloth's ``model.load_lora``."""
+        from .generation import uses_vllm
+
+        if self.lora_request is None and self.adapter and uses_vllm(self.model) and Path(str(self.adapter)).is_dir():
+            self.lora_request = self.model.load_lora(str(self.adapter))
+        return self.lora_request
 
     def describe(self) -> str:
         """One line: adapter, decoding settings, retrieval."""
@@ -441,6 +453,7 @@ class DemoApp:
             for text in stream_completion(
                 self.model, self.tokenizer, messages, max_new_tokens=self.max_new_tokens.value,
                 temperature=self.temperature.value, top_p=self.top_p.value, greedy=self.greedy.value, seed=self.seed.value,
+                lora_request=self._lora_request(),
             ):
                 now = time.monotonic()
                 if now - last_draw >= self.update_every_s:

@@ -311,6 +311,8 @@ class RewardPlayground:
         verifier_options: ``(label, spec)`` pairs for the verifier dropdown (default
             :data:`VERIFIER_OPTIONS`).
         examples: example rows (default :func:`load_examples`).
+        lora_request: vLLM (GPU) only: the adapter as a LoRA request (Unsloth's ``model.load_lora(path)``)
+            so samples come from the trained adapter, not the base weights of the vLLM engine.
     """
 
     def __init__(
@@ -321,11 +323,12 @@ class RewardPlayground:
         tokenizer: Any = None,
         verifier_options: Sequence[tuple[str, Any]] | None = None,
         examples: Sequence[dict] | None = None,
+        lora_request: Any = None,
     ):
         import ipywidgets as w
 
         s = settings or RewardSettings()
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.lora_request = model, tokenizer, lora_request
         self.examples = list(examples) if examples is not None else load_examples()
         self._verifiers: dict[str, Verifier] = {}
         self._labels: dict[str, str] = {}
@@ -477,7 +480,7 @@ class RewardPlayground:
         texts = generate_completions(
             self.model, self.tokenizer, [prompt] * self.n_samples.value,
             max_new_tokens=self.sample_tokens.value, temperature=self.sample_temperature.value,
-            seed=self.sample_seed.value, batch_size=self.n_samples.value, progress=False,
+            seed=self.sample_seed.value, batch_size=self.n_samples.value, progress=False, lora_request=self.lora_request,
         )
         self.set_completions(texts, [f"sample {i + 1}" for i in range(len(texts))])
         return texts
