@@ -96,7 +96,9 @@ def load_demo_model(
     ``checkpoint`` as in :func:`find_checkpoint`; ``base_only=True`` loads the base model without
     an adapter (to compare). ``if_missing="base"`` loads the base model, with a warning, when no
     adapter is found (``adapter`` is then ``None``); ``"raise"`` (default) raises
-    ``FileNotFoundError``. Other keywords go to :func:`medreason_utils.models.load_model`.
+    ``FileNotFoundError``. A hub id is downloaded first (``huggingface_hub.snapshot_download``, needs
+    the network) so its ``adapter_config.json`` names the base model, as for a local folder. Other
+    keywords go to :func:`medreason_utils.models.load_model`.
     """
     import warnings
 
@@ -112,6 +114,10 @@ def load_demo_model(
             if if_missing == "raise":
                 raise
             warnings.warn(f"{exc}; loading the base model without an adapter", stacklevel=2)
+    if adapter is not None and not Path(adapter).is_dir():  # a hub id: fetch it, then load it as a local folder
+        from huggingface_hub import snapshot_download
+
+        adapter = snapshot_download(repo_id=adapter)
     model, tokenizer = load_model(model_name, adapter=adapter, **kwargs)
     return model, tokenizer, adapter
 

@@ -251,6 +251,7 @@ class ScoreTable:
             f"weights {dict(zip(('strict', 'partial', 'correctness'), s.weights))}, "
             f"scale_rewards={s.scale_rewards!r}; advantage = total - group mean"
             + ("" if s.scale_rewards == "none" else f", divided by the {s.scale_rewards} std")
+            + (" (one group here, so the batch std is the group std)" if s.scale_rewards == "batch" else "")
         )
         return (
             "<table class='medreason-scores' style='border-collapse:collapse' border='1' cellpadding='4'>"

