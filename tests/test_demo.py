@@ -139,6 +139,9 @@ def test_streaming_matches_batched_generation(tiny_lora):
     assert all(b.startswith(a) for a, b in zip(pieces, pieces[1:])), "each yield extends the previous text"
     batched = generate_completions(model, tokenizer, [msgs], max_new_tokens=24, progress=False)[0]
     assert pieces[-1].strip() == batched.strip()
+    # an error in the generating thread reaches the caller instead of hanging the stream
+    with pytest.raises(ValueError, match="strictly positive"):
+        list(stream_completion(model, tokenizer, msgs, max_new_tokens=4, greedy=True, repetition_penalty=-1.0, timeout_s=60))
 
 
 @pytest.mark.slow
