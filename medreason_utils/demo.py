@@ -1,0 +1,479 @@
+"""Inference demo on a LoRA checkpoint: load, ask, stream, show reasoning apart from the answer.
+
+* Loading goes through :func:`medreason_utils.models.load_model` with ``adapter=``: Unsloth (+ vLLM)
+  on a GPU, transformers + peft on CPU. The default checkpoint is the newest adapter folder under
+  ``checkpoints/``; a hub id of an adapter works too.
+* Generation streams tokens with transformers' ``TextIteratorStreamer`` (``generate`` runs in a
+  thread, as in the transformers docs on streaming). With a vLLM engine (GPU, ``fast_inference``)
+  the demo does not stream: it calls :func:`medreason_utils.generation.generate_completions`
+  once (``fast_generate``) and shows the whole completion.
+* The finished completion is read with :func:`medreason_utils.parsing.parse_completion` (the one
+  parser): the reasoning goes in a collapsible block, the answer is highlighted, and a completion
+  that is not strictly well-formed is flagged as malformed, with the tags that are wrong.
+* Optional retrieval (:mod:`medreason_utils.retrieval`): the top-k passages are shown beside the
+  answer and put in the prompt.
+
+This is a research demonstration, not a medical device: :data:`DISCLAIMER` is shown with every answer.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .parsing import ParsedCompletion, parse_completion
+from .prompts import DEFAULT_TAGS, Tags, grpo_prompt, system_prompt
+
+__all__ = [
+    "DISCLAIMER",
+    "DEFAULT_CHECKPOINT_DIR",
+    "find_checkpoint",
+    "load_demo_model",
+    "demo_questions",
+    "build_messages",
+    "stream_completion",
+    "malformed_reasons",
+    "render_response_html",
+    "DemoResult",
+    "DemoApp",
+]
+
+#: Shown above every answer and in the UI header.
+DISCLAIMER = (
+    "Research demonstration only. This is not medical advice: a small language model trained for "
+    "research can be wrong, and its output must not be used to diagnose or treat anyone. "
+    "Ask a qualified clinician."
+)
+#: Where the notebooks save the trained adapters; the demo loads the newest one by default.
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
+
+_ANSWER_BG = "#fff3b0"
+_DISCLAIMER_BG = "#fdecea"
+_MALFORMED_BG = "#fde2c8"
+
+
+def find_checkpoint(path: str | Path | None = None) -> str:
+    """Resolve the adapter to load.
+
+    ``path`` may be an adapter folder (holds ``adapter_config.json``), a folder of adapters (the
+    newest one by modification time of its ``adapter_config.json`` is taken, at any depth up to
+    3), or a hub id ``owner/name`` that is not a local path (returned as is). ``None`` means
+    :data:`DEFAULT_CHECKPOINT_DIR`.
+
+    Raises ``FileNotFoundError`` naming the path when no adapter is found there.
+    """
+    p = Path(path) if path is not None else Path(DEFAULT_CHECKPOINT_DIR)
+    if p.is_dir():
+        if (p / "adapter_config.json").is_file():
+            return str(p)
+        configs = [c for depth in ("*/", "*/*/", "*/*/*/") for c in p.glob(f"{depth}adapter_config.json")]
+        if configs:
+            return str(max(configs, key=lambda c: c.stat().st_mtime).parent)
+        raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {p} or its subfolders")
+    s = str(path) if path is not None else ""
+    if s and not p.exists() and s.count("/") == 1 and not s.startswith((".", "/", "~")):
+        return s  # a hub id
+    raise FileNotFoundError(
+        f"checkpoint {p} does not exist; train one (notebooks 01-03 save adapters under {DEFAULT_CHECKPOINT_DIR}/) "
+        "or give a hub id of an adapter"
+    )
+
+
+def load_demo_model(
+    checkpoint: str | Path | None = None,
+    *,
+    base_only: bool = False,
+    if_missing: str = "raise",
+    model_name: str | None = None,
+    **kwargs: Any,
+):
+    """Load the model with the demo's LoRA adapter: ``(model, tokenizer, adapter)``.
+
+    ``checkpoint`` as in :func:`find_checkpoint`; ``base_only=True`` loads the base model without
+    an adapter (to compare). ``if_missing="base"`` loads the base model, with a warning, when no
+    adapter is found (``adapter`` is then ``None``); ``"raise"`` (default) raises
+    ``FileNotFoundError``. A hub id is downloaded first (``huggingface_hub.snapshot_download``, needs
+    the network) so its ``adapter_config.json`` names the base model, as for a local folder. Other
+    keywords go to :func:`medreason_utils.models.load_model`.
+    """
+    import warnings
+
+    from .models import load_model
+
+    if if_missing not in ("raise", "base"):
+        raise ValueError(f"if_missing must be 'raise' or 'base', got {if_missing!r}")
+    adapter = None
+    if not base_only:
+        try:
+            adapter = find_checkpoint(checkpoint)
+        except FileNotFoundError as exc:
+            if if_missing == "raise":
+                raise
+            warnings.warn(f"{exc}; loading the base model without an adapter", stacklevel=2)
+    if adapter is not None and not Path(adapter).is_dir():  # a hub id: fetch it, then load it as a local folder
+        from huggingface_hub import snapshot_download
+
+        adapter = snapshot_download(repo_id=adapter)
+    model, tokenizer = load_model(model_name, adapter=adapter, **kwargs)
+    return model, tokenizer, adapter
+
+
+def demo_questions(n: int = 8, *, max_chars: int = 160) -> list[str]:
+    """Example questions: the first ``n`` of the shipped medical-o1 verifiable sample no longer than ``max_chars``."""
+    from .data import load_rows
+
+    rows = load_rows("sample:medical_o1_verifiable")
+    out = [r["Open-ended Verifiable Question"].strip() for r in rows if len(r["Open-ended Verifiable Question"]) <= max_chars]
+    return out[:n]
+
+
+def build_messages(question: str, hits: Sequence[Any] | None = None, *, tags: Tags = DEFAULT_TAGS) -> list[dict]:
+    """The chat prompt: the suite's system prompt and the question, with retrieved passages before it when given.
+
+    Passages are given as ``[i] Title: text`` lines (:func:`medreason_utils.retrieval.format_context`)
+    with an instruction to use them only where relevant. Raises ``ValueError`` for a blank question.
+    """
+    if not hits:
+        return grpo_prompt(question, tags=tags)
+    from .retrieval import format_context
+
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question must be a non-blank string")
+    user = (
+        "Reference passages (they may be incomplete or irrelevant; use them only where they help):\n"
+        f"{format_context(hits)}\n\nQuestion: {question.strip()}"
+    )
+    return [{"role": "system", "content": system_prompt(tags)}, {"role": "user", "content": user}]
+
+
+def stream_completion(
+    model,
+    tokenizer,
+    messages: Sequence[dict],
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    greedy: bool = False,
+    seed: int = 0,
+    repetition_penalty: float | None = None,
+    lora_request: Any = None,
+    timeout_s: float = 600.0,
+) -> Iterator[str]:
+    """Yield the completion text generated so far, growing as tokens arrive (the last value is the whole completion).
+
+    transformers models stream through ``TextIteratorStreamer`` with ``generate`` in a thread; a
+    model with a vLLM engine yields once (no streaming). ``greedy`` ignores temperature and top-p.
+    ``timeout_s`` bounds the wait for each next piece of text (seconds). An error in the generating
+    thread is raised here once the stream ends. ``lora_request`` (vLLM only, e.g. Unsloth's
+    ``model.load_lora(adapter)``) applies the adapter inside the vLLM engine, which otherwise
+    generates with the base weights.
+    """
+    from .generation import generate_completions, render_prompts, uses_vllm
+
+    temperature = 0.0 if greedy else float(temperature)
+    if uses_vllm(model):
+        yield generate_completions(
+            model, tokenizer, [list(messages)], max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, seed=seed, repetition_penalty=repetition_penalty, lora_request=lora_request, progress=False,
+        )[0]
+        return
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    text = render_prompts(tokenizer, [list(messages)])[0]
+    enc = tokenizer([text], return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
+    gen_kwargs: dict[str, Any] = dict(enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tokenizer.pad_token_id)
+    if temperature > 0:
+        torch.manual_seed(seed)
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if repetition_penalty:
+        gen_kwargs["repetition_penalty"] = repetition_penalty
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**gen_kwargs)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+            streamer.end()
+
+    was_training = model.training
+    model.eval()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    acc = ""
+    try:
+        for piece in streamer:
+            acc += piece
+            yield acc
+    finally:
+        thread.join(timeout=timeout_s)
+        if was_training:
+            model.train()
+    if errors:
+        raise errors[0]
+
+
+def malformed_reasons(parsed: ParsedCompletion, *, tags: Tags = DEFAULT_TAGS) -> list[str]:
+    """Why a completion is not strictly well-formed, one short phrase a problem (``[]`` when it is).
+
+    Reads only what :func:`~medreason_utils.parsing.parse_completion` returned (tag counts, blocks).
+    """
+    if parsed.is_strict:
+        return []
+    out = []
+    for tag in tags.all:
+        n = parsed.tag_counts.get(tag, 0)
+        if n == 0:
+            out.append(f"{tag} missing")
+        elif n > 1:
+            out.append(f"{tag} appears {n} times")
+    if parsed.answer is None and not any("ANSWER" in r or tags.answer in r for r in out):
+        out.append("no complete answer block")
+    if not out:
+        out.append("text outside the tags or blocks out of order")
+    return out
+
+
+def _passages_html(hits: Sequence[Any]) -> str:
+    items = "".join(
+        f"<li style='margin-bottom:6px'><b>{html.escape(h.passage.title)}</b> "
+        f"<span style='color:#666;font-size:11px'>(similarity {h.score:.2f})</span><br>"
+        f"<span style='font-size:12px'>{html.escape(h.passage.text)}</span></li>"
+        for h in hits
+    )
+    return (
+        "<div class='medreason-passages' style='flex:1;min-width:220px;border-left:3px solid #8ab4f8;padding-left:10px'>"
+        f"<div style='font-weight:bold;margin-bottom:4px'>Retrieved passages (top {len(hits)})</div>"
+        f"<ol style='padding-left:18px;margin:0'>{items}</ol></div>"
+    )
+
+
+def render_response_html(
+    text: str,
+    *,
+    question: str | None = None,
+    hits: Sequence[Any] | None = None,
+    done: bool = True,
+    seconds: float | None = None,
+    meta: str | None = None,
+    tags: Tags = DEFAULT_TAGS,
+) -> str:
+    """HTML of one demo answer: disclaimer, question, reasoning (collapsible), highlighted answer, passages.
+
+    While ``done`` is False the text so far is shown raw (it is still growing). When done, the
+    completion is parsed with :func:`~medreason_utils.parsing.parse_completion`: a strict
+    completion shows its reasoning in a ``<details>`` block and its answer highlighted; otherwise a
+    "Malformed output" banner names the wrong tags (:func:`malformed_reasons`), the answer is still
+    highlighted when there is one, and the raw output is shown. ``meta`` is a small grey line under
+    the title (e.g. the adapter and the sampling settings).
+    """
+    parts = [
+        "<div style='font-size:18px;font-weight:bold;margin-bottom:2px'>medreason &middot; structured medical reasoning demo</div>",
+        f"<div style='font-size:11px;color:#666;margin-bottom:6px'>{html.escape(meta)}</div>" if meta else "",
+        f"<div class='medreason-disclaimer' style='background:{_DISCLAIMER_BG};border:1px solid #d93025;"
+        f"border-radius:4px;padding:6px 10px;margin-bottom:8px;font-size:13px'>&#9888; {html.escape(DISCLAIMER)}</div>"
+    ]
+    if question:
+        parts.append(f"<div style='margin-bottom:8px'><b>Question.</b> {html.escape(question)}</div>")
+    body: list[str] = []
+    if not done:
+        body.append(
+            "<div style='color:#666;font-size:12px'>generating&hellip;</div>"
+            f"<pre class='medreason-stream' style='white-space:pre-wrap;font-size:12px'>{html.escape(text)}</pre>"
+        )
+    else:
+        parsed = parse_completion(text, tags=tags)
+        reasons = malformed_reasons(parsed, tags=tags)
+        if reasons:
+            body.append(
+                f"<div class='medreason-malformed' style='background:{_MALFORMED_BG};border:1px solid #e8710a;"
+                "border-radius:4px;padding:6px 10px;margin-bottom:8px'><b>Malformed output</b> "
+                f"(not <code>{html.escape(tags.think_open)}&hellip;{html.escape(tags.think_close)}"
+                f"{html.escape(tags.answer_open)}&hellip;{html.escape(tags.answer_close)}</code>): "
+                f"{html.escape('; '.join(reasons))}</div>"
+            )
+        if parsed.think:
+            body.append(
+                "<details class='medreason-reasoning' style='margin-bottom:8px'><summary style='cursor:pointer'>"
+                f"<b>Reasoning</b> ({len(parsed.think.split())} words, click to expand)</summary>"
+                f"<div style='white-space:pre-wrap;font-size:12px;color:#333;padding:6px'>{html.escape(parsed.think)}</div></details>"
+            )
+        if parsed.answer:
+            body.append(
+                f"<div class='medreason-answer' style='background:{_ANSWER_BG};border-left:5px solid #f9ab00;"
+                f"padding:8px 12px;font-size:15px'><b>Answer.</b> {html.escape(parsed.answer)}</div>"
+            )
+        if reasons:
+            body.append(
+                "<details open><summary>Raw output</summary>"
+                f"<pre class='medreason-raw' style='white-space:pre-wrap;font-size:12px'>{html.escape(text) or '(empty)'}</pre></details>"
+            )
+        if seconds is not None:
+            body.append(f"<div style='color:#666;font-size:11px;margin-top:4px'>generated in {seconds:.1f} s</div>")
+    main = f"<div style='flex:2;min-width:300px'>{''.join(body)}</div>"
+    side = _passages_html(hits) if hits else ""
+    parts.append(f"<div style='display:flex;gap:16px;align-items:flex-start'>{main}{side}</div>")
+    return f"<div class='medreason-demo' id='medreason-demo' style='font-family:sans-serif;max-width:1100px'>{''.join(parts)}</div>"
+
+
+@dataclass
+class DemoResult:
+    """One answered question: the completion, its parse, the passages used, the time (seconds)."""
+
+    question: str
+    completion: str
+    parsed: ParsedCompletion
+    hits: list = field(default_factory=list)
+    seconds: float = 0.0
+    html: str = ""
+
+    @property
+    def malformed(self) -> bool:
+        return not self.parsed.is_strict
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+class DemoApp:
+    """ipywidgets demo: question box, example questions, sampling controls, retrieval, streamed answer.
+
+    Args:
+        model, tokenizer: from :func:`load_demo_model`.
+        adapter: the adapter path or hub id shown in the header (informational).
+        index: a :class:`medreason_utils.retrieval.PassageIndex`; ``None`` builds the shipped one
+            the first time retrieval is used.
+        questions: example questions (default :func:`demo_questions`).
+        update_every_s: least time between two redraws while streaming (seconds).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        adapter: str | None = None,
+        index: Any = None,
+        questions: Sequence[str] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        greedy: bool = False,
+        use_retrieval: bool = False,
+        top_k: int = 3,
+        update_every_s: float = 0.1,
+    ):
+        import ipywidgets as w
+
+        self.model, self.tokenizer, self.adapter, self.index = model, tokenizer, adapter, index
+        self.update_every_s = update_every_s
+        self.lora_request: Any = None
+        self.last: DemoResult | None = None
+        questions = list(questions) if questions is not None else demo_questions()
+        self.examples = w.Dropdown(options=[("(pick an example question)", "")] + [(q[:100], q) for q in questions], description="examples", layout=w.Layout(width="98%"))
+        self.question = w.Textarea(value=questions[0] if questions else "", description="question", layout=w.Layout(width="98%", height="70px"))
+        self.temperature = w.FloatSlider(value=temperature, min=0.05, max=1.5, step=0.05, description="temperature")
+        self.top_p = w.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, description="top-p")
+        self.max_new_tokens = w.IntSlider(value=max_new_tokens, min=16, max=2048, step=16, description="max tokens")
+        self.greedy = w.Checkbox(value=greedy, description="greedy")
+        self.seed = w.IntText(value=0, description="seed", layout=w.Layout(width="160px"))
+        self.use_retrieval = w.Checkbox(value=use_retrieval, description="retrieval (RAG)")
+        self.top_k = w.IntSlider(value=top_k, min=1, max=8, description="top-k")
+        self.ask_button = w.Button(description="Ask", button_style="primary", icon="paper-plane")
+        self.output = w.HTML()
+        self.examples.observe(lambda ch: ch["new"] and setattr(self.question, "value", ch["new"]), names="value")
+        self.greedy.observe(lambda ch: self._sync_sampling(), names="value")
+        self.use_retrieval.observe(lambda ch: setattr(self.top_k, "disabled", not ch["new"]), names="value")
+        self.ask_button.on_click(lambda _b: self.ask())
+        self._sync_sampling()
+        self.top_k.disabled = not use_retrieval
+        header = (
+            f"<div style='background:{_DISCLAIMER_BG};border:1px solid #d93025;padding:6px 10px;border-radius:4px'>"
+            f"&#9888; <b>{html.escape(DISCLAIMER)}</b></div>"
+            f"<div style='font-size:12px;color:#555;margin:4px 0'>adapter: <code>{html.escape(str(adapter or 'none (base model)'))}</code></div>"
+        )
+        self.widget = w.VBox([
+            w.HTML(header), self.examples, self.question,
+            w.HBox([self.temperature, self.top_p, self.max_new_tokens]),
+            w.HBox([self.greedy, self.seed, self.use_retrieval, self.top_k, self.ask_button]),
+            self.output,
+        ])
+
+    def _sync_sampling(self) -> None:
+        self.temperature.disabled = self.top_p.disabled = self.greedy.value
+
+    def _lora_request(self) -> Any:
+        """vLLM (GPU) only: the adapter as a LoRA request, made once with Unsloth's ``model.load_lora``."""
+        from .generation import uses_vllm
+
+        if self.lora_request is None and self.adapter and uses_vllm(self.model) and Path(str(self.adapter)).is_dir():
+            self.lora_request = self.model.load_lora(str(self.adapter))
+        return self.lora_request
+
+    def describe(self) -> str:
+        """One line: adapter, decoding settings, retrieval."""
+        decoding = "greedy" if self.greedy.value else f"temperature {self.temperature.value:g}, top-p {self.top_p.value:g}, seed {self.seed.value}"
+        rag = f"retrieval top-{self.top_k.value}" if self.use_retrieval.value else "no retrieval"
+        adapter = Path(str(self.adapter)).name if self.adapter else "base model"
+        return f"adapter: {adapter} · {decoding} · max {self.max_new_tokens.value} new tokens · {rag}"
+
+    def retrieve(self, question: str) -> list:
+        """Top-k passages for ``question`` when retrieval is on, else ``[]`` (builds the index on first use)."""
+        if not self.use_retrieval.value:
+            return []
+        if self.index is None:
+            from .retrieval import PassageIndex
+
+            self.output.value = "<i>embedding the passage set (once)&hellip;</i>"
+            self.index = PassageIndex()
+        return self.index.search(question, k=self.top_k.value)
+
+    def ask(self, question: str | None = None) -> DemoResult:
+        """Answer ``question`` (default: the text box), streaming into the output; returns a :class:`DemoResult`.
+
+        Raises ``ValueError`` for a blank question (also shown in the output).
+        """
+        q = (question if question is not None else self.question.value or "").strip()
+        if not q:
+            self.output.value = "<span style='color:#a00'>Type a question or pick an example.</span>"
+            raise ValueError("the question is blank")
+        if question is not None:
+            self.question.value = q
+        self.ask_button.disabled = True
+        try:
+            hits = self.retrieve(q)
+            messages = build_messages(q, hits)
+            start = last_draw = time.monotonic()
+            text = ""
+            for text in stream_completion(
+                self.model, self.tokenizer, messages, max_new_tokens=self.max_new_tokens.value,
+                temperature=self.temperature.value, top_p=self.top_p.value, greedy=self.greedy.value, seed=self.seed.value,
+                lora_request=self._lora_request(),
+            ):
+                now = time.monotonic()
+                if now - last_draw >= self.update_every_s:
+                    self.output.value = render_response_html(text, question=q, hits=hits, done=False, meta=self.describe())
+                    last_draw = now
+            seconds = time.monotonic() - start
+            page = render_response_html(text, question=q, hits=hits, done=True, seconds=seconds, meta=self.describe())
+            self.output.value = page
+            self.last = DemoResult(q, text, parse_completion(text), list(hits), seconds, page)
+            return self.last
+        finally:
+            self.ask_button.disabled = False
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
