@@ -95,7 +95,9 @@ class RewardSettings:
         weights: (strict, partial, correctness) weights, TRL's ``reward_weights``; default 1.0 each.
         verifier: ``"rule"``, a verifier object, or a spec for ``make_verifier`` (see :func:`resolve_verifier`).
         scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (TRL ``GRPOConfig.scale_rewards``);
-            default ``"none"`` as Dr. GRPO (arXiv:2503.20783) recommends, the loss the suite trains with.
+            default ``"batch"``: advantages centred on the group mean and scaled by the batch std, the
+            suite's recipe (Dr. GRPO loss, arXiv:2503.20783, with batch-level scaling as in TRL's
+            ``scale_rewards="batch"``); ``"none"`` is Dr. GRPO's own choice of no scaling.
         prefilled_think: the prompt ends with the opening THINK tag (see ``parse_completion``).
 
     Raises ``ValueError`` for a weight count other than 3 or an unknown ``scale_rewards``.
@@ -106,7 +108,7 @@ class RewardSettings:
     tiers: CorrectnessTiers = DEFAULT_TIERS
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     verifier: Any = "rule"
-    scale_rewards: str = "none"
+    scale_rewards: str = "batch"
     prefilled_think: bool = False
 
     def __post_init__(self) -> None:
