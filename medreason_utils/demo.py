@@ -62,11 +62,17 @@ def find_checkpoint(path: str | Path | None = None) -> str:
     ``path`` may be an adapter folder (holds ``adapter_config.json``), a folder of adapters (the
     newest one by modification time of its ``adapter_config.json`` is taken, at any depth up to
     3), or a hub id ``owner/name`` that is not a local path (returned as is). ``None`` means
-    :data:`DEFAULT_CHECKPOINT_DIR`.
+    the shipped adapter (:func:`medreason_utils.config.default_checkpoint`), else the newest adapter
+    under the checkout's ``checkpoints/``.
 
     Raises ``FileNotFoundError`` naming the path when no adapter is found there.
     """
-    p = Path(path) if path is not None else Path(DEFAULT_CHECKPOINT_DIR)
+    if path is None:
+        from .config import checkpoints_dir, default_checkpoint
+
+        p = default_checkpoint() if default_checkpoint().is_dir() else checkpoints_dir()
+    else:
+        p = Path(path)
     if p.is_dir():
         if (p / "adapter_config.json").is_file():
             return str(p)

@@ -83,14 +83,30 @@ def test_trl_accepts_the_config_kwargs_the_notebooks_pass(cls_name):
 
 
 def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
-    src = "\n".join(_code_cells(NB_DIR / "02_grpo_training.ipynb"))
+    nb = nbformat.read(str(NB_DIR / "02_grpo_training.ipynb"), as_version=4)
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     call = next(
         n for n in ast.walk(ast.parse(_python(src))) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "GRPOConfig"
     )
     kw = {k.arg: k.value for k in call.keywords}
     assert ast.literal_eval(kw["loss_type"]) == "dr_grpo"
     assert ast.literal_eval(kw["beta"]) == 0.0
-    assert ast.literal_eval(kw["scale_rewards"]) == "batch"
+    # reward_weights and scale_rewards come from the playground's settings object, whose default is
+    # the parameters cell's SCALE_REWARDS
+    unpacked = [k.value for k in call.keywords if k.arg is None]
+    assert any("grpo_config_kwargs" in ast.unparse(v) for v in unpacked)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    declared = {}
+    for node in ast.parse(params.source).body:
+        if isinstance(node, ast.Assign):
+            declared[node.targets[0].id] = ast.literal_eval(node.value)
+    assert declared["SCALE_REWARDS"] == "batch"
+    from medreason_utils.playground import RewardSettings
+
+    kwargs = RewardSettings(scale_rewards=declared["SCALE_REWARDS"], weights=tuple(declared["REWARD_WEIGHTS"])).grpo_config_kwargs()
+    assert kwargs["scale_rewards"] == "batch"
+    trl = pytest.importorskip("trl")
+    assert set(kwargs) <= {f.name for f in dataclasses.fields(trl.GRPOConfig)}
 
 
 @pytest.mark.slow
