@@ -100,7 +100,7 @@ class LLMJudgeVerifier:
 
     Faults: timeout ``timeout_s`` seconds per request, ``1 + retries`` tries with backoff
     ``backoff_s * 2**k`` s; an item whose request still fails is ``None`` (messages in
-    ``last_errors``); once the server cannot be reached the rest of the call is skipped, and
+    ``last_errors``; the judge's reply texts are in ``last_replies``); once the server cannot be reached the rest of the call is skipped, and
     :class:`VerifierUnavailableError` naming the URL is raised when no item could be scored for
     that reason. ``ValueError`` when ``api_key_env`` names a key that is not set.
     """
@@ -115,7 +115,7 @@ class LLMJudgeVerifier:
         retries: int = 2,
         backoff_s: float = 0.5,
         max_concurrency: int = 8,
-        max_tokens: int = 4,
+        max_tokens: int = 8,
         temperature: float = 0.0,
         use_logprobs: bool = True,
         system_prompt: str | None = None,
@@ -134,6 +134,7 @@ class LLMJudgeVerifier:
         self._client = httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_connections=self.max_concurrency))
         self.last_sources: Counter = Counter()
         self.last_errors: list[str] = []
+        self.last_replies: list[str | None] = []
         self.last_failed = 0
 
     def _payload(self, prediction: str, reference: str) -> dict:
@@ -144,7 +145,7 @@ class LLMJudgeVerifier:
             payload.update(logprobs=True, top_logprobs=20)
         return payload
 
-    def _one(self, prediction: str, reference: str) -> tuple[float | None, str]:
+    def _one(self, prediction: str, reference: str) -> tuple[float | None, str, str | None]:
         payload = self._payload(prediction, reference)
         try:
             body = post_json(self._client, self.url, payload, retries=self.retries, backoff_s=self.backoff_s, headers=self._headers)
@@ -158,7 +159,9 @@ class LLMJudgeVerifier:
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or not choices:
             raise VerifierHTTPError(f"{self.url} answered without `choices`: {str(body)[:200]!r}", url=self.url, kind="schema")
-        return probability_from_choice(choices[0])
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        p, src = probability_from_choice(choices[0])
+        return p, src, (message or {}).get("content") if isinstance(message, dict) else None
 
     def score(
         self, predictions: Sequence[str], references: Sequence[str], questions: Sequence[str] | None = None
@@ -173,6 +176,7 @@ class LLMJudgeVerifier:
         out: list[float | None] = [None] * n
         sources: Counter = Counter()
         errors: list[str] = []
+        replies: list[str | None] = [None] * n
         unreachable = threading.Event()
         lock = threading.Lock()
 
@@ -180,7 +184,7 @@ class LLMJudgeVerifier:
             if unreachable.is_set():
                 return
             try:
-                p, src = self._one(str(predictions[i]), str(references[i]))
+                p, src, text = self._one(str(predictions[i]), str(references[i]))
             except VerifierHTTPError as exc:
                 if exc.kind == "connect":
                     unreachable.set()
@@ -190,11 +194,12 @@ class LLMJudgeVerifier:
                 return
             with lock:
                 out[i] = p
+                replies[i] = text
                 sources[src] += 1
 
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, max(1, n))) as pool:
             list(pool.map(work, range(n)))
-        self.last_sources, self.last_errors = sources, errors
+        self.last_sources, self.last_errors, self.last_replies = sources, errors, replies
         self.last_failed = sum(p is None for p in out)
         if n and unreachable.is_set() and self.last_failed == n:
             raise VerifierUnavailableError(
