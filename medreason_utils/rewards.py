@@ -211,7 +211,11 @@ def make_correctness_reward(
                 f"got columns {sorted(k for k in kwargs if k not in ('trainer_state', 'log_extra', 'log_metric'))}"
             )
         references = list(kwargs[answer_key])
+        if len(references) != len(completions):
+            raise ValueError(f"{name}: {len(completions)} completions but {len(references)} values in column {answer_key!r}")
         questions = kwargs.get(question_key)
+        if questions is not None and len(questions) != len(completions):
+            questions = None  # a question column of another length is not ours to align; the verifiers do not need it
         answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer for c in completions]
         rewards: list[float | None] = [tiers.no_answer] * len(answers)
         idx = [i for i, a in enumerate(answers) if a is not None]
@@ -220,6 +224,7 @@ def make_correctness_reward(
             preds = [answers[i] for i in idx]
             refs = [str(references[i]) for i in idx]
             qs = [str(questions[i]) for i in idx] if questions is not None else None
+            raised = False
             try:
                 probs = list(verifier.score(preds, refs, qs))
                 if len(probs) != len(idx):
@@ -227,6 +232,7 @@ def make_correctness_reward(
             except UnscoredError:
                 raise
             except Exception as exc:  # a verifier outage: every item of this call is unscored
+                raised = True
                 counter.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s: verifier %r failed for %d items: %s", name, verifier, len(idx), counter.last_error)
                 probs = [None] * len(idx)
@@ -237,7 +243,7 @@ def make_correctness_reward(
                 else:
                     rewards[i] = tiers.reward(min(1.0, max(0.0, float(p))))
             errors = getattr(verifier, "last_errors", None)
-            if unscored_idx and errors:
+            if unscored_idx and errors and not raised:
                 counter.last_error = str(errors[-1])
         unscored = len(unscored_idx)
         counter.calls += 1
