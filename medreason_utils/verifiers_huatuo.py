@@ -159,7 +159,9 @@ class HuatuoLocalVerifier:
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             kwargs: dict[str, Any] = {"num_labels": 2}
             if device.startswith("cuda"):
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                # bf16 needs compute capability 8.0+ (A100, L4, H100); a T4 (7.5) only emulates it: float16 there
+                major, _ = torch.cuda.get_device_capability(torch.device(device))
+                dtype = torch.bfloat16 if major >= 8 else torch.float16
                 kwargs["dtype"] = dtype
                 if load_in_4bit:
                     from transformers import BitsAndBytesConfig

@@ -14,7 +14,7 @@ import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Sequence
 
 from .verifier import check_score_inputs
 from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
