@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -47,11 +48,14 @@ def test_server_refusing_logprobs_is_asked_again_without_them():
     assert sum(1 for r in server.requests if r.get("logprobs")) == 1  # asked once, then never again
 
 
-def test_failing_judge_gives_none_and_unreachable_raises_with_url():
-    with ChatServer("500") as server:
-        v = judge(server.url)
+@pytest.mark.parametrize("mode,message", [("500", "HTTP 500"), ("bad_json", "malformed JSON"), ("slow", "timed out")])
+def test_failing_judge_gives_none_and_unreachable_raises_with_url(mode, message):
+    with ChatServer(mode, delay_s=1.0) as server:
+        v = judge(server.url, timeout_s=0.2)
+        t0 = time.monotonic()
         assert v.score(PREDS, REFS) == [None] * 4
-    assert len(server.requests) == 4 * 2 and server.url in v.last_errors[0]
+        assert time.monotonic() - t0 < 3.0  # 4 items, 2 at a time, 2 tries of 0.2 s each
+    assert len(server.requests) == 4 * 2 and server.url in v.last_errors[0] and message in v.last_errors[0]
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(VerifierUnavailableError, match=url):
         judge(url).score(PREDS, REFS)

@@ -144,11 +144,11 @@ class ChatServer(_Server):
 
     ``mode``: ``"logprobs"`` (returns ``logprobs.content`` with ``top_logprobs`` for " True"/" False"
     when asked), ``"text"`` (content only, ignores logprobs), ``"reject_logprobs"`` (400 when the
-    request asks for logprobs), ``"500"``.
+    request asks for logprobs), ``"500"``, ``"bad_json"``, ``"slow"`` (sleeps ``delay_s`` first).
     """
 
-    def __init__(self, mode: str = "logprobs", *, verdict: Callable[[str], float] = keyword_scorer):
-        self.mode, self.verdict = mode, verdict
+    def __init__(self, mode: str = "logprobs", *, verdict: Callable[[str], float] = keyword_scorer, delay_s: float = 1.0):
+        self.mode, self.verdict, self.delay_s = mode, verdict, delay_s
         outer = self
 
         class Handler(_Handler):
@@ -158,6 +158,10 @@ class ChatServer(_Server):
                     return self._send(404, b'{"error": "not found"}')
                 if outer.mode == "500":
                     return self._send(500, b"oops")
+                if outer.mode == "bad_json":
+                    return self._send(200, b'{"choices": [{"message": ')
+                if outer.mode == "slow":
+                    time.sleep(outer.delay_s)
                 if outer.mode == "reject_logprobs" and payload.get("logprobs"):
                     return self._send(400, b'{"error": "logprobs not supported"}')
                 p = float(outer.verdict(payload["messages"][-1]["content"]))
