@@ -19,9 +19,11 @@ prediction/reference pairs from the shipped medical samples when present, otherw
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +68,7 @@ def tiny_classifier(layers: int) -> Path:
 
     src = default_model_dir()
     out = Path(tempfile.mkdtemp(prefix="medreason-bench-cls-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # ~140 MB
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=2, num_hidden_layers=layers, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src)

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -195,6 +197,7 @@ def tiny_classifier_dir() -> Path:
 
     src = default_model_dir()
     out = Path(tempfile.mkdtemp(prefix="medreason-tiny-cls-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # ~140 MB
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
         src, num_labels=2, num_hidden_layers=2, dtype=torch.float32, pad_token_id=0
