@@ -39,6 +39,7 @@ __all__ = [
     "get_reward_funcs",
     "UnscoredError",
     "compute_advantages",
+    "exclude_unscored",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,11 +133,19 @@ class UnscoredError(RuntimeError):
 
 @dataclass
 class _UnscoredCounter:
+    """Counts of the correctness reward: calls, items (completions), unscored items, the last verifier error,
+    and the unscored fraction of each call (``history``)."""
+
     calls: int = 0
     items: int = 0
     unscored: int = 0
     last_error: str | None = None
     history: list = field(default_factory=list)
+
+    @property
+    def unscored_fraction(self) -> float:
+        """Unscored items over all items so far, in [0, 1]."""
+        return self.unscored / self.items if self.items else 0.0
 
 
 def make_correctness_reward(
@@ -147,7 +156,7 @@ def make_correctness_reward(
     question_key: str = "question",
     prefilled_think: bool = False,
     tags: Tags = DEFAULT_TAGS,
-    max_unscored_fraction: float = 1.0,
+    max_unscored_fraction: float = 0.5,
     name: str = "correctness_reward",
 ) -> RewardFunc:
     """Answer-correctness reward graded by a verifier.
@@ -156,40 +165,67 @@ def make_correctness_reward(
     (TRL passes dataset columns as keyword arguments, one value per completion) and, when
     present, the questions from ``question_key``. For each completion the ANSWER block is
     parsed; no answer gives ``tiers.no_answer`` without calling the verifier; otherwise the
-    verifier's probability goes through ``tiers``. An item the verifier returns ``None`` for
-    (or every item of a call that raises) gives ``None`` and is counted: the counts are on the
-    function (``fn.counter``) and, under TRL, logged as ``correctness/unscored_fraction``.
+    verifier's probability goes through ``tiers``.
+
+    Fault semantics: an item the verifier returns ``None`` (or a non-number, NaN) for, and every
+    item of a call where the verifier raises (after its own retries), gives ``None``. Counts are
+    on the function (``fn.counter``: calls, items, unscored, last_error, per-call ``history``)
+    and, under TRL (which passes ``log_metric`` to reward functions), logged with the training
+    metrics as ``correctness/unscored_fraction`` (fraction of the call's completions, in [0, 1])
+    and ``correctness/unscored`` (count). TRL turns ``None`` into NaN; it leaves a completion out
+    of the group baseline and the advantage only when *every* reward function gave ``None`` for
+    it, so wrap the other reward functions with :func:`exclude_unscored` to get that (otherwise
+    an unscored completion is rewarded by format alone). The indices left unscored by the last
+    call are in ``fn.last_unscored``.
+
+    When a call (one TRL generation batch: ``per_device_train_batch_size x steps_per_generation``
+    completions) leaves more than ``max_unscored_fraction`` of its items unscored,
+    :class:`UnscoredError` is raised, with the last verifier error (which names the server URL
+    for the served verifiers): a verifier outage stops the run instead of training on format
+    rewards alone. 1.0 never raises.
+
+    A second call with the very same ``completions`` list object (as TRL passes to every reward
+    function of a step, and as :func:`exclude_unscored` does) returns the first call's result
+    without scoring or counting again.
 
     Args:
         verifier: any :class:`~medreason_utils.verifier.Verifier`; ``None`` uses
             :class:`~medreason_utils.verifier.RuleBasedVerifier`.
         tiers: probability-to-reward map.
-        max_unscored_fraction: in [0, 1]; when a call leaves more than this fraction of its
-            items unscored, :class:`UnscoredError` is raised (a verifier outage should stop a
-            run rather than train on nothing). 1.0 never raises.
+        max_unscored_fraction: in [0, 1], see above (default 0.5).
 
     Raises (from the returned function): ``KeyError`` naming ``answer_key`` when that column
     is missing; :class:`UnscoredError` as above. Malformed completions never raise.
     """
+    if not 0.0 <= max_unscored_fraction <= 1.0:
+        raise ValueError(f"max_unscored_fraction must be in [0, 1], got {max_unscored_fraction}")
     verifier = verifier if verifier is not None else RuleBasedVerifier()
     counter = _UnscoredCounter()
+    last: dict[str, Any] = {"completions": None, "rewards": None}
 
     def correctness_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        if last["completions"] is completions and last["rewards"] is not None:
+            return list(last["rewards"])
         if answer_key not in kwargs:
             raise KeyError(
                 f"{name} needs the reference answers in the dataset column {answer_key!r}; "
                 f"got columns {sorted(k for k in kwargs if k not in ('trainer_state', 'log_extra', 'log_metric'))}"
             )
         references = list(kwargs[answer_key])
+        if len(references) != len(completions):
+            raise ValueError(f"{name}: {len(completions)} completions but {len(references)} values in column {answer_key!r}")
         questions = kwargs.get(question_key)
+        if questions is not None and len(questions) != len(completions):
+            questions = None  # a question column of another length is not ours to align; the verifiers do not need it
         answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer for c in completions]
         rewards: list[float | None] = [tiers.no_answer] * len(answers)
         idx = [i for i, a in enumerate(answers) if a is not None]
-        unscored = 0
+        unscored_idx: list[int] = []
         if idx:
             preds = [answers[i] for i in idx]
             refs = [str(references[i]) for i in idx]
             qs = [str(questions[i]) for i in idx] if questions is not None else None
+            raised = False
             try:
                 probs = list(verifier.score(preds, refs, qs))
                 if len(probs) != len(idx):
@@ -197,20 +233,27 @@ def make_correctness_reward(
             except UnscoredError:
                 raise
             except Exception as exc:  # a verifier outage: every item of this call is unscored
+                raised = True
                 counter.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s: verifier %r failed for %d items: %s", name, verifier, len(idx), counter.last_error)
                 probs = [None] * len(idx)
             for i, p in zip(idx, probs):
-                if p is None or not isinstance(p, (int, float)) or math.isnan(p):
+                if p is None or isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p):
                     rewards[i] = None
-                    unscored += 1
+                    unscored_idx.append(i)
                 else:
                     rewards[i] = tiers.reward(min(1.0, max(0.0, float(p))))
+            errors = getattr(verifier, "last_errors", None)
+            if unscored_idx and errors and not raised:
+                counter.last_error = str(errors[-1])
+        unscored = len(unscored_idx)
         counter.calls += 1
         counter.items += len(answers)
         counter.unscored += unscored
         fraction = unscored / len(answers) if answers else 0.0
         counter.history.append(fraction)
+        correctness_reward.last_unscored = unscored_idx
+        last["completions"], last["rewards"] = completions, list(rewards)
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):
             log_metric("correctness/unscored_fraction", fraction)
@@ -223,8 +266,44 @@ def make_correctness_reward(
         return rewards
 
     return _named(
-        correctness_reward, name, verifier=verifier, tiers=tiers, counter=counter, max_unscored_fraction=max_unscored_fraction
+        correctness_reward,
+        name,
+        verifier=verifier,
+        tiers=tiers,
+        counter=counter,
+        max_unscored_fraction=max_unscored_fraction,
+        last_unscored=[],
     )
+
+
+def exclude_unscored(reward_funcs: Sequence[RewardFunc], correctness: RewardFunc) -> list[RewardFunc]:
+    """Make TRL leave completions the verifier could not score out of the advantage.
+
+    TRL 1.16 (``GRPOTrainer._generate_and_score_completions``) sums the reward functions with
+    ``nansum`` and excludes a completion from the group baseline and the advantage only when
+    *every* reward function returned ``None`` for it. This returns ``reward_funcs`` with every
+    function other than ``correctness`` (a function from :func:`make_correctness_reward`)
+    wrapped to return ``None`` where ``correctness`` left the item unscored, so such a
+    completion is not rewarded by format alone. Each wrapper calls ``correctness`` first on the
+    same ``completions`` list (its result is reused when TRL calls it), so the order of the list
+    does not matter. Names (``__name__``) are kept for TRL's logs.
+    """
+    out: list[RewardFunc] = []
+    for fn in reward_funcs:
+        if fn is correctness:
+            out.append(fn)
+            continue
+
+        def gated(completions: Sequence[Any], _fn: RewardFunc = fn, **kwargs: Any) -> list:
+            correctness(completions, **kwargs)
+            values = list(_fn(completions, **kwargs))
+            for i in correctness.last_unscored:
+                if i < len(values):
+                    values[i] = None
+            return values
+
+        out.append(_named(gated, getattr(fn, "__name__", "reward"), wrapped=fn))
+    return out
 
 
 def make_mcq_accuracy_reward(

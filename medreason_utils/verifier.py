@@ -2,19 +2,36 @@
 
 A verifier gives, for each (prediction, reference) pair, the probability in [0, 1] that the
 prediction is a correct answer, or ``None`` for an item it could not score. This module holds
-the protocol and the offline rule-based verifier (no model, no network), the default when no
-model verifier is configured. Model-based verifiers (the HuatuoGPT-o1 classifier, served or
-local, and an LLM judge) implement the same protocol.
+the protocol, the offline rule-based verifier (no model, no network; the default when no model
+verifier is configured) and :func:`make_verifier`, which builds any verifier from one config
+entry. The model-based verifiers implement the same protocol and are re-exported from here:
+the HuatuoGPT-o1 classifier run locally or served by vLLM (``verifiers_huatuo``) and an LLM
+judge over any OpenAI-compatible server (``verifiers_judge``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from .parsing import extract_choice, normalize_answer
 
-__all__ = ["Verifier", "RuleBasedVerifier", "check_score_inputs"]
+__all__ = [
+    "Verifier",
+    "RuleBasedVerifier",
+    "check_score_inputs",
+    "make_verifier",
+    "VERIFIER_KINDS",
+    "HuatuoLocalVerifier",
+    "HuatuoServedVerifier",
+    "LLMJudgeVerifier",
+    "HUATUO_VERIFIER_TEMPLATE",
+    "HUATUO_VERIFIER_MODEL",
+    "format_verifier_input",
+    "build_verifier_input_ids",
+    "VerifierHTTPError",
+    "VerifierUnavailableError",
+]
 
 
 @runtime_checkable
@@ -133,3 +150,73 @@ class RuleBasedVerifier:
 
     def __repr__(self) -> str:
         return f"RuleBasedVerifier(aliases={len(self.aliases)})"
+
+
+#: The ``kind`` values :func:`make_verifier` accepts.
+VERIFIER_KINDS = ("rule", "huatuo_local", "huatuo_served", "llm_judge")
+
+
+def make_verifier(spec: "Verifier | str | Mapping[str, Any] | None" = None) -> Verifier:
+    """Build the verifier named by one config entry (notebook 02's parameters cell).
+
+    ``spec`` is one of:
+
+    * ``None`` or ``"rule"``: :class:`RuleBasedVerifier` (offline, no model); ``{"kind": "rule",
+      "aliases": {...}}`` passes its settings.
+    * ``{"kind": "huatuo_local", "model": ..., "batch_size": 16, "load_in_4bit": False, ...}``:
+      :class:`~medreason_utils.verifiers_huatuo.HuatuoLocalVerifier`.
+    * ``{"kind": "huatuo_served", "url": "http://127.0.0.1:8000", ...}``:
+      :class:`~medreason_utils.verifiers_huatuo.HuatuoServedVerifier` (vLLM ``/classify``).
+    * ``{"kind": "llm_judge", "base_url": ".../v1", "model": ..., "api_key_env": "OPENAI_API_KEY"}``:
+      :class:`~medreason_utils.verifiers_judge.LLMJudgeVerifier`.
+    * a string kind alone (``"huatuo_local"``) uses that verifier's defaults; an object that
+      already has ``score`` is returned as is.
+
+    The other keys of the dict are the keyword arguments of that class. Raises ``ValueError``
+    naming an unknown kind (and the known ones) and ``TypeError`` naming a setting the kind
+    does not take.
+    """
+    if spec is None:
+        return RuleBasedVerifier()
+    if isinstance(spec, Verifier):
+        return spec
+    if isinstance(spec, str):
+        spec = {"kind": spec}
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"verifier spec must be None, a kind name, a dict with 'kind' or a Verifier; got {type(spec).__name__}")
+    settings = dict(spec)
+    kind = settings.pop("kind", "rule")
+    if kind == "rule":
+        cls: Any = RuleBasedVerifier
+    elif kind == "huatuo_local":
+        from .verifiers_huatuo import HuatuoLocalVerifier as cls
+    elif kind == "huatuo_served":
+        from .verifiers_huatuo import HuatuoServedVerifier as cls
+    elif kind == "llm_judge":
+        from .verifiers_judge import LLMJudgeVerifier as cls
+    else:
+        raise ValueError(f"unknown verifier kind {kind!r}; known: {', '.join(VERIFIER_KINDS)}")
+    try:
+        return cls(**settings)
+    except TypeError as exc:
+        raise TypeError(f"verifier kind {kind!r} ({cls.__name__}): {exc}") from exc
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the model-based verifiers lazily (their modules import httpx/transformers on use)."""
+    lazy = {
+        "HuatuoLocalVerifier": "verifiers_huatuo",
+        "HuatuoServedVerifier": "verifiers_huatuo",
+        "HUATUO_VERIFIER_TEMPLATE": "verifiers_huatuo",
+        "HUATUO_VERIFIER_MODEL": "verifiers_huatuo",
+        "format_verifier_input": "verifiers_huatuo",
+        "build_verifier_input_ids": "verifiers_huatuo",
+        "LLMJudgeVerifier": "verifiers_judge",
+        "VerifierHTTPError": "verifiers_http",
+        "VerifierUnavailableError": "verifiers_http",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(f".{lazy[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

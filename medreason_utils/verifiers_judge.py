@@ -1,0 +1,217 @@
+"""An LLM judge: any chat model behind an OpenAI-compatible server grades answers True or False.
+
+Works with vLLM, SGLang, ``transformers serve`` (``pip install transformers[serving]``) and hosted
+OpenAI-compatible APIs. The judge gets the HuatuoGPT-o1 verifier instruction (see
+:data:`medreason_utils.verifiers_huatuo.HUATUO_VERIFIER_TEMPLATE`, without the eos token: the
+server's chat template ends the turn).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from .verifier import check_score_inputs
+from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
+from .verifiers_huatuo import format_verifier_input
+
+__all__ = ["LLMJudgeVerifier", "judge_prompt", "probability_from_choice"]
+
+logger = logging.getLogger(__name__)
+
+_VERDICT = re.compile(r"\b(true|false)\b", re.IGNORECASE)
+
+
+def judge_prompt(prediction: str, reference: str) -> str:
+    """The user message sent to the judge: the HuatuoGPT-o1 verifier template, no eos (characters)."""
+    return format_verifier_input(prediction, reference, "").rstrip()
+
+
+def _verdict_of_token(token: str) -> str | None:
+    t = token.strip().strip("\"'`*").lower()
+    for word in ("true", "false"):
+        if t.startswith(word) or (len(t) >= 2 and word.startswith(t)):
+            return word
+    return None
+
+
+def probability_from_choice(choice: dict) -> tuple[float | None, str]:
+    """Probability of "True" from one chat-completions ``choice``, and where it came from.
+
+    * ``"logprobs"``: the choice carries ``logprobs.content`` (OpenAI schema); among the first
+      content token (skipping tokens that are only spaces or quotes) and its ``top_logprobs``,
+      the tokens reading True (``True``, ``true``, `` True``...) and False are summed in
+      probability, and ``p = P(True) / (P(True) + P(False))``.
+    * ``"text"``: otherwise, the first ``true``/``false`` word of the message content gives 1.0 / 0.0.
+    * ``"none"``: neither: ``None`` (the item is unscored).
+    """
+    lp = choice.get("logprobs") if isinstance(choice, dict) else None
+    content_lp = lp.get("content") if isinstance(lp, dict) else None
+    if isinstance(content_lp, list):
+        for tok in content_lp:
+            if not isinstance(tok, dict) or not str(tok.get("token", "")).strip(" \n\t\"'`*"):
+                continue
+            cands = [tok] + [c for c in (tok.get("top_logprobs") or []) if isinstance(c, dict)]
+            mass = {"true": 0.0, "false": 0.0}
+            seen = set()
+            for c in cands:
+                key = c.get("token")
+                if key in seen or not isinstance(c.get("logprob"), (int, float)):
+                    continue
+                seen.add(key)
+                v = _verdict_of_token(str(key))
+                if v:
+                    mass[v] += math.exp(c["logprob"])
+            if mass["true"] + mass["false"] > 0:
+                return mass["true"] / (mass["true"] + mass["false"]), "logprobs"
+            break
+    message = choice.get("message") if isinstance(choice, dict) else None
+    text = message.get("content") if isinstance(message, dict) else None
+    m = _VERDICT.search(text or "")
+    if m:
+        return (1.0 if m.group(1).lower() == "true" else 0.0), "text"
+    return None, "none"
+
+
+class LLMJudgeVerifier:
+    """Grade answers with a chat model behind an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Calls ``base_url`` + ``/chat/completions`` (``base_url`` like ``http://127.0.0.1:8000/v1``)
+    once per item, up to ``max_concurrency`` requests at a time, with one user message
+    (:func:`judge_prompt`: the HuatuoGPT-o1 verifier instruction asking for "True" or "False";
+    FreedomIntelligence/HuatuoGPT-o1, ``ppo_utils/ppo_trainer_medo1.py``; arXiv:2412.18925),
+    ``temperature`` 0 and ``max_tokens`` (tokens) small.
+
+    Where p comes from (per item; counts of the last call in ``last_sources``):
+    from the log-probabilities of the first answer token when the server returns them
+    (``logprobs=True, top_logprobs=20`` are asked for; vLLM, SGLang and OpenAI return them),
+    ``p = P(True) / (P(True) + P(False))``, a float in [0, 1]; otherwise (e.g. ``transformers
+    serve``, which ignores ``logprobs``) from the text: 1.0 for True, 0.0 for False; ``None``
+    when the reply says neither. A server that refuses the ``logprobs`` fields with a 4xx is
+    asked again without them, and they are not asked for again.
+
+    API key: named by ``api_key_env`` and read from the environment or Colab secrets, sent as a
+    Bearer token, never printed (not in ``repr`` nor in errors). ``None`` sends no key.
+
+    Faults: timeout ``timeout_s`` seconds per request, ``1 + retries`` tries with backoff
+    ``backoff_s * 2**k`` s; an item whose request still fails is ``None`` (messages in
+    ``last_errors``; the judge's reply texts are in ``last_replies``); once the server cannot be reached the rest of the call is skipped, and
+    :class:`VerifierUnavailableError` naming the URL is raised when no item could be scored for
+    that reason. ``ValueError`` when ``api_key_env`` names a key that is not set.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        model: str = "default",
+        *,
+        api_key_env: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        max_concurrency: int = 8,
+        max_tokens: int = 8,
+        temperature: float = 0.0,
+        use_logprobs: bool = True,
+        system_prompt: str | None = None,
+    ):
+        import httpx
+
+        base = base_url.rstrip("/")
+        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.model, self.max_tokens, self.temperature = model, int(max_tokens), float(temperature)
+        self.retries, self.backoff_s, self.timeout_s = int(retries), float(backoff_s), float(timeout_s)
+        self.max_concurrency, self.use_logprobs, self.system_prompt = max(1, int(max_concurrency)), bool(use_logprobs), system_prompt
+        key = resolve_api_key(api_key_env)
+        if api_key_env and not key:
+            raise ValueError(f"API key variable {api_key_env!r} is not set in the environment nor in Colab secrets")
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_connections=self.max_concurrency))
+        self.last_sources: Counter = Counter()
+        self.last_errors: list[str] = []
+        self.last_replies: list[str | None] = []
+        self.last_failed = 0
+
+    def _payload(self, prediction: str, reference: str) -> dict:
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": judge_prompt(prediction, reference)})
+        payload = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        if self.use_logprobs:
+            payload.update(logprobs=True, top_logprobs=20)
+        return payload
+
+    def _one(self, prediction: str, reference: str) -> tuple[float | None, str, str | None]:
+        payload = self._payload(prediction, reference)
+        try:
+            body = post_json(self._client, self.url, payload, retries=self.retries, backoff_s=self.backoff_s, headers=self._headers)
+        except VerifierHTTPError as exc:
+            if exc.retryable or not self.use_logprobs:
+                raise
+            self.use_logprobs = False  # the server refuses the logprobs fields
+            logger.info("judge %s refused logprobs (%s); asking for text only", self.url, exc.status)
+            payload = self._payload(prediction, reference)
+            body = post_json(self._client, self.url, payload, retries=self.retries, backoff_s=self.backoff_s, headers=self._headers)
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise VerifierHTTPError(f"{self.url} answered without `choices`: {str(body)[:200]!r}", url=self.url, kind="schema")
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        p, src = probability_from_choice(choices[0])
+        return p, src, (message or {}).get("content") if isinstance(message, dict) else None
+
+    def score(
+        self, predictions: Sequence[str], references: Sequence[str], questions: Sequence[str] | None = None
+    ) -> list[float | None]:
+        """Probability in [0, 1] per item that the prediction is correct; ``None`` where unscored.
+
+        ``questions`` is accepted and ignored (the template has no question). Raises
+        ``ValueError`` on a length mismatch and :class:`VerifierUnavailableError` as in the class docstring.
+        """
+        check_score_inputs(predictions, references, questions)
+        n = len(predictions)
+        out: list[float | None] = [None] * n
+        sources: Counter = Counter()
+        errors: list[str] = []
+        replies: list[str | None] = [None] * n
+        unreachable = threading.Event()
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            if unreachable.is_set():
+                return
+            try:
+                p, src, text = self._one(str(predictions[i]), str(references[i]))
+            except VerifierHTTPError as exc:
+                if exc.kind == "connect":
+                    unreachable.set()
+                with lock:
+                    errors.append(str(exc))
+                    sources["error"] += 1
+                return
+            with lock:
+                out[i] = p
+                replies[i] = text
+                sources[src] += 1
+
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, max(1, n))) as pool:
+            list(pool.map(work, range(n)))
+        self.last_sources, self.last_errors, self.last_replies = sources, errors, replies
+        self.last_failed = sum(p is None for p in out)
+        if n and unreachable.is_set() and self.last_failed == n:
+            raise VerifierUnavailableError(
+                f"LLM judge server at {self.url} could not be reached ({errors[0] if errors else 'no answer'})", url=self.url, kind="connect"
+            )
+        if errors:
+            logger.warning("judge %s: %d of %d items unscored; last error: %s", self.url, self.last_failed, n, errors[-1])
+        return out
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"LLMJudgeVerifier(url={self.url!r}, model={self.model!r}, key={'set' if self._headers else 'none'}, logprobs={self.use_logprobs})"

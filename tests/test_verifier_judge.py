@@ -1,0 +1,98 @@
+"""The LLM judge: logprobs and text verdicts over real HTTP, faults, keys, and `transformers serve` end to end."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from medreason_utils.verifier import LLMJudgeVerifier, VerifierUnavailableError, make_verifier
+from medreason_utils.verifiers_judge import judge_prompt, probability_from_choice
+from verifier_helpers import ChatServer, free_port, keyword_scorer, transformers_serve
+
+PREDS = ["the correct answer is aspirin", "ibuprofen", "correct", "wrong"]
+REFS = ["aspirin"] * 4
+
+
+def judge(url: str, **kw) -> LLMJudgeVerifier:
+    settings = dict(model="judge", timeout_s=5.0, retries=1, backoff_s=0.01, max_concurrency=2)
+    settings.update(kw)
+    return LLMJudgeVerifier(url + "/v1", **settings)
+
+
+def test_probability_from_logprobs_of_first_token():
+    with ChatServer("logprobs") as server:
+        v = judge(server.url)
+        out = v.score(PREDS, REFS)
+    expected = [keyword_scorer(judge_prompt(p, r)) for p, r in zip(PREDS, REFS)]
+    # p = P(True) / (P(True) + P(False)) with "Maybe" ignored
+    assert out == pytest.approx(expected, abs=1e-9)
+    assert v.last_sources == {"logprobs": 4}
+    sent = server.requests[0]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 20 and sent["temperature"] == 0.0
+    assert sent["messages"][-1]["content"].endswith('output "False" .')
+
+
+def test_text_verdict_when_server_has_no_logprobs():
+    with ChatServer("text") as server:
+        out = judge(server.url).score(PREDS, REFS)
+    assert out == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_server_refusing_logprobs_is_asked_again_without_them():
+    with ChatServer("reject_logprobs") as server:
+        v = judge(server.url, max_concurrency=1)
+        out = v.score(PREDS, REFS)
+    assert out == [1.0, 0.0, 1.0, 0.0] and v.use_logprobs is False
+    assert sum(1 for r in server.requests if r.get("logprobs")) == 1  # asked once, then never again
+
+
+@pytest.mark.parametrize("mode,message", [("500", "HTTP 500"), ("bad_json", "malformed JSON"), ("slow", "timed out")])
+def test_failing_judge_gives_none_and_unreachable_raises_with_url(mode, message):
+    with ChatServer(mode, delay_s=1.0) as server:
+        v = judge(server.url, timeout_s=0.2)
+        t0 = time.monotonic()
+        assert v.score(PREDS, REFS) == [None] * 4
+        assert time.monotonic() - t0 < 3.0  # 4 items, 2 at a time, 2 tries of 0.2 s each
+    assert len(server.requests) == 4 * 2 and server.url in v.last_errors[0] and message in v.last_errors[0]
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(VerifierUnavailableError, match=url):
+        judge(url).score(PREDS, REFS)
+
+
+def test_unrecognised_reply_is_unscored():
+    choice = {"message": {"content": "Perhaps."}, "logprobs": {"content": [{"token": "Perhaps", "logprob": -0.1, "top_logprobs": []}]}}
+    assert probability_from_choice(choice) == (None, "none")
+    choice = {"message": {"content": " FALSE"}, "logprobs": None}
+    assert probability_from_choice(choice) == (0.0, "text")
+    lp = {"content": [{"token": " ", "logprob": 0.0}, {"token": " True", "logprob": math.log(0.6),
+          "top_logprobs": [{"token": " True", "logprob": math.log(0.6)}, {"token": "false", "logprob": math.log(0.2)}]}]}
+    assert probability_from_choice({"message": {"content": "True"}, "logprobs": lp})[0] == pytest.approx(0.75)
+
+
+def test_key_from_environment_is_sent_not_shown(monkeypatch):
+    monkeypatch.setenv("MEDREASON_JUDGE_KEY", "sk-judge-secret")
+    with ChatServer("text") as server:
+        v = make_verifier({"kind": "llm_judge", "base_url": server.url + "/v1", "model": "m", "api_key_env": "MEDREASON_JUDGE_KEY"})
+        v.score(PREDS[:1], REFS[:1])
+    assert server.headers[0]["Authorization"] == "Bearer sk-judge-secret"
+    assert "sk-judge" not in repr(v)
+
+
+@pytest.mark.slow
+def test_transformers_serve_end_to_end():
+    """The default model (SmolLM2-135M-Instruct) served by `transformers serve` on CPU judges two pairs.
+
+    `transformers serve` ignores `logprobs`, so p comes from the text: 1.0 / 0.0, or None when
+    the tiny model says neither True nor False.
+    """
+    from medreason_utils.models import default_model_dir
+
+    model_dir = default_model_dir()
+    with transformers_serve(model_dir) as base_url:
+        v = LLMJudgeVerifier(base_url, model=str(model_dir), timeout_s=120, retries=1, max_concurrency=1, max_tokens=12)
+        out = v.score(["Aspirin"], ["Aspirin"])
+    assert v.last_errors == [] and v.last_replies[0]  # the server answered
+    # 135M model: reads 'The model response is "True" because ...'; p from the text, not logprobs
+    assert v.last_sources == {"text": 1} and out[0] in (0.0, 1.0), v.last_replies
