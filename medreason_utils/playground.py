@@ -28,6 +28,7 @@ from .rewards import (
     DEFAULT_TIERS,
     CorrectnessTiers,
     compute_advantages,
+    exclude_unscored,
     make_correctness_reward,
     make_partial_format_reward,
     make_strict_format_reward,
@@ -65,23 +66,15 @@ COMPLETION_SEPARATOR = "---"
 
 
 def resolve_verifier(spec: Any) -> Verifier:
-    """A verifier object from a dropdown spec.
+    """A verifier object from a dropdown spec, through :func:`medreason_utils.verifier.make_verifier`.
 
     ``None`` or ``"rule"`` gives :class:`~medreason_utils.verifier.RuleBasedVerifier`; an object
-    with a ``score`` method is returned as is; any other spec (a dict or string naming a model
-    verifier) goes to ``medreason_utils.verifier.make_verifier`` when the package has that factory.
-    Raises ``ValueError`` naming the spec when it cannot be resolved.
+    with a ``score`` method is returned as is; a dict or kind name builds a model verifier.
+    Raises what ``make_verifier`` raises (``ValueError`` naming an unknown kind).
     """
-    if spec is None or spec == "rule":
-        return RuleBasedVerifier()
-    if callable(getattr(spec, "score", None)):
-        return spec
-    from . import verifier as verifier_module
+    from .verifier import make_verifier
 
-    factory = getattr(verifier_module, "make_verifier", None)
-    if factory is None:
-        raise ValueError(f"verifier spec {spec!r} needs medreason_utils.verifier.make_verifier, which this version lacks")
-    return factory(spec)
+    return make_verifier(spec)
 
 
 @dataclass(frozen=True)
@@ -99,6 +92,8 @@ class RewardSettings:
             suite's recipe (Dr. GRPO loss, arXiv:2503.20783, with batch-level scaling as in TRL's
             ``scale_rewards="batch"``); ``"none"`` is Dr. GRPO's own choice of no scaling.
         prefilled_think: the prompt ends with the opening THINK tag (see ``parse_completion``).
+        max_unscored_fraction: the correctness reward raises when a step leaves more than this
+            fraction unscored (see :func:`~medreason_utils.rewards.make_correctness_reward`).
 
     Raises ``ValueError`` for a weight count other than 3 or an unknown ``scale_rewards``.
     """
@@ -110,6 +105,7 @@ class RewardSettings:
     verifier: Any = "rule"
     scale_rewards: str = "batch"
     prefilled_think: bool = False
+    max_unscored_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         w = tuple(float(x) for x in self.weights)
@@ -124,14 +120,22 @@ class RewardSettings:
     def reward_funcs(self, verifier: Any = None) -> list:
         """The three reward functions for ``GRPOTrainer(reward_funcs=...)``, in :data:`REWARD_NAMES` order.
 
-        ``verifier`` overrides :attr:`verifier` (pass an already-built verifier to share it).
+        ``verifier`` overrides :attr:`verifier` (pass an already-built verifier to share it). The
+        format rewards are gated with :func:`~medreason_utils.rewards.exclude_unscored`, so a
+        completion the verifier could not score is left out of the advantage, not rewarded on format alone.
         """
         v = resolve_verifier(self.verifier if verifier is None else verifier)
-        return [
-            make_strict_format_reward(self.strict_value, prefilled_think=self.prefilled_think),
-            make_partial_format_reward(self.partial_per_tag, prefilled_think=self.prefilled_think),
-            make_correctness_reward(v, tiers=self.tiers, prefilled_think=self.prefilled_think),
-        ]
+        correctness = make_correctness_reward(
+            v, tiers=self.tiers, prefilled_think=self.prefilled_think, max_unscored_fraction=self.max_unscored_fraction
+        )
+        return exclude_unscored(
+            [
+                make_strict_format_reward(self.strict_value, prefilled_think=self.prefilled_think),
+                make_partial_format_reward(self.partial_per_tag, prefilled_think=self.prefilled_think),
+                correctness,
+            ],
+            correctness,
+        )
 
     @property
     def reward_weights(self) -> list[float]:

@@ -286,7 +286,7 @@ def exclude_unscored(reward_funcs: Sequence[RewardFunc], correctness: RewardFunc
     wrapped to return ``None`` where ``correctness`` left the item unscored, so such a
     completion is not rewarded by format alone. Each wrapper calls ``correctness`` first on the
     same ``completions`` list (its result is reused when TRL calls it), so the order of the list
-    does not matter. Names (``__name__``) are kept for TRL's logs.
+    does not matter. Names (``__name__``) and settings attributes are kept for TRL's logs.
     """
     out: list[RewardFunc] = []
     for fn in reward_funcs:
@@ -302,7 +302,9 @@ def exclude_unscored(reward_funcs: Sequence[RewardFunc], correctness: RewardFunc
                     values[i] = None
             return values
 
-        out.append(_named(gated, getattr(fn, "__name__", "reward"), wrapped=fn))
+        # keep the wrapped function's settings (value, per_tag, ...) visible on the wrapper
+        attrs = {k: v for k, v in getattr(fn, "__dict__", {}).items() if not k.startswith("__")}
+        out.append(_named(gated, getattr(fn, "__name__", "reward"), **{**attrs, "wrapped": fn}))
     return out
 
 

@@ -62,6 +62,9 @@ def check_score_inputs(predictions: Sequence, references: Sequence, questions: S
 
 
 _LABEL = re.compile(r"^\s*[\(\[]?([A-J])[\)\].:]\s*(.+)$", re.DOTALL)
+_FILLER = {"answer", "option", "choice", "is", "correct", "final", "my", "best"}
+_BARE = re.compile(r"\s*[\(\[]?([A-J])[\)\]]?[.:]?\s*")
+_LEADING_LABEL = re.compile(r"^\s*(?:[\(\[][A-J][\)\]]|[A-J](?:[\)\]]|[.:](?!\w)|\s*$))\s*(?:-\s*)?")
 
 
 def _tokens(s: str) -> list[str]:
@@ -91,7 +94,10 @@ class RuleBasedVerifier:
 
     * 1.0: the normalised prediction equals the normalised reference or one of its aliases;
       or the reference is an option label (``"B"`` or ``"B. text"``) and the prediction names
-      that letter (via :func:`medreason_utils.parsing.extract_choice`) or that option text.
+      that letter by an option label (via :func:`medreason_utils.parsing.extract_choice`: "B",
+      "(B) ...", "answer is B"; a letter inside a word or name such as "Hepatitis B" does not
+      count) and carries no text contradicting the option's ("E. Staphylococcus aureus" against
+      "E. coli" is read as text, not as option E).
     * 0.8: the normalised reference (or an alias) occurs as a whole phrase inside the
       prediction (the prediction contains the answer and says more).
     * 0.6: the prediction is contained in the reference and covers at least half its tokens.
@@ -109,16 +115,23 @@ class RuleBasedVerifier:
     def _one(self, pred: str, ref: str) -> float:
         if not isinstance(pred, str) or not pred.strip() or not isinstance(ref, str) or not ref.strip():
             return 0.0
-        label = _LABEL.match(ref)
-        if label or re.fullmatch(r"\s*[\(\[]?[A-J][\)\]]?\s*", ref):
-            letter = (label.group(1) if label else re.sub(r"[^A-J]", "", ref)).upper()
+        bare = _BARE.fullmatch(ref)
+        label = None if bare else _LABEL.match(ref)
+        if bare or label:
+            letter = (bare or label).group(1).upper()
             option_text = label.group(2).strip() if label else ""
-            options = {letter: option_text or letter}
-            # the letter stands for itself; other letters are possible distractors
-            for other in "ABCDEFGHIJ":
-                options.setdefault(other, f"\u0000option {other}")
+            # only option labels name a letter ("Hepatitis B" does not name B); texts that cannot
+            # match stand in for the other options
+            options = {L: "\u0000" for L in "ABCDEFGHIJ"}
+            if option_text:
+                options[letter] = option_text
             if extract_choice(pred, options) == letter:
-                return 1.0
+                rest = normalize_answer(_LEADING_LABEL.sub("", pred, count=1))
+                words = [t for t in rest.split() if t not in _FILLER and t != letter.lower()]
+                opt = normalize_answer(option_text)
+                # "E. Staphylococcus aureus" names letter E but its text contradicts a reference "E. coli"
+                if not words or not opt or f" {opt} " in f" {rest} " or f" {rest} " in f" {opt} ":
+                    return 1.0
             if not option_text:
                 return 0.0
             ref = option_text

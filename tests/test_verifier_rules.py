@@ -96,7 +96,6 @@ def test_other_option_lands_in_lowest_tier(verifier):
         ("E. Staphylococcus aureus", "E. coli"),  # "E. coli" is an organism, not option E
     ],
 )
-@pytest.mark.xfail(strict=True, reason="RuleBasedVerifier bug (verifier.py, owned by the verifiers helper): bare-letter / 'X. text' references over-match")
 def test_multiple_choice_false_positives(verifier, pred, ref):
     assert one(verifier, pred, ref) < 0.3
 
@@ -140,3 +139,20 @@ def test_probability_in_unit_interval(pred, ref):
 def test_identical_answers_score_one(text):
     (p,) = RuleBasedVerifier().score([text], [text])
     assert p == 1.0
+
+
+@pytest.mark.parametrize(
+    "pred,ref,expected",
+    [
+        ("Answer: B", "B. Folate", 1.0),  # the letter named by a statement, nothing contradicting it
+        ("The correct answer is B", "B. Folate", 1.0),
+        ("(B) Folate deficiency", "B. Folate deficiency", 1.0),
+        ("B. Iron deficiency", "B. Folate deficiency", None),  # right letter, contradicting text: not 1.0
+    ],
+)
+def test_option_label_reference_needs_the_letter_and_no_contradicting_text(verifier, pred, ref, expected):
+    score = one(verifier, pred, ref)
+    if expected is None:
+        assert score < 1.0
+    else:
+        assert score == expected
