@@ -595,8 +595,8 @@ def plot_results(table: Sequence[Mapping], path: str | Path, *, title: str = "Ex
                 continue
             xs.append(i + (j - (len(models) - 1) / 2) * width)
             ys.append(row["accuracy"])
-            lo.append(row["accuracy"] - row["ci_low"])
-            hi.append(row["ci_high"] - row["accuracy"])
+            lo.append(max(0.0, row["accuracy"] - row["ci_low"]))
+            hi.append(max(0.0, row["ci_high"] - row["accuracy"]))
         ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=3, label=m)
     ax.set_xticks(range(len(benches)))
     ax.set_xticklabels([f"{b}\n(n={next(r['n'] for r in table if r['benchmark'] == b)})" for b in benches])

@@ -31,7 +31,7 @@ def wilson_interval(correct: int, n: int, *, confidence: float = 0.95) -> tuple[
     from statsmodels.stats.proportion import proportion_confint
 
     lo, hi = proportion_confint(correct, n, alpha=1 - confidence, method="wilson")
-    return max(0.0, float(lo)), min(1.0, float(hi))
+    return max(0.0, round(float(lo), 12)), min(1.0, round(float(hi), 12))
 
 
 @dataclass(frozen=True)
