@@ -447,6 +447,15 @@ def _add_plain_prompts(items: list[dict]) -> None:
             it["prompt_plain"] = plain_mcq_prompt(it["question"], it["options"], context=it.get("context"))
 
 
+def _drop_incomplete_tail(path: Path) -> None:
+    """Cut a last line left without its newline by an interrupted write, so appends start on a fresh line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def _generate_pending(backend, pending, path: Path, done: dict, *, field_name: str, run_label: str, benchmark: str, chunk: int,
                       max_new_tokens: int, temperature: float, top_p: float, seed: int | None, prefilled_think: bool,
                       progress: bool) -> None:
@@ -458,6 +467,7 @@ def _generate_pending(backend, pending, path: Path, done: dict, *, field_name: s
         by_sample.setdefault(s, []).append(it)
     from tqdm.auto import tqdm
 
+    _drop_incomplete_tail(path)
     with tqdm(total=len(pending), desc=f"{run_label} | {benchmark}", disable=not progress) as bar, open(path, "a", encoding="utf-8") as fh:
         for s, items in by_sample.items():
             sample_seed = None if seed is None else seed + s
