@@ -579,7 +579,8 @@ def write_tables(table: Sequence[Mapping], comparisons: Sequence[Mapping], per_s
         ccols = ["benchmark", "model_a", "model_b", "n", "accuracy_a", "accuracy_b", "difference", "only_a", "only_b", "p_value", "test"]
         (out / "comparisons.md").write_text(
             "# Paired comparisons (McNemar)\n\nSame items, sample 0. only_a / only_b: items only that run got right. "
-            "difference = accuracy_b - accuracy_a.\n\n" + _markdown(comparisons, ccols), encoding="utf-8")
+            "difference = accuracy_b - accuracy_a.\n\n" + _markdown([{**c, "p_value": f"{c['p_value']:.3g}"} for c in comparisons], ccols),
+            encoding="utf-8")
         _csv(list(comparisons), out / "comparisons.csv")
     if per_subject:
         _csv(list(per_subject), out / "per_subject.csv")
