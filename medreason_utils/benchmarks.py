@@ -56,6 +56,7 @@ __all__ = [
     "Overlap",
     "find_overlaps",
     "decontaminate",
+    "drop_overlapping_items",
 ]
 
 #: The six MMLU subjects medical LLM papers report (Singhal et al. 2023, Med-PaLM, Table 1 "MMLU clinical topics").
@@ -397,3 +398,16 @@ def decontaminate(
         bad = {o.train_index for o in overlaps}
         rows = [r for i, r in enumerate(rows) if i not in bad]
     return rows, overlaps
+
+
+def drop_overlapping_items(
+    eval_items: Mapping[str, Sequence[Mapping]], overlaps: Sequence[Overlap]
+) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """The other direction, when training is done: drop the evaluation items that a training
+    question overlaps (from :func:`find_overlaps` on ``{benchmark: items}``).
+
+    Returns ``(items, dropped)``: ``{benchmark: items kept}`` and ``{benchmark: number dropped}``.
+    """
+    bad = {(o.benchmark, o.eval_id) for o in overlaps}
+    kept = {b: [dict(it) for it in its if (b, str(it.get("id"))) not in bad] for b, its in eval_items.items()}
+    return kept, {b: len(eval_items[b]) - len(kept[b]) for b in eval_items}

@@ -11,6 +11,7 @@ from medreason_utils.benchmarks import (
     MMLU_MEDICAL_SUBJECTS,
     columns_layout,
     decontaminate,
+    drop_overlapping_items,
     find_overlaps,
     load_benchmark,
     select_items,
@@ -196,6 +197,9 @@ def test_decontamination_finds_the_three_medmcqa_questions_in_the_medical_o1_sam
     assert len(kept) == len(train) - len({o.train_index for o in overlaps})
     kept_all, _ = decontaminate(train, {"medmcqa": evals}, question_col="question", drop=False)
     assert len(kept_all) == len(train)
+    kept_evals, dropped = drop_overlapping_items({"medmcqa": evals}, overlaps)
+    assert dropped["medmcqa"] == len({o.eval_id for o in overlaps}) >= 3
+    assert len(kept_evals["medmcqa"]) == len(evals) - dropped["medmcqa"]
 
 
 def test_ngram_overlap_catches_a_reworded_question():
