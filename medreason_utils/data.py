@@ -285,10 +285,98 @@ def _medmcqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, 
     return q, options, "ABCD"[cop_i], {"subject": row.get("subject_name"), "id": row.get("id")}
 
 
+def _index_letter(value: Any, n_options: int, field_name: str, source: str, i: int) -> str:
+    try:
+        idx = int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{source} row {i}: field {field_name!r} must be an integer 0-{n_options - 1}, got {value!r}") from None
+    if not 0 <= idx < n_options:
+        raise DataError(f"{source} row {i}: field {field_name!r} must be 0-{n_options - 1}, got {idx}")
+    return OPTION_LETTERS[idx]
+
+
+def _mmlu_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """cais/mmlu: ``question``, ``choices`` (list of 4), ``answer`` (0-3), ``subject``."""
+    q = _field(row, "question", source, i)
+    choices = _field(row, "choices", source, i)
+    if not isinstance(choices, (list, tuple)):
+        raise DataError(f"{source} row {i}: field 'choices' must be a list, got {type(choices).__name__}")
+    return q, list(choices), _index_letter(row.get("answer"), len(choices), "answer", source, i), {"subject": row.get("subject")}
+
+
+_ANSWER_CHOICES = re.compile(r"\n\s*Answer Choices:.*\Z", flags=re.S)
+
+
+def _medxpertqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """TsinghuaC3I/MedXpertQA (Text): ``question`` (ends with 'Answer Choices: (A) ...', cut here
+    because the prompt renders the options), ``options`` (A-J), ``label``, ``medical_task``."""
+    q = _ANSWER_CHOICES.sub("", _field(row, "question", source, i)).strip()
+    options = _field(row, "options", source, i)
+    return q, options, _field(row, "label", source, i), {"subject": row.get("medical_task"), "id": row.get("id")}
+
+
+#: PubMedQA's three answers, as options A-C.
+PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+
+
+def _pubmedqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """qiaojin/PubMedQA pqa_labeled: ``question``, ``context.contexts`` (abstract without its
+    conclusion, given as context), ``final_decision`` yes/no/maybe -> options A/B/C."""
+    q = _field(row, "question", source, i)
+    ctx = row.get("context")
+    parts = ctx.get("contexts") if isinstance(ctx, Mapping) else ctx
+    if isinstance(parts, str):
+        parts = [parts]
+    if not parts:
+        raise DataError(f"{source} row {i}: field 'context.contexts' is missing or empty")
+    decision = _field(row, "final_decision", source, i).lower()
+    letters = {v: k for k, v in PUBMEDQA_OPTIONS.items()}
+    if decision not in letters:
+        raise DataError(f"{source} row {i}: field 'final_decision' must be yes/no/maybe, got {decision!r}")
+    extra = {"context": "\n".join(str(p) for p in parts), "id": row.get("pubid")}
+    return q, dict(PUBMEDQA_OPTIONS), letters[decision], extra
+
+
+def _mmlu_pro_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """TIGER-Lab/MMLU-Pro: ``question``, ``options`` (list of up to 10), ``answer`` letter
+    (or ``answer_index``), ``category``, ``question_id``."""
+    q = _field(row, "question", source, i)
+    options = _field(row, "options", source, i)
+    if not isinstance(options, (list, tuple)):
+        raise DataError(f"{source} row {i}: field 'options' must be a list, got {type(options).__name__}")
+    letter = row.get("answer")
+    if not (isinstance(letter, str) and letter.strip()):
+        letter = _index_letter(row.get("answer_index"), len(options), "answer_index", source, i)
+    return q, list(options), letter, {"subject": row.get("category"), "id": row.get("question_id")}
+
+
+def _gpqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """Idavidrein/gpqa: ``Question``, ``Correct Answer``, ``Incorrect Answer 1-3``,
+    ``Subdomain``, ``Record ID``. GPQA ships the answers unordered; they are placed in an order
+    fixed by a hash of the record id (or question), so every run and every model sees the same
+    letters."""
+    import hashlib
+    import random
+
+    q = _field(row, "Question", source, i)
+    answers = [_field(row, "Correct Answer", source, i)] + [_field(row, f"Incorrect Answer {k}", source, i) for k in (1, 2, 3)]
+    key = str(row.get("Record ID") or q)
+    order = list(range(4))
+    random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)).shuffle(order)
+    options = [answers[j] for j in order]
+    return q, options, OPTION_LETTERS[order.index(0)], {"subject": row.get("Subdomain"), "id": row.get("Record ID")}
+
+
 #: Row layouts of multiple-choice datasets: name -> function(row, source, index) -> (question, options, letter, extra).
+#: ``extra`` may hold ``subject``, ``id`` and ``context`` (shown before the question).
 MCQ_LAYOUTS: dict[str, Callable[[Mapping, str, int], tuple[str, Any, str, dict]]] = {
     "medqa": _medqa_layout,  # GBaker/MedQA-USMLE-4-options; also the medical-o1 MCQ sample
     "medmcqa": _medmcqa_layout,  # openlifescienceai/medmcqa
+    "mmlu": _mmlu_layout,  # cais/mmlu
+    "medxpertqa": _medxpertqa_layout,  # TsinghuaC3I/MedXpertQA, config Text
+    "pubmedqa": _pubmedqa_layout,  # qiaojin/PubMedQA, config pqa_labeled
+    "mmlu_pro": _mmlu_pro_layout,  # TIGER-Lab/MMLU-Pro
+    "gpqa": _gpqa_layout,  # Idavidrein/gpqa
 }
 
 
@@ -309,7 +397,7 @@ def to_mcq_items(
 
     Returns ``(dataset, report)``; columns ``id`` (row index unless the data has one),
     ``question``, ``options`` (``{letter: text}``), ``answer`` (gold letter), ``answer_text``,
-    ``subject`` (or None), ``prompt`` (conversational). A gold letter not among the options is a bad row.
+    ``subject`` (or None), ``context`` (or None; e.g. a PubMedQA abstract), ``prompt`` (conversational). A gold letter not among the options is a bad row.
     """
     if isinstance(layout, str):
         if layout not in MCQ_LAYOUTS:
@@ -333,6 +421,7 @@ def to_mcq_items(
             "answer": letter,
             "answer_text": opts[letter],
             "subject": extra.get("subject"),
+            "context": extra.get("context"),
             "prompt": mcq_prompt(q, opts, tags=tags, system=system, context=extra.get("context")),
         }
         return item

@@ -1,11 +1,18 @@
 """Batched generation of completions for conversational prompts.
 
-Two backends behind one function:
+Three backends. Two behind one function, :func:`generate_completions`:
 
 * vLLM through Unsloth (``model.fast_generate``) when the model was loaded with
   ``fast_inference=True`` on a GPU; a LoRA is passed as a ``lora_request``;
 * transformers ``generate`` (CPU or GPU), batched with left padding, prompts sorted by length
   so a batch holds prompts of similar length (less padding).
+
+and a third, :class:`OpenAIChatBackend`, for any OpenAI-compatible server (vLLM, SGLang,
+``transformers serve``): concurrent ``/chat/completions`` requests with a bound.
+
+:class:`LocalBackend` and :class:`OpenAIChatBackend` share one method,
+``generate(prompts, *, max_new_tokens, temperature, top_p, seed, progress, desc) -> list[str]``,
+which is what :func:`medreason_utils.evaluation.evaluate_models` calls.
 
 Greedy decoding by default; sampling needs a ``seed`` for reproducibility.
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["render_prompts", "generate_completions", "uses_vllm"]
+__all__ = ["render_prompts", "generate_completions", "uses_vllm", "LocalBackend", "OpenAIChatBackend", "GenerationError"]
 
 #: Passed to chat templates: Qwen3 templates otherwise open their own ``<think>`` block.
 DEFAULT_CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
@@ -130,3 +137,136 @@ def generate_completions(
         if was_training:
             model.train()
     return [r or "" for r in results]
+
+
+class GenerationError(RuntimeError):
+    """A backend could not produce a completion; the message names the item index and the URL or model."""
+
+
+class LocalBackend:
+    """A model in this process: transformers (+ peft) batched with left padding, or Unsloth's
+    vLLM engine when the model has one (then ``lora_request`` selects the adapter).
+
+    Args:
+        model, tokenizer: from :func:`medreason_utils.models.load_model`.
+        batch_size: prompts per ``generate`` call (transformers; vLLM batches itself).
+        lora_request: vLLM only, e.g. ``model.load_lora(adapter_dir)``.
+        repetition_penalty, chat_template_kwargs: passed to :func:`generate_completions`.
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 8, lora_request: Any = None,
+                 repetition_penalty: float | None = None, chat_template_kwargs: dict | None = None, name: str = "local"):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size = batch_size
+        self.lora_request = lora_request
+        self.repetition_penalty = repetition_penalty
+        self.chat_template_kwargs = chat_template_kwargs
+        self.name = name
+
+    def generate(self, prompts: Sequence[Sequence[dict] | str], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
+        """Completions for ``prompts`` in order (see :func:`generate_completions`)."""
+        return generate_completions(
+            self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=self.batch_size,
+            temperature=temperature, top_p=top_p, repetition_penalty=self.repetition_penalty, seed=seed,
+            lora_request=self.lora_request, chat_template_kwargs=self.chat_template_kwargs, progress=progress, desc=desc,
+        )
+
+
+class OpenAIChatBackend:
+    """Any OpenAI-compatible chat-completions server (vLLM, SGLang, ``transformers serve``).
+
+    Requests run on ``concurrency`` threads at most (a bound the server sees as in-flight
+    requests); each has a ``timeout`` in seconds and is retried ``retries`` times on a connection
+    error or a 5xx/429 answer, with 1 s, 2 s, 4 s ... between tries. The API key comes from the
+    environment variable ``api_key_env`` (default ``OPENAI_API_KEY``; none is sent when unset)
+    and is never printed.
+
+    Args:
+        base_url: e.g. ``"http://127.0.0.1:8000/v1"`` (the ``/chat/completions`` path is appended).
+        model: the model name the server expects (vLLM: the served name; a LoRA served with
+            ``--lora-modules name=path`` is selected by its name).
+        extra_body: more JSON fields for every request (e.g. ``{"chat_template_kwargs": {...}}``).
+    """
+
+    def __init__(self, base_url: str, model: str, *, concurrency: int = 8, timeout: float = 300.0, retries: int = 2,
+                 api_key_env: str = "OPENAI_API_KEY", extra_body: dict | None = None, name: str | None = None):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.concurrency = concurrency
+        self.batch_size = concurrency * 4  # prompts per chunk handed to generate() by evaluate_models
+        self.timeout = timeout
+        self.retries = retries
+        self.api_key_env = api_key_env
+        self.extra_body = dict(extra_body or {})
+        self.name = name or model
+
+    def _headers(self) -> dict:
+        import os
+
+        key = os.environ.get(self.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _one(self, client, index: int, messages: list[dict], body: dict) -> str:
+        import time
+
+        import httpx
+
+        payload = {**body, "messages": messages}
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                r = client.post(self.url, json=payload)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if r.status_code == 200:
+                    try:
+                        return r.json()["choices"][0]["message"]["content"] or ""
+                    except (ValueError, KeyError, IndexError, TypeError) as exc:
+                        raise GenerationError(f"item {index}: {self.url} answered without choices[0].message.content: {r.text[:200]!r}") from exc
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code < 500 and r.status_code != 429:
+                    break
+            if attempt < self.retries:
+                time.sleep(2**attempt)
+        raise GenerationError(f"item {index}: {self.url} (model {self.model!r}) failed: {last}")
+
+    def generate(self, prompts: Sequence[Sequence[dict] | str], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
+        """Completions for ``prompts`` in order. Strings are sent as one user message.
+
+        Raises ``ValueError`` for sampling without a seed, :class:`GenerationError` naming the
+        item index and URL when a request fails after its retries.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        import httpx
+        from tqdm.auto import tqdm
+
+        if temperature and temperature > 0 and seed is None:
+            raise ValueError("sampling (temperature > 0) needs a seed so the run can be reproduced")
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": float(temperature or 0.0),
+                                "stream": False, **self.extra_body}
+        if temperature and temperature > 0:
+            body["top_p"] = top_p
+        if seed is not None:
+            body["seed"] = seed
+        messages = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        with httpx.Client(timeout=self.timeout, limits=limits, headers=self._headers()) as client, \
+                ThreadPoolExecutor(max_workers=self.concurrency) as pool, \
+                tqdm(total=len(messages), desc=desc, disable=not progress) as bar:
+            futures = [pool.submit(self._one, client, i, m, body) for i, m in enumerate(messages)]
+            out = []
+            try:
+                for f in futures:
+                    out.append(f.result())
+                    bar.update(1)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        return out

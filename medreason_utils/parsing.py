@@ -232,37 +232,66 @@ def extract_choice(answer_text: Any, options: Mapping[str, str | None] | Sequenc
     return by_text.pop() if len(by_text) == 1 else None
 
 
-_LENIENT_PATTERNS = [
-    # HuatuoGPT-o1's scorer (evaluation/eval.py, match_choice) looks for "answer is (X)"-style
-    # statements anywhere in the output before falling back to option text.
-    r"answer is\s*:?\s*[\(\[]?([{L}])\b",
-    r"answer\s*:\s*[\(\[]?([{L}])\b",
-    r"correct (?:option|choice) is\s*:?\s*[\(\[]?([{L}])\b",
-]
+def _last_position(hay: str, needle: str) -> int:
+    """Index of the last occurrence of ``needle`` as whole words in ``hay`` (-1 when absent)."""
+    hits = [m.start() for m in re.finditer(rf"(?<!\w){re.escape(needle)}(?!\w)", hay)]
+    return hits[-1] if hits else -1
 
 
-def find_choice_anywhere(text: Any, options: Mapping[str, str | None] | Sequence[str]) -> str | None:
-    """Lenient letter extraction over the whole completion, tags or not.
+def find_choice_anywhere(
+    text: Any, options: Mapping[str, str | None] | Sequence[str], *, prefilled_think: bool = False, tags: Tags = DEFAULT_TAGS
+) -> str | None:
+    """Lenient letter extraction over the whole completion, tags or not; for the named *lenient* score.
 
-    First the ANSWER block through :func:`extract_choice`; otherwise the last "answer is (X)" /
-    "answer: X" statement anywhere (after the rules of HuatuoGPT-o1's evaluation scorer,
-    ``match_choice``); otherwise :func:`extract_choice` on the last 300 characters.
-    Used only for the named *lenient* score; the primary score is :func:`choice_from_completion`.
+    Rules, in order (after the scorer of HuatuoGPT-o1, Chen et al. 2024, repository
+    FreedomIntelligence/HuatuoGPT-o1, ``evaluation/scorer.py``, ``match_choice``):
+
+    1. the ANSWER block, read by :func:`extract_choice` (the primary reading);
+    2. only the text after the last closing THINK tag is read when there is any (the scorer cuts
+       at ``</think>`` / "## Final Response" the same way);
+    3. the last "answer is X" statement (capital option letter, ``:`` or ``(`` allowed);
+    4. the last option letter standing alone: a capital letter among the options with no letter or
+       digit either side (the scorer's "non strict" rule), where ``A`` followed by a space is read
+       as the article, not option A (as in the scorer), and so is the pronoun ``I`` (an addition:
+       with ten options the scorer reads "I think" as option I);
+    5. the option whose text (case-insensitive, whole words) occurs last.
+
+    Differences from the scorer, on purpose: the *last* match is taken (the scorer computes first
+    and last and keeps whichever scores higher over the data set, an optimistic choice); a bare
+    letter must stand alone as a word ("answer is Aspirin" is not option A); and when nothing
+    matches the result is ``None``, where the scorer falls back to the option most similar to
+    the whole output (``difflib``), which is a guess rather than a reading.
+
+    Returns:
+        The letter, or ``None``. Never raises.
     """
     s = completion_text(text)
-    parsed = parse_completion(s)
+    parsed = parse_completion(s, prefilled_think=prefilled_think, tags=tags)
     letter = extract_choice(parsed.answer, options)
     if letter:
         return letter
     try:
-        letters = "".join(normalise_options(options))
+        opts = normalise_options(options)
     except (ValueError, TypeError):
         return None
-    for pat in _LENIENT_PATTERNS:
-        hits = re.findall(pat.replace("{L}", letters), s, flags=re.IGNORECASE)
-        if hits:
-            return hits[-1].upper()
-    return extract_choice(s[-300:], options)
+    letters = "".join(opts)
+    cut = s.rfind(tags.think_close)
+    if cut != -1 and s[cut + len(tags.think_close) :].strip():
+        s = s[cut + len(tags.think_close) :]
+    for tag in tags.all:
+        s = s.replace(tag, " ")
+    stated = re.findall(rf"answer is\s*:?\s*[\(\[]?([{letters}])(?![A-Za-z0-9])", s, flags=re.IGNORECASE)
+    if stated:
+        return stated[-1].upper()
+    alone = re.findall(rf"(?<![A-Za-z0-9])(?!A |I )([{letters}])(?![A-Za-z0-9])", s)
+    if alone:
+        return alone[-1]
+    low = s.lower()
+    positions = {L: _last_position(low, t.lower()) for L, t in opts.items()}
+    found = {L: p for L, p in positions.items() if p >= 0}
+    if found:
+        return max(found, key=lambda L: (found[L], len(opts[L])))
+    return None
 
 
 def choice_from_completion(

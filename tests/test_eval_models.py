@@ -1,0 +1,127 @@
+"""evaluate_models: reports, resumable per-item JSONL, prompt styles, sampling rules; the real model (slow)."""
+
+import json
+
+import pytest
+
+from medreason_utils.data import load_rows, to_mcq_items
+from medreason_utils.evaluation import evaluate_models, read_items
+
+
+@pytest.fixture(scope="module")
+def items():
+    ds, _ = to_mcq_items(load_rows("sample:medqa", limit=20), "medqa")
+    return [dict(r) for r in ds]
+
+
+class Reader:
+    """A backend answering from a fixed answer key (what a model that 'knows' would write), counting
+    the prompts it was asked; ``fail_after`` raises after that many prompts, as a disconnect would."""
+
+    def __init__(self, items, *, wrong=(), fail_after=None, fmt="<THINK>reasoning</THINK><ANSWER>{}</ANSWER>"):
+        self.key = {it["question"]: it["answer"] for it in items}
+        self.wrong = set(wrong)
+        self.fail_after = fail_after
+        self.fmt = fmt
+        self.seen = []
+        self.calls = []
+
+    def generate(self, prompts, **kw):
+        self.calls.append(kw)
+        out = []
+        for p in prompts:
+            if self.fail_after is not None and len(self.seen) >= self.fail_after:
+                raise ConnectionError("runtime disconnected")
+            user = next(m["content"] for m in p if m["role"] == "user")
+            q = next(q for q in self.key if q.strip() in user)
+            self.seen.append(q)
+            letter = "A" if self.key[q] != "A" else "B"
+            out.append(self.fmt.format(letter if q in self.wrong else self.key[q]))
+        return out
+
+
+def test_reports_and_table(tmp_path, items):
+    qs = [it["question"] for it in items]
+    good = Reader(items, wrong=qs[:4])
+    worse = Reader(items, wrong=qs[:12])
+    table = evaluate_models({"sft": good, "grpo": worse}, {"medqa": items}, tmp_path, batch_size=4, progress=False)
+    assert [(r["model"], r["n"], r["correct"]) for r in table] == [("sft", 20, 16), ("grpo", 20, 8)]
+    assert all(r["format_compliance"] == 1.0 and r["ci_low"] < r["accuracy"] < r["ci_high"] for r in table)
+    for name in ["results.md", "results.csv", "comparisons.md", "comparisons.csv", "per_subject.csv", "summary.json"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cmp = json.loads((tmp_path / "summary.json").read_text())["comparisons"]
+    assert cmp[0]["model_a"] == "sft" and cmp[0]["only_a"] == 8 and cmp[0]["only_b"] == 0 and cmp[0]["p_value"] < 0.01
+    recs = read_items(tmp_path / "items" / "sft__medqa.jsonl")
+    assert len(recs) == 20
+    assert set(recs[0]) >= {"prompt", "completion", "predicted", "gold", "correct", "strict", "lenient", "subject", "sample"}
+    md = (tmp_path / "results.md").read_text()
+    assert "| medqa | sft | 20 | 0.800 [" in md
+    # greedy by default
+    assert all(c["temperature"] == 0.0 for c in good.calls)
+
+
+def test_resume_after_a_disconnect(tmp_path, items):
+    first = Reader(items, fail_after=8)
+    with pytest.raises(ConnectionError):
+        evaluate_models({"m": first}, {"medqa": items}, tmp_path, batch_size=2, chunk_size=4, progress=False)
+    path = tmp_path / "items" / "m__medqa.jsonl"
+    assert len(read_items(path)) == 8  # two chunks of 4 were written before the failure
+    with open(path, "a") as fh:  # a line cut short by the disconnect
+        fh.write('{"id": "19", "gold": "A", "predi')
+    second = Reader(items)
+    table = evaluate_models({"m": second}, {"medqa": items}, tmp_path, batch_size=2, chunk_size=4, progress=False)
+    assert len(second.seen) == 12, "only the items not yet written are generated again"
+    assert table[0]["n"] == 20 and table[0]["correct"] == 20
+    third = Reader(items)
+    evaluate_models({"m": third}, {"medqa": items}, tmp_path, batch_size=2, progress=False)
+    assert third.seen == []
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        evaluate_models({"m": third}, {"medqa": items}, tmp_path, max_new_tokens=9, progress=False)
+    evaluate_models({"m": third}, {"medqa": items}, tmp_path, max_new_tokens=9, resume=False, progress=False)
+    assert len(third.seen) == 20
+
+
+def test_plain_prompt_style_and_subset(tmp_path, items):
+    plain = Reader(items, fmt="The answer is {}.")
+    table = evaluate_models({"base": plain}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, limit=10,
+                            subset_seed=5, progress=False)
+    assert [r["model"] for r in table] == ["base", "base (plain prompt)"]
+    assert all(r["n"] == 10 and r["accuracy"] == 0.0 and r["lenient_accuracy"] == 1.0 for r in table)
+    recs = read_items(tmp_path / "items" / "base_plain_prompt__medqa.jsonl")
+    assert all(r["prompt"][0]["role"] == "user" and "letter of the correct option" in r["prompt"][0]["content"] for r in recs)
+
+
+def test_sampling_rules(tmp_path, items):
+    r = Reader(items)
+    with pytest.raises(ValueError, match="seed"):
+        evaluate_models({"m": r}, {"medqa": items}, tmp_path, temperature=0.7, seed=None, progress=False)
+    with pytest.raises(ValueError, match="temperature"):
+        evaluate_models({"m": r}, {"medqa": items}, tmp_path, num_samples=3, progress=False)
+    table = evaluate_models({"m": r}, {"medqa": items}, tmp_path, temperature=0.7, num_samples=3, seed=11, limit=5, progress=False)
+    assert table[0]["samples"] == 3 and table[0]["accuracy_std"] == 0.0 and table[0]["n"] == 5
+    assert sorted({c["seed"] for c in r.calls}) == [11, 12, 13]
+    assert len(read_items(tmp_path / "items" / "m__medqa.jsonl")) == 15
+
+
+def test_bad_model_spec_is_named(tmp_path, items):
+    with pytest.raises(TypeError, match=r"models\['x'\]"):
+        evaluate_models({"x": 42}, {"medqa": items}, tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_real_model_base_with_both_prompts(tmp_path, items):
+    from medreason_utils.models import load_model
+
+    model, tok = load_model()
+    kw = dict(max_new_tokens=12, batch_size=3, limit=3, progress=False)
+    table = evaluate_models({"base": (model, tok)}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, **kw)
+    assert [r["n"] for r in table] == [3, 3]
+    recs = read_items(tmp_path / "items" / "base__medqa.jsonl")
+    assert len(recs) == 3 and all(isinstance(r["completion"], str) and r["completion"] for r in recs)
+
+    def must_not_run(prompts, **_):
+        raise AssertionError("resumed run generated again")
+
+    again = evaluate_models({"base": must_not_run}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, **kw)
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in table]

@@ -1,0 +1,116 @@
+"""Scoring (exact match, format compliance, strict subset, lenient), intervals and McNemar."""
+
+import math
+
+import pytest
+from scipy.stats import binomtest, chi2
+
+from medreason_utils.evaluation import format_compliance, score_mcq
+from medreason_utils.parsing import find_choice_anywhere
+from medreason_utils.stats import mcnemar_paired, mean_and_spread, wilson_interval
+
+OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
+ITEMS = [{"id": f"q{i}", "options": OPTS, "answer": "B", "subject": "cardio" if i % 2 else "heme"} for i in range(6)]
+
+
+def test_score_tells_wrong_format_from_wrong_answer():
+    completions = [
+        "<THINK>Bleeding risk is low.</THINK><ANSWER>B. Heparin</ANSWER>",  # strict, right
+        "<THINK>Thrombolysis.</THINK><ANSWER>D. Alteplase</ANSWER>",  # strict, wrong
+        "Heparin is needed.<ANSWER>B</ANSWER>",  # not strict, right letter in the ANSWER block
+        "<THINK>unfinished reasoning that never closes",  # no answer
+        "The answer is B.",  # no tags: wrong for exact match, right for lenient
+        [{"role": "assistant", "content": "<THINK>x</THINK><ANSWER>(B)</ANSWER>"}],  # conversational completion
+    ]
+    r = score_mcq(completions, ITEMS, benchmark="toy", model="m")
+    assert [x.predicted for x in r.items] == ["B", "D", "B", None, None, "B"]
+    assert [x.strict for x in r.items] == [True, True, False, False, False, True]
+    assert r.n == 6 and r.correct == 3 and r.accuracy == pytest.approx(3 / 6)
+    assert r.format_compliance == pytest.approx(3 / 6) == format_compliance(completions)
+    assert r.n_strict == 3 and r.strict_accuracy == pytest.approx(2 / 3)
+    assert r.lenient_correct == 4 and r.lenient_accuracy == pytest.approx(4 / 6)
+    assert r.answered == pytest.approx(4 / 6)
+    assert r.ci_low < r.accuracy < r.ci_high
+    s = r.summary()
+    assert "items" not in s and s["accuracy"] == r.accuracy
+
+
+def test_score_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 completions for 6 items"):
+        score_mcq(["a", "b"], ITEMS)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<THINK>r</THINK><ANSWER>C. Warfarin</ANSWER>", "C"),  # the ANSWER block first
+        ("Let me think. The answer is (D).", "D"),  # "answer is X"
+        ("the answer is: b", "B"),
+        ("A 60-year-old man with AF. I would pick C here.", "C"),  # article "A " and pronoun "I " are not letters
+        ("Options A or B... I'd say **B**", "B"),  # the last letter standing alone
+        ("<THINK>Maybe A. The answer is A</THINK> Final choice: C", "C"),  # only after the reasoning
+        ("Warfarin would be my choice over aspirin here", "A"),  # option text occurring last
+        ("answer is Aspirin", "A"),  # not the letter A of "Aspirin": the option text
+        ("No idea at all.", None),  # no guessing from similarity
+        (None, None),
+    ],
+)
+def test_lenient_reading_after_huatuogpt_o1_rules(text, expected):
+    assert find_choice_anywhere(text, OPTS) == expected
+
+
+def test_lenient_pronoun_i_with_ten_options():
+    ten = {L: f"option {L.lower()}{L.lower()}" for L in "ABCDEFGHIJ"}
+    assert find_choice_anywhere("I think the best is F, not I.", ten) == "I"
+    assert find_choice_anywhere("I think the best is F.", ten) == "F"
+
+
+def _wilson_closed_form(k, n, z=1.959963984540054):
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k, n", [(629, 1273), (1927, 4183), (0, 40), (40, 40), (17, 41)])
+def test_wilson_matches_the_closed_form(k, n):
+    lo, hi = wilson_interval(k, n)
+    elo, ehi = _wilson_closed_form(k, n)
+    assert lo == pytest.approx(max(0, elo), abs=1e-9) and hi == pytest.approx(min(1, ehi), abs=1e-9)
+    assert 0 <= lo <= k / n <= hi <= 1
+
+
+def test_wilson_rejects_bad_counts():
+    with pytest.raises(ValueError):
+        wilson_interval(3, 0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+def test_mcnemar_exact_is_the_binomial_test_on_discordant_pairs():
+    a = [True] * 30 + [True] * 3 + [False] * 12 + [False] * 15
+    b = [True] * 30 + [False] * 3 + [True] * 12 + [False] * 15
+    m = mcnemar_paired(a, b)
+    assert (m.both, m.only_a, m.only_b, m.neither, m.n) == (30, 3, 12, 15, 60)
+    assert m.exact and m.difference == pytest.approx(9 / 60)
+    assert m.p_value == pytest.approx(binomtest(3, 15, 0.5).pvalue)
+    assert m.significant(0.05)
+
+
+def test_mcnemar_chi2_with_continuity_correction_for_many_discordant_pairs():
+    a = [True] * 20 + [False] * 40 + [True] * 10
+    b = [False] * 20 + [True] * 40 + [True] * 10
+    m = mcnemar_paired(a, b)
+    stat = (abs(20 - 40) - 1) ** 2 / 60
+    assert not m.exact and m.statistic == pytest.approx(stat)
+    assert m.p_value == pytest.approx(chi2.sf(stat, 1))
+    same = mcnemar_paired([True, False], [True, False])
+    assert same.p_value == 1.0 and not same.significant()
+    with pytest.raises(ValueError, match="same items"):
+        mcnemar_paired([True], [True, False])
+
+
+def test_mean_and_spread():
+    m, s = mean_and_spread([0.5, 0.6, 0.7])
+    assert m == pytest.approx(0.6) and s == pytest.approx(0.1)
+    assert mean_and_spread([0.4]) == (0.4, 0.0)
