@@ -24,8 +24,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "data": "sample:medical_o1_sft",
             "n_train": 96,  # rows trained on
             "n_heldout": 40,  # questions held out of SFT and GRPO for format compliance
-            "max_reasoning_tokens": 96,  # CoT cap (tokens), cut at a sentence end
-            "max_response_tokens": 64,  # response cap (tokens)
+            "max_reasoning_tokens": 64,  # CoT cap (tokens), cut at a sentence end
+            "max_response_tokens": 48,  # response cap (tokens)
             "epochs": 2,
             "max_steps": -1,  # -1: epochs decide
             "learning_rate": 5e-4,

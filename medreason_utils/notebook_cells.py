@@ -109,6 +109,7 @@ def stamp(path: Path) -> bool:
     }
     for position, (tag, fresh) in enumerate(wanted.items()):
         fresh.metadata["tags"] = [tag]
+        fresh.id = tag.replace(":", "-")  # stable ids keep diffs of re-stamped notebooks small
         found = [i for i, c in enumerate(nb.cells) if _cell_tag(c) == tag]
         if found:
             nb.cells[found[0]].source = fresh.source
