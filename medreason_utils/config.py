@@ -61,7 +61,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "num_generations": 4,  # completions per prompt (the group)
             "batch_size": 4,  # completions per step (one group on CPU)
             "grad_accum": 1,
-            "max_completion_length": 192,  # tokens; SFT rows are ~180 tokens of THINK+ANSWER
+            "max_completion_length": 160,  # tokens; SFT rows are ~130 tokens of THINK+ANSWER
             "learning_rate": 2e-5,
             "temperature": 1.0,
         },
@@ -78,7 +78,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "eval": {
-        "cpu": {"limit": 40, "max_new_tokens": 192, "batch_size": 20},
+        "cpu": {"limit": 40, "max_new_tokens": 160, "batch_size": 20},  # trained completions are ~130 tokens
         "gpu": {"limit": None, "max_new_tokens": 1024, "batch_size": 64},  # full 1,273 / 4,183
     },
 }
