@@ -178,9 +178,10 @@ class OpenAIChatBackend:
 
     Requests run on ``concurrency`` threads at most (a bound the server sees as in-flight
     requests); each has a ``timeout`` in seconds and is retried ``retries`` times on a connection
-    error or a 5xx/429 answer, with 1 s, 2 s, 4 s ... between tries. The API key comes from the
-    environment variable ``api_key_env`` (default ``OPENAI_API_KEY``; none is sent when unset)
-    and is never printed.
+    error, a timeout, a 5xx/429 answer or malformed JSON, with 1 s, 2 s, 4 s ... between tries
+    (the HTTP helper the served verifiers use, :func:`medreason_utils.verifiers_http.post_json`).
+    The API key comes from the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``)
+    or Colab secrets; none is sent when unset, and it is never printed.
 
     Args:
         base_url: e.g. ``"http://127.0.0.1:8000/v1"`` (the ``/chat/completions`` path is appended).
@@ -204,35 +205,22 @@ class OpenAIChatBackend:
         self.name = name or model
 
     def _headers(self) -> dict:
-        import os
+        from .verifiers_http import resolve_api_key
 
-        key = os.environ.get(self.api_key_env)
+        key = resolve_api_key(self.api_key_env)  # environment or Colab secrets; never printed
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _one(self, client, index: int, messages: list[dict], body: dict) -> str:
-        import time
+        from .verifiers_http import VerifierHTTPError, post_json
 
-        import httpx
-
-        payload = {**body, "messages": messages}
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                r = client.post(self.url, json=payload)
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if r.status_code == 200:
-                    try:
-                        return r.json()["choices"][0]["message"]["content"] or ""
-                    except (ValueError, KeyError, IndexError, TypeError) as exc:
-                        raise GenerationError(f"item {index}: {self.url} answered without choices[0].message.content: {r.text[:200]!r}") from exc
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                if r.status_code < 500 and r.status_code != 429:
-                    break
-            if attempt < self.retries:
-                time.sleep(2**attempt)
-        raise GenerationError(f"item {index}: {self.url} (model {self.model!r}) failed: {last}")
+        try:
+            data = post_json(client, self.url, {**body, "messages": messages}, retries=self.retries, backoff_s=1.0)
+        except VerifierHTTPError as exc:
+            raise GenerationError(f"item {index}: {self.url} (model {self.model!r}) failed: {exc}") from exc
+        try:
+            return data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise GenerationError(f"item {index}: {self.url} answered without choices[0].message.content: {str(data)[:200]!r}") from exc
 
     def generate(self, prompts: Sequence[Sequence[dict] | str], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:

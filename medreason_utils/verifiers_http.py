@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the served verifiers: bounded retries with backoff, clear errors, API keys.
+"""HTTP plumbing shared by the served verifiers and the OpenAI-compatible generation backend:
+bounded retries with backoff, clear errors, API keys.
 
 Errors name the URL and the failure (connection, timeout, HTTP status, malformed JSON) and
 never contain an API key. Keys come from the environment or from Colab secrets
@@ -63,7 +64,7 @@ def post_json(
         except httpx.TimeoutException as exc:
             last = VerifierHTTPError(f"timed out after {_timeout_of(client)} s calling {url} ({type(exc).__name__})", url=url, kind="timeout")
         except httpx.TransportError as exc:
-            last = VerifierHTTPError(f"cannot reach the verifier server at {url}: {type(exc).__name__}: {exc}", url=url, kind="connect")
+            last = VerifierHTTPError(f"cannot reach the server at {url}: {type(exc).__name__}: {exc}", url=url, kind="connect")
         else:
             if resp.status_code == 429 or resp.status_code >= 500:
                 last = VerifierHTTPError(
