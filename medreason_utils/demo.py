@@ -30,7 +30,6 @@ from .prompts import DEFAULT_TAGS, Tags, grpo_prompt, system_prompt
 
 __all__ = [
     "DISCLAIMER",
-    "DEFAULT_CHECKPOINT_DIR",
     "find_checkpoint",
     "load_demo_model",
     "demo_questions",
@@ -49,7 +48,6 @@ DISCLAIMER = (
     "Ask a qualified clinician."
 )
 #: Where the notebooks save the trained adapters; the demo loads the newest one by default.
-DEFAULT_CHECKPOINT_DIR = "checkpoints"
 
 _ANSWER_BG = "#fff3b0"
 _DISCLAIMER_BG = "#fdecea"
@@ -84,8 +82,8 @@ def find_checkpoint(path: str | Path | None = None) -> str:
     if s and not p.exists() and s.count("/") == 1 and not s.startswith((".", "/", "~")):
         return s  # a hub id
     raise FileNotFoundError(
-        f"checkpoint {p} does not exist; train one (notebooks 01-03 save adapters under {DEFAULT_CHECKPOINT_DIR}/) "
-        "or give a hub id of an adapter"
+        f"checkpoint {p} does not exist; train one (`make run`, then `python -m medreason_utils.pipeline "
+        "--run-dir runs/X --publish-checkpoint`) or give an adapter folder or the hub id of an adapter"
     )
 
 
@@ -102,9 +100,8 @@ def load_demo_model(
     ``checkpoint`` as in :func:`find_checkpoint`; ``base_only=True`` loads the base model without
     an adapter (to compare). ``if_missing="base"`` loads the base model, with a warning, when no
     adapter is found (``adapter`` is then ``None``); ``"raise"`` (default) raises
-    ``FileNotFoundError``. A hub id is downloaded first (``huggingface_hub.snapshot_download``, needs
-    the network) so its ``adapter_config.json`` names the base model, as for a local folder. Other
-    keywords go to :func:`medreason_utils.models.load_model`.
+    ``FileNotFoundError``. A hub id is downloaded by :func:`medreason_utils.models.load_model`
+    (needs the network). Other keywords go to that function.
     """
     import warnings
 
@@ -120,10 +117,6 @@ def load_demo_model(
             if if_missing == "raise":
                 raise
             warnings.warn(f"{exc}; loading the base model without an adapter", stacklevel=2)
-    if adapter is not None and not Path(adapter).is_dir():  # a hub id: fetch it, then load it as a local folder
-        from huggingface_hub import snapshot_download
-
-        adapter = snapshot_download(repo_id=adapter)
     model, tokenizer = load_model(model_name, adapter=adapter, **kwargs)
     return model, tokenizer, adapter
 
@@ -420,11 +413,11 @@ class DemoApp:
         self.temperature.disabled = self.top_p.disabled = self.greedy.value
 
     def _lora_request(self) -> Any:
-        """vLLM (GPU) only: the adapter as a LoRA request, made once with Unsloth's ``model.load_lora``."""
-        from .generation import uses_vllm
+        """vLLM (GPU) only: the adapter as a LoRA request (:func:`medreason_utils.models.vllm_lora_request`), made once."""
+        from .models import vllm_lora_request
 
-        if self.lora_request is None and self.adapter and uses_vllm(self.model) and Path(str(self.adapter)).is_dir():
-            self.lora_request = self.model.load_lora(str(self.adapter))
+        if self.lora_request is None and self.adapter:
+            self.lora_request = vllm_lora_request(self.model, self.adapter)
         return self.lora_request
 
     def describe(self) -> str:

