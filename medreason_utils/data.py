@@ -193,6 +193,25 @@ def _map_rows(
     return datasets.Dataset.from_list(out), report
 
 
+def _need_tokenizer(tokenizer, *limits: int | None) -> None:
+    if tokenizer is None and any(x is not None for x in limits):
+        raise ValueError("a token limit (max_prompt_tokens / max_total_tokens) needs the model's tokenizer")
+
+
+def _check_tokens(tokenizer, messages, limit, what, name, source, i, generation_prompt) -> None:
+    """Raise DataError when ``messages`` rendered with the chat template exceed ``limit`` tokens."""
+    if limit is None:
+        return
+    from .generation import DEFAULT_CHAT_TEMPLATE_KWARGS
+
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt, **DEFAULT_CHAT_TEMPLATE_KWARGS
+    )
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if n > limit:
+        raise DataError(f"{source} row {i}: {what} is {n} tokens, more than {name}={limit}")
+
+
 def to_sft_conversations(
     rows: Iterable[Mapping],
     *,
@@ -207,6 +226,8 @@ def to_sft_conversations(
     on_bad_row: OnBadRow = "raise",
     source: str = "sft data",
     output_format: Literal["messages", "prompt_completion"] = "messages",
+    max_prompt_tokens: int | None = None,
+    max_total_tokens: int | None = None,
 ):
     """Map medical-o1-reasoning-SFT rows to SFT conversations.
 
@@ -216,15 +237,23 @@ def to_sft_conversations(
     (the assistant turn), the conversational prompt-completion format on which TRL's SFTTrainer
     computes the loss on the completion only. Reasoning and response can be capped (tokens of
     ``tokenizer``, see :func:`cap_text`); the closing tags are always kept.
+
+    Length budget (tokens of ``tokenizer``'s chat template, see ``config.resolve``): a row whose prompt
+    (system + question, with the generation prompt) is longer than ``max_prompt_tokens``, or whose whole
+    conversation is longer than ``max_total_tokens`` (the trainer's ``max_length``, which would cut
+    the closing tags), is a bad row (``on_bad_row``). Both need ``tokenizer``; ``ValueError`` otherwise.
     """
     if output_format not in ("messages", "prompt_completion"):
         raise ValueError(f"output_format must be 'messages' or 'prompt_completion', got {output_format!r}")
+    _need_tokenizer(tokenizer, max_prompt_tokens, max_total_tokens)
 
     def fn(row: Mapping, i: int) -> dict:
         q = _field(row, question_col, source, i)
         cot = cap_text(_field(row, reasoning_col, source, i), max_reasoning_tokens, tokenizer)
         resp = cap_text(_field(row, response_col, source, i), max_response_tokens, tokenizer)
         messages = sft_messages(q, cot, resp, tags=tags, system=system)
+        _check_tokens(tokenizer, messages[:-1], max_prompt_tokens, "prompt", "max_prompt_tokens", source, i, True)
+        _check_tokens(tokenizer, messages, max_total_tokens, "row", "max_total_tokens", source, i, False)
         if output_format == "messages":
             return {"messages": messages}
         return {"prompt": messages[:-1], "completion": messages[-1:]}
@@ -241,17 +270,25 @@ def to_grpo_prompts(
     system: str | None = None,
     on_bad_row: OnBadRow = "raise",
     source: str = "grpo data",
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
 ):
     """Map medical-o1-verifiable-problem rows to GRPO prompts.
 
     Returns ``(dataset, report)``; the dataset has ``prompt`` (conversational, no assistant turn),
-    ``answer`` (the reference answer the correctness reward reads) and ``question``.
+    ``answer`` (the reference answer the correctness reward reads) and ``question``. A prompt longer
+    than ``max_prompt_tokens`` tokens of ``tokenizer``'s chat template is a bad row (``on_bad_row``):
+    TRL does not cut prompts, and under Unsloth prompt + completion must fit ``max_seq_length``.
+    ``max_prompt_tokens`` needs ``tokenizer`` (``ValueError`` otherwise).
     """
+    _need_tokenizer(tokenizer, max_prompt_tokens)
 
     def fn(row: Mapping, i: int) -> dict:
         q = _field(row, question_col, source, i)
         a = _field(row, answer_col, source, i)
-        return {"prompt": grpo_prompt(q, tags=tags, system=system), "answer": a, "question": q}
+        prompt = grpo_prompt(q, tags=tags, system=system)
+        _check_tokens(tokenizer, prompt, max_prompt_tokens, "prompt", "max_prompt_tokens", source, i, True)
+        return {"prompt": prompt, "answer": a, "question": q}
 
     return _map_rows(rows, fn, source, on_bad_row)
 
