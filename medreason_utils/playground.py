@@ -90,7 +90,8 @@ class RewardSettings:
         scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (TRL ``GRPOConfig.scale_rewards``);
             default ``"batch"``: advantages centred on the group mean and scaled by the batch std, the
             suite's recipe (Dr. GRPO loss, arXiv:2503.20783, with batch-level scaling as in TRL's
-            ``scale_rewards="batch"``); ``"none"`` is Dr. GRPO's own choice of no scaling.
+            ``scale_rewards="batch"``); ``"none"`` is Dr. GRPO's own choice of no scaling. ``"group"``
+            cannot train with ``loss_type="dr_grpo"`` (see :meth:`grpo_config_kwargs`).
         prefilled_think: the prompt ends with the opening THINK tag (see ``parse_completion``).
         max_unscored_fraction: the correctness reward raises when a step leaves more than this
             fraction unscored (see :func:`~medreason_utils.rewards.make_correctness_reward`).
@@ -142,9 +143,31 @@ class RewardSettings:
         """Weights in :data:`REWARD_NAMES` order, for ``GRPOConfig(reward_weights=...)``."""
         return list(self.weights)
 
-    def grpo_config_kwargs(self) -> dict[str, Any]:
-        """``{"reward_weights": [...], "scale_rewards": ...}`` to unpack into ``GRPOConfig``."""
-        return {"reward_weights": self.reward_weights, "scale_rewards": self.scale_rewards}
+    def grpo_config_kwargs(self, loss_type: str = "dr_grpo") -> dict[str, Any]:
+        """``{"loss_type", "reward_weights", "scale_rewards"}`` to unpack into ``GRPOConfig``.
+
+        Raises ``ValueError`` for ``loss_type="dr_grpo"`` with ``scale_rewards="group"``: Unsloth's
+        GRPOConfig (``unsloth/models/rl.py``, unsloth 2026.10.5) rewrites it, printing only a notice::
+
+            if loss_type.lower() == 'dr_grpo':
+                if scale_rewards == None:
+                    scale_rewards = True
+                elif scale_rewards == True or scale_rewards == 'group':
+                    ...
+                    scale_rewards = False
+
+        so a GPU run would train without scaling while the same settings on CPU (plain TRL) scale by
+        the group std. The suite refuses that pair on both runtimes, so CPU and GPU train alike: pick
+        ``"none"`` (what Unsloth would do, Dr. GRPO's choice), ``"batch"`` (the suite's recipe, kept
+        by Unsloth), or another ``loss_type``. ``"batch"`` and ``"none"`` pass through Unsloth unchanged.
+        """
+        if str(loss_type).lower() == "dr_grpo" and self.scale_rewards == "group":
+            raise ValueError(
+                "scale_rewards='group' with loss_type='dr_grpo': Unsloth's GRPOConfig silently turns it into "
+                "scale_rewards=False (no scaling) on a GPU, while TRL on CPU scales by the group std. Choose "
+                "'none' (what Unsloth would use), 'batch' (the suite's recipe) or another loss_type."
+            )
+        return {"loss_type": loss_type, "reward_weights": self.reward_weights, "scale_rewards": self.scale_rewards}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable settings (a verifier object is shown by its ``repr``)."""
@@ -258,6 +281,7 @@ class ScoreTable:
             f"scale_rewards={s.scale_rewards!r}; advantage = total - group mean"
             + ("" if s.scale_rewards == "none" else f", divided by the {s.scale_rewards} std")
             + (" (one group here, so the batch std is the group std)" if s.scale_rewards == "batch" else "")
+            + ("; not trainable with loss_type='dr_grpo' (Unsloth turns it into no scaling)" if s.scale_rewards == "group" else "")
         )
         return (
             "<table class='medreason-scores' style='border-collapse:collapse' border='1' cellpadding='4'>"
