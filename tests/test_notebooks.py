@@ -89,12 +89,13 @@ def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
         n for n in ast.walk(ast.parse(_python(src))) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "GRPOConfig"
     )
     kw = {k.arg: k.value for k in call.keywords}
-    assert ast.literal_eval(kw["loss_type"]) == "dr_grpo"
     assert ast.literal_eval(kw["beta"]) == 0.0
-    # reward_weights and scale_rewards come from the playground's settings object, whose default is
-    # the parameters cell's SCALE_REWARDS
+    # loss_type, reward_weights and scale_rewards come from the playground's settings object (whose default is
+    # the parameters cell's SCALE_REWARDS), which refuses scale_rewards="group" under dr_grpo (issue 8, defect 10)
     unpacked = [k.value for k in call.keywords if k.arg is None]
-    assert any("grpo_config_kwargs" in ast.unparse(v) for v in unpacked)
+    settings_call = next(v for v in unpacked if isinstance(v, ast.Call) and getattr(v.func, "attr", None) == "grpo_config_kwargs")
+    assert ast.literal_eval({k.arg: k.value for k in settings_call.keywords}["loss_type"]) == "dr_grpo"
+    assert "loss_type" not in kw
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     declared = {}
     for node in ast.parse(params.source).body:
@@ -104,7 +105,7 @@ def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
     from medreason_utils.playground import RewardSettings
 
     kwargs = RewardSettings(scale_rewards=declared["SCALE_REWARDS"], weights=tuple(declared["REWARD_WEIGHTS"])).grpo_config_kwargs()
-    assert kwargs["scale_rewards"] == "batch"
+    assert kwargs["scale_rewards"] == "batch" and kwargs["loss_type"] == "dr_grpo"
     trl = pytest.importorskip("trl")
     assert set(kwargs) <= {f.name for f in dataclasses.fields(trl.GRPOConfig)}
 
