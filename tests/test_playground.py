@@ -228,6 +228,8 @@ def test_playground_samples_from_the_model_and_builds_a_trainer(tmp_path, one_to
     pg.n_samples.value, pg.sample_tokens.value = 2, 16
     texts = pg.sample()
     assert len(texts) == 2 and pg.table.labels == ["sample 1", "sample 2"]
+    assert texts[0] != texts[1]  # a group of distinct samples (issue 8, defect 6; the vLLM path: tests/test_vllm_cpu.py)
+    assert pg.sample() == texts  # the seed widget makes the group reproducible
     assert pg.table.completions == [t.strip("\n") for t in texts if t.strip()]
 
     pg.weights[0].value = 2.0
