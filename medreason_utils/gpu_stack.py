@@ -76,11 +76,8 @@ NOT_EMITTED = ("numpy", "pillow", "pandas", "pyzmq")
 #: The GPU lock's libraries that the ``test-gpu-libs`` venv takes (with CPU torch; no unsloth, vllm,
 #: bitsandbytes), so that transformers 4.x vs 5.x drift shows on a CPU.
 GPU_LIBS = ("transformers", "trl", "peft", "datasets", "accelerate", "sentence-transformers")
-#: Lock entries a CPU venv must not take: CUDA builds and the GPU-only stack.
-_GPU_ONLY = re.compile(
-    r"^(torch|torchvision|torchaudio|triton|torchao|vllm|unsloth|unsloth-zoo|bitsandbytes|xformers"
-    r"|nvidia-.*|cupy-.*|flashinfer-.*|xgrammar|cut-cross-entropy|compressed-tensors|depyf|ray|numba|llvmlite)$"
-)
+#: Their dependencies that the ``test-gpu-libs`` venv also takes at the lock's versions (as constraints).
+GPU_LIBS_DEPS = ("huggingface-hub", "tokenizers", "safetensors")
 #: uv, installed on Colab to install the lock (the same version the CPU venv uses to resolve it).
 UV_REQUIREMENT = "uv==0.13.9"
 #: how the locks are regenerated (written into their header)
@@ -204,7 +201,7 @@ def imported_distributions() -> dict[str, str]:
     return found
 
 
-def install_on_colab(source_dir: str | os.PathLike, *, gpu: Gpu | None = None, python: str = sys.executable) -> str:
+def install_on_colab(source_dir: str | os.PathLike, *, gpu: Gpu | None = None) -> str:
     """Install the GPU stack from the lock of this GPU, then this suite from ``source_dir``.
 
     Steps: pick the lock (:func:`lock_file_for`), skip when the interpreter already matches every pin
@@ -224,6 +221,7 @@ def install_on_colab(source_dir: str | os.PathLike, *, gpu: Gpu | None = None, p
     pins = read_pins(lock)
     cap = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "unknown"
     print(f"GPU: {gpu.name} (compute capability {cap}) -> {lock_name}")
+    python = sys.executable  # the kernel's interpreter: the pins are checked in this process
     install = [python, "-m", "uv", "pip", "install", "--python", python]
     before = imported_distributions()
     if _version_or_none("uv") != UV_REQUIREMENT.partition("==")[2]:
@@ -309,24 +307,29 @@ def verify_lock(lock: str | os.PathLike, in_file: str | os.PathLike | None = Non
 
 
 def cpu_requirements_with_lock(cpu_requirements: str | os.PathLike, lock: str | os.PathLike) -> tuple[str, str]:
-    """``(requirements, constraints)`` texts of a CPU venv that takes the lock's library versions.
+    """``(requirements, constraints)`` texts of a CPU venv that takes the lock's versions of :data:`GPU_LIBS`.
 
-    Every line of ``cpu_requirements`` whose package the lock pins (transformers, trl, peft, datasets,
-    accelerate, sentence-transformers, openai, ...) takes the lock's version, except the GPU-only
-    stack and torch (the CPU venv keeps its CPU torch). The constraints hold the lock's other pins, so
-    transitive packages (huggingface-hub, tokenizers, safetensors) follow the lock where they are installed.
+    The lines of ``cpu_requirements`` for :data:`GPU_LIBS` take the lock's versions; everything else,
+    CPU torch included, keeps its CPU pin (the CPU venv's Python may be older than the lock's 3.12, so
+    the lock's other pins are not all installable there). The constraints hold the lock's versions of
+    :data:`GPU_LIBS_DEPS` (transformers 4.57 takes huggingface-hub < 1.0 and its own tokenizers).
+    Raises ValueError when the lock lacks one of :data:`GPU_LIBS`.
     """
-    pins = {n: v for n, v in read_pins(lock).items() if not _GPU_ONLY.match(n)}
-    lines, taken = [f"# {Path(cpu_requirements).name} with the library versions of {Path(lock).name}"], set()
+    pins = read_pins(lock)
+    absent = [n for n in GPU_LIBS if n not in pins]
+    if absent:
+        raise ValueError(f"{lock} pins none of {absent}")
+    lines, taken = [f"# {Path(cpu_requirements).name} with the versions of {', '.join(GPU_LIBS)} from {Path(lock).name}"], set()
     for raw in Path(cpu_requirements).read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==", raw.strip())
         name = _norm(match.group(1)) if match else None
-        if name in pins:
+        if name in GPU_LIBS:
             lines.append(f"{match.group(1)}{match.group(2) or ''}=={pins[name]}  # from {Path(lock).name}")
             taken.add(name)
         else:
             lines.append(raw)
-    constraints = [f"{n}=={v}" for n, v in sorted(pins.items()) if n not in taken]
+    lines += [f"{n}=={pins[n]}  # from {Path(lock).name}" for n in GPU_LIBS if n not in taken]
+    constraints = [f"{n}=={pins[n]}" for n in GPU_LIBS_DEPS if n in pins]
     return "\n".join(lines) + "\n", "\n".join(constraints) + "\n"
 
 

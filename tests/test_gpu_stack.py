@@ -216,3 +216,85 @@ def test_a_conflicting_pin_fails_resolution(tmp_path):
     lock.write_text(text.replace(f"\ntriton=={triton}\n", "\ntriton==3.2.0\n"))
     problems = verify_lock(lock, ROOT / LOCKS[LOCK_T4])
     assert len(problems) == 1 and "does not resolve" in problems[0] and "triton" in problems[0]
+
+
+CHECKPOINT = ROOT / "checkpoints" / "medreason-smollm2-135m-grpo"
+
+
+def test_shipped_checkpoint_tokenizer_loads_with_the_installed_transformers():
+    # runs under transformers 5 (make test) and 4.57 (make test-gpu-libs): the folder must load in both
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    assert json.loads((CHECKPOINT / "tokenizer_config.json").read_text())["tokenizer_class"] != "TokenizersBackend"
+    tok = transformers.AutoTokenizer.from_pretrained(str(CHECKPOINT))
+    assert tok.eos_token == "<|im_end|>"
+    enc = tok("<|im_start|>user\nWhich nerve?<|im_end|>")
+    assert set(enc) == {"input_ids", "attention_mask"}  # no token_type_ids, which generate() rejects
+    ids = enc["input_ids"]
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    text = tok.apply_chat_template([{"role": "user", "content": "Which nerve?"}], tokenize=False, add_generation_prompt=True)
+    assert text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_portable_tokenizer_config_rewrites_only_the_transformers5_backend(tmp_path):
+    import json
+    import shutil
+
+    from medreason_utils.models import portable_tokenizer_config
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(CHECKPOINT / name, tmp_path / name)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg.pop("model_input_names", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "TokenizersBackend"}))
+    assert portable_tokenizer_config(tmp_path) is True
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text()) == {
+        **cfg, "tokenizer_class": "PreTrainedTokenizerFast", "model_input_names": ["input_ids", "attention_mask"]
+    }
+    assert portable_tokenizer_config(tmp_path) is False  # idempotent
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "Qwen2Tokenizer"}))
+    assert portable_tokenizer_config(tmp_path) is False
+
+
+@pytest.mark.network
+def test_install_on_colab_installs_the_lock_and_the_package_skips_a_rerun_and_stops_when_it_must(tmp_path):
+    """The set-up cell's installer for real, in a fresh venv, with a one-package lock in place of the GPU
+    stack (which would replace torch): install, re-run, a replaced library already imported, a failed install."""
+    import shutil
+
+    source = tmp_path / "medreason"
+    shutil.copytree(ROOT / "medreason_utils", source / "medreason_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    lock = source / LOCK_T4
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    cell = (
+        f"import sys; sys.path.insert(0, {str(source)!r}); from medreason_utils.gpu_stack import Gpu, install_on_colab; "
+        f"install_on_colab({str(source)!r}, gpu=Gpu('Tesla T4', (7, 5)))"
+    )
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    lock.write_text("six==1.17.0\n")
+    first = run(cell)
+    assert first.returncode == 0, first.stderr
+    assert "Tesla T4 (compute capability 7.5) -> requirements-gpu-t4.txt" in first.stdout
+    installed = run("import six, importlib.metadata as m; print(six.__version__, m.version('medreason-utils'))")
+    assert installed.stdout.split() == ["1.17.0", "0.1.0"], installed.stderr
+
+    again = run(cell)
+    assert again.returncode == 0 and "requirements-gpu-t4.txt: already installed" in again.stdout, again.stderr
+
+    lock.write_text("six==1.16.0\n")
+    replaced = run("import six; " + cell)
+    assert replaced.returncode != 0
+    assert "six 1.17.0 -> 1.16.0" in replaced.stderr and "Restart the session" in replaced.stderr
+
+    lock.write_text("medreason-no-such-package==0.0.1\n")
+    failed = run(cell)
+    assert failed.returncode != 0
+    assert "installing requirements-gpu-t4.txt failed (exit" in failed.stderr and "medreason-no-such-package" in failed.stderr
