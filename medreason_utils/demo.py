@@ -187,7 +187,9 @@ def stream_completion(
     from transformers import TextIteratorStreamer
 
     text = render_prompts(tokenizer, [list(messages)])[0]
-    enc = tokenizer([text], return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
+    enc = tokenizer([text], return_tensors="pt", add_special_tokens=False, return_token_type_ids=False).to(
+        next(model.parameters()).device
+    )  # no token_type_ids: transformers 4.x's generic fast tokenizer returns them, generate() rejects them
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
     gen_kwargs: dict[str, Any] = dict(enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tokenizer.pad_token_id)
     if temperature > 0:

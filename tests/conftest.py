@@ -114,3 +114,43 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("MEDREASON_REQUIRE_VLLM") == "1" and item.get_closest_marker("vllm") is not None:
         report.outcome = "failed"
         report.longrepr = f"skipped under MEDREASON_REQUIRE_VLLM=1 (make test-vllm): {report.longrepr}"
+
+
+def trl_grpo_trains_on_cpu() -> bool:
+    """Whether the installed TRL's GRPOTrainer can take a training step on a CPU.
+
+    TRL 1.15 (the GPU lock's version) computes GRPO log-probabilities only with its Triton kernel
+    (``trl.kernels.chunked_logprob``, CUDA only; without triton the trainer fails on ``None.apply``);
+    TRL 1.16 added a torch path (``_use_triton``). Used by ``make test-gpu-libs``, where the GPU
+    lock's TRL runs on CPU torch.
+    """
+    try:
+        from trl.kernels import chunked_logprob
+    except ImportError:
+        return False
+    return hasattr(chunked_logprob, "_use_triton")
+
+
+#: Skip marker for tests that train GRPO on a CPU (see :func:`trl_grpo_trains_on_cpu`).
+needs_cpu_grpo = pytest.mark.skipif(
+    not trl_grpo_trains_on_cpu(),
+    reason="this TRL's GRPOTrainer computes log-probs with a CUDA-only Triton kernel (TRL < 1.16): GRPO training needs a GPU",
+)
+
+
+def _transformers_major() -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("transformers").split(".")[0])
+    except PackageNotFoundError:  # pragma: no cover - transformers is a hard requirement
+        return 0
+
+
+#: Skip marker for tests that use ``transformers serve`` as an OpenAI-compatible server: transformers 4.x
+#: (the GPU lock's 4.57) answers every chat completion as an SSE stream, ignoring ``"stream": false``
+#: (checked by hand, 2026-11-24), so a plain JSON client cannot read it. They run under transformers 5.
+needs_json_transformers_serve = pytest.mark.skipif(
+    _transformers_major() < 5,
+    reason="transformers 4.x `transformers serve` streams every chat completion (ignores stream: false); runs under transformers 5",
+)

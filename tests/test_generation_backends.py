@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from medreason_utils.generation import GenerationError, LocalBackend, OpenAIChatBackend
+from conftest import needs_json_transformers_serve
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -118,6 +119,7 @@ def _free_port():
 
 
 @pytest.mark.slow
+@needs_json_transformers_serve
 def test_transformers_serve_matches_local_greedy(tmp_path):
     """``transformers serve`` on loopback with the default CPU model: greedy completions equal
     the local transformers backend's, and evaluate_models runs through it."""

@@ -10,6 +10,7 @@ import pytest
 from medreason_utils.verifier import LLMJudgeVerifier, VerifierUnavailableError, make_verifier
 from medreason_utils.verifiers_judge import judge_prompt, probability_from_choice
 from verifier_helpers import ChatServer, free_port, keyword_scorer, transformers_serve
+from conftest import needs_json_transformers_serve
 
 PREDS = ["the correct answer is aspirin", "ibuprofen", "correct", "wrong"]
 REFS = ["aspirin"] * 4
@@ -81,6 +82,7 @@ def test_key_from_environment_is_sent_not_shown(monkeypatch):
 
 
 @pytest.mark.slow
+@needs_json_transformers_serve
 def test_transformers_serve_end_to_end():
     """The default model (SmolLM2-135M-Instruct) served by `transformers serve` on CPU judges two pairs.
 

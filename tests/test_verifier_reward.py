@@ -13,6 +13,7 @@ from medreason_utils.rewards import (
     make_strict_format_reward,
 )
 from medreason_utils.verifier import HuatuoServedVerifier, RuleBasedVerifier, make_verifier
+from conftest import needs_cpu_grpo
 from verifier_helpers import ClassifyServer, free_port
 
 
@@ -100,6 +101,7 @@ def test_rule_based_default_never_unscored():
 
 
 @pytest.mark.slow
+@needs_cpu_grpo
 def test_grpo_step_logs_unscored_fraction_and_leaves_unscored_out_of_the_advantage(tmp_path):
     """One real TRL GRPOTrainer step (1-layer SmolLM2, CPU) with fixed rollouts, a served verifier that
     cannot score one completion, and exclude_unscored: the metric reaches TRL's logs and that
