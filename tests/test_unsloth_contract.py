@@ -514,7 +514,8 @@ def test_unsloth_attaches_the_model_attributes_where_the_package_expects_them(wh
     unsloth_only = (on_load | on_peft) - _non_unsloth_attributes()
     uses = [u for u in attribute_uses() if u.attr in unsloth_only]
     used = {u.attr for u in uses}
-    assert {"fast_generate", "vllm_engine"} <= used, f"the collector found only {sorted(used)}"
+    # the package reaches vLLM through model.vllm_engine (medreason_utils.vllm_backend), not fast_generate
+    assert "vllm_engine" in used, f"the collector found only {sorted(used)}"
     problems = [
         f"{u.where}: reads .{u.attr} without checking for it; Unsloth attaches it only in get_peft_model "
         f"(patch_peft_fast_inference), and load_model(adapter=None) returns a model without it"
@@ -529,7 +530,7 @@ def test_every_attribute_read_on_a_model_is_attached_by_someone(wheel):
     on a GPU: each must exist on torch / transformers / peft models, be set by the package itself, or be
     attached by Unsloth's from_pretrained or get_peft_model in the pinned version."""
     reads, own = model_attribute_reads()
-    assert {"fast_generate", "vllm_engine"} <= set(reads), f"the collector found only {sorted(reads)}"
+    assert "vllm_engine" in reads, f"the collector found only {sorted(reads)}"
     known = _non_unsloth_attributes() | own | load_attached(wheel) | peft_attached(wheel)
     unknown = {attr: where for attr, where in reads.items() if attr not in known}
     assert not unknown, f"attributes read on a model that nothing attaches in the pinned unsloth: {unknown}"
