@@ -17,7 +17,7 @@ from .rewards import (
     partial_format_reward,
     strict_format_reward,
 )
-from .verifier import RuleBasedVerifier, Verifier
+from .verifiers import RuleBasedVerifier, Verifier
 
 __version__ = "0.1.0"
 

@@ -179,7 +179,7 @@ class OpenAIChatBackend:
     Requests run on ``concurrency`` threads at most (a bound the server sees as in-flight
     requests); each has a ``timeout`` in seconds and is retried ``retries`` times on a connection
     error, a timeout, a 5xx/429 answer or malformed JSON, with 1 s, 2 s, 4 s ... between tries
-    (the HTTP helper the served verifiers use, :func:`medreason_utils.verifiers_http.post_json`).
+    (the HTTP helper the served verifiers use, :func:`medreason_utils.verifiers.http.post_json`).
     The API key comes from the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``)
     or Colab secrets; none is sent when unset, and it is never printed.
 
@@ -205,13 +205,13 @@ class OpenAIChatBackend:
         self.name = name or model
 
     def _headers(self) -> dict:
-        from .verifiers_http import resolve_api_key
+        from .verifiers.http import resolve_api_key
 
         key = resolve_api_key(self.api_key_env)  # environment or Colab secrets; never printed
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _one(self, client, index: int, messages: list[dict], body: dict) -> str:
-        from .verifiers_http import VerifierHTTPError, post_json
+        from .verifiers.http import VerifierHTTPError, post_json
 
         try:
             data = post_json(client, self.url, {**body, "messages": messages}, retries=self.retries, backoff_s=1.0)

@@ -33,7 +33,7 @@ from .rewards import (
     make_partial_format_reward,
     make_strict_format_reward,
 )
-from .verifier import RuleBasedVerifier, Verifier
+from .verifiers import RuleBasedVerifier, Verifier
 
 __all__ = [
     "REWARD_NAMES",
@@ -57,7 +57,7 @@ REWARD_NAMES = ("strict_format_reward", "partial_format_reward", "correctness_re
 #: TRL ``GRPOConfig.scale_rewards`` values (TRL 1.16).
 SCALE_OPTIONS = ("group", "batch", "none")
 #: Verifier dropdown: (label, spec). A spec is ``"rule"``, a verifier object, or a spec the
-#: project's verifier factory (``medreason_utils.verifier.make_verifier``, when present) accepts.
+#: project's verifier factory (``medreason_utils.verifiers.make_verifier``, when present) accepts.
 VERIFIER_OPTIONS: list[tuple[str, Any]] = [("rule-based (offline)", "rule")]
 #: Shipped example completions (see samples/SOURCES.md).
 EXAMPLES_PATH = SAMPLES_DIR / "playground_examples.jsonl"
@@ -66,13 +66,13 @@ COMPLETION_SEPARATOR = "---"
 
 
 def resolve_verifier(spec: Any) -> Verifier:
-    """A verifier object from a dropdown spec, through :func:`medreason_utils.verifier.make_verifier`.
+    """A verifier object from a dropdown spec, through :func:`medreason_utils.verifiers.make_verifier`.
 
-    ``None`` or ``"rule"`` gives :class:`~medreason_utils.verifier.RuleBasedVerifier`; an object
+    ``None`` or ``"rule"`` gives :class:`~medreason_utils.verifiers.RuleBasedVerifier`; an object
     with a ``score`` method is returned as is; a dict or kind name builds a model verifier.
     Raises what ``make_verifier`` raises (``ValueError`` naming an unknown kind).
     """
-    from .verifier import make_verifier
+    from .verifiers import make_verifier
 
     return make_verifier(spec)
 

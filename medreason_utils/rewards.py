@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from .parsing import choice_from_completion, completion_text, parse_completion
 from .prompts import DEFAULT_TAGS, Tags
-from .verifier import RuleBasedVerifier, Verifier
+from .verifiers import RuleBasedVerifier, Verifier
 
 __all__ = [
     "RewardFunc",
@@ -189,8 +189,8 @@ def make_correctness_reward(
     without scoring or counting again.
 
     Args:
-        verifier: any :class:`~medreason_utils.verifier.Verifier`; ``None`` uses
-            :class:`~medreason_utils.verifier.RuleBasedVerifier`.
+        verifier: any :class:`~medreason_utils.verifiers.Verifier`; ``None`` uses
+            :class:`~medreason_utils.verifiers.RuleBasedVerifier`.
         tiers: probability-to-reward map.
         max_unscored_fraction: in [0, 1], see above (default 0.5).
 

@@ -21,7 +21,7 @@ from medreason_utils.playground import (
     split_completions,
 )
 from medreason_utils.rewards import CorrectnessTiers, compute_advantages
-from medreason_utils.verifier import RuleBasedVerifier
+from medreason_utils.verifiers import RuleBasedVerifier
 
 MRSA = "Identify a drug that cannot be used to treat a methicillin-resistant Staphylococcus aureus (MRSA) infection."
 

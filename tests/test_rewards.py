@@ -25,7 +25,7 @@ from medreason_utils.rewards import (
     strict_format_reward,
 )
 from medreason_utils.prompts import DEFAULT_TAGS
-from medreason_utils.verifier import RuleBasedVerifier, Verifier
+from medreason_utils.verifiers import RuleBasedVerifier, Verifier
 
 TAGS = list(DEFAULT_TAGS.all)
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from medreason_utils.verifier import LLMJudgeVerifier, VerifierUnavailableError, make_verifier
-from medreason_utils.verifiers_judge import judge_prompt, probability_from_choice
+from medreason_utils.verifiers import LLMJudgeVerifier, VerifierUnavailableError, make_verifier
+from medreason_utils.verifiers.judge import judge_prompt, probability_from_choice
 from verifier_helpers import ChatServer, free_port, keyword_scorer, transformers_serve
 
 PREDS = ["the correct answer is aspirin", "ibuprofen", "correct", "wrong"]

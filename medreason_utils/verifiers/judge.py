@@ -16,9 +16,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from .verifier import check_score_inputs
-from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
-from .verifiers_huatuo import format_verifier_input
+from .rule import check_score_inputs
+from .http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
+from .huatuo import format_verifier_input
 
 __all__ = ["LLMJudgeVerifier", "judge_prompt", "probability_from_choice"]
 

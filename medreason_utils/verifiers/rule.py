@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from .parsing import extract_choice, normalize_answer
+from ..parsing import extract_choice, normalize_answer
 
 __all__ = [
     "Verifier",
@@ -202,11 +202,11 @@ def make_verifier(spec: "Verifier | str | Mapping[str, Any] | None" = None) -> V
     if kind == "rule":
         cls: Any = RuleBasedVerifier
     elif kind == "huatuo_local":
-        from .verifiers_huatuo import HuatuoLocalVerifier as cls
+        from .huatuo import HuatuoLocalVerifier as cls
     elif kind == "huatuo_served":
-        from .verifiers_huatuo import HuatuoServedVerifier as cls
+        from .huatuo import HuatuoServedVerifier as cls
     elif kind == "llm_judge":
-        from .verifiers_judge import LLMJudgeVerifier as cls
+        from .judge import LLMJudgeVerifier as cls
     else:
         raise ValueError(f"unknown verifier kind {kind!r}; known: {', '.join(VERIFIER_KINDS)}")
     try:
@@ -218,15 +218,15 @@ def make_verifier(spec: "Verifier | str | Mapping[str, Any] | None" = None) -> V
 def __getattr__(name: str) -> Any:
     """Re-export the model-based verifiers lazily (their modules import httpx/transformers on use)."""
     lazy = {
-        "HuatuoLocalVerifier": "verifiers_huatuo",
-        "HuatuoServedVerifier": "verifiers_huatuo",
-        "HUATUO_VERIFIER_TEMPLATE": "verifiers_huatuo",
-        "HUATUO_VERIFIER_MODEL": "verifiers_huatuo",
-        "format_verifier_input": "verifiers_huatuo",
-        "build_verifier_input_ids": "verifiers_huatuo",
-        "LLMJudgeVerifier": "verifiers_judge",
-        "VerifierHTTPError": "verifiers_http",
-        "VerifierUnavailableError": "verifiers_http",
+        "HuatuoLocalVerifier": "huatuo",
+        "HuatuoServedVerifier": "huatuo",
+        "HUATUO_VERIFIER_TEMPLATE": "huatuo",
+        "HUATUO_VERIFIER_MODEL": "huatuo",
+        "format_verifier_input": "huatuo",
+        "build_verifier_input_ids": "huatuo",
+        "LLMJudgeVerifier": "judge",
+        "VerifierHTTPError": "http",
+        "VerifierUnavailableError": "http",
     }
     if name in lazy:
         import importlib

@@ -25,8 +25,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .verifier import check_score_inputs
-from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
+from .rule import check_score_inputs
+from .http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
 
 __all__ = [
     "HUATUO_VERIFIER_MODEL",
