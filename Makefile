@@ -31,7 +31,7 @@ test-fast: setup
 
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup
-	$(PY) -m medreason_utils.notebook_cells --write
+	$(PY) -m medreason_utils.pipeline.notebook_cells --write
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

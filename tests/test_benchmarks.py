@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from medreason_utils.benchmarks import (
+from medreason_utils.evaluation.benchmarks import (
     BENCHMARKS,
     BenchmarkSpec,
     MMLU_MEDICAL_SUBJECTS,

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from medreason_utils import config, reporting
+from medreason_utils import config
+from medreason_utils.pipeline import reporting
 
 
 def test_resolve_takes_profile_values_and_applies_only_non_none_overrides():
@@ -83,7 +84,7 @@ def test_model_card_states_figures_and_that_it_is_not_a_medical_tool(tmp_path):
 
 
 def test_publish_checkpoint_refuses_a_run_without_grpo_adapter(tmp_path):
-    from medreason_utils.pipeline import publish_checkpoint
+    from medreason_utils.pipeline.run import publish_checkpoint
 
     with pytest.raises(FileNotFoundError, match="grpo_adapter"):
         publish_checkpoint(tmp_path)
@@ -92,7 +93,7 @@ def test_publish_checkpoint_refuses_a_run_without_grpo_adapter(tmp_path):
 def test_smoke_parameters_name_real_parameters_of_each_notebook():
     import nbformat
 
-    from medreason_utils.pipeline import SMOKE_PARAMETERS
+    from medreason_utils.pipeline.run import SMOKE_PARAMETERS
 
     for name, params in SMOKE_PARAMETERS.items():
         nb = nbformat.read(str(config.repo_root() / "notebooks" / name), as_version=4)

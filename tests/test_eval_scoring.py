@@ -7,7 +7,7 @@ from scipy.stats import binomtest, chi2
 
 from medreason_utils.evaluation import format_compliance, score_mcq
 from medreason_utils.parsing import find_choice_anywhere
-from medreason_utils.stats import mcnemar_paired, mean_and_spread, wilson_interval
+from medreason_utils.evaluation.stats import mcnemar_paired, mean_and_spread, wilson_interval
 
 OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 ITEMS = [{"id": f"q{i}", "options": OPTS, "answer": "B", "subject": "cardio" if i % 2 else "heme"} for i in range(6)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from medreason_utils.notebook_cells import NOTEBOOKS, check
+from medreason_utils.pipeline.notebook_cells import NOTEBOOKS, check
 from medreason_utils.config import repo_root
 
 NB_DIR = repo_root() / "notebooks"
@@ -101,7 +101,7 @@ def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
         if isinstance(node, ast.Assign):
             declared[node.targets[0].id] = ast.literal_eval(node.value)
     assert declared["SCALE_REWARDS"] == "batch"
-    from medreason_utils.playground import RewardSettings
+    from medreason_utils.ui.playground import RewardSettings
 
     kwargs = RewardSettings(scale_rewards=declared["SCALE_REWARDS"], weights=tuple(declared["REWARD_WEIGHTS"])).grpo_config_kwargs()
     assert kwargs["scale_rewards"] == "batch"
@@ -113,7 +113,7 @@ def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
 @pytest.mark.notebooks
 def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     from medreason_utils.models import adapter_nonzero
-    from medreason_utils.pipeline import SMOKE_PARAMETERS, run_notebooks
+    from medreason_utils.pipeline.run import SMOKE_PARAMETERS, run_notebooks
 
     summary = run_notebooks(tmp_path / "run", parameters=SMOKE_PARAMETERS, progress=False)
     run = tmp_path / "run"

@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from medreason_utils import playground as pg_module
-from medreason_utils.playground import (
+from medreason_utils.ui import playground as pg_module
+from medreason_utils.ui.playground import (
     REWARD_NAMES,
     RewardPlayground,
     RewardSettings,

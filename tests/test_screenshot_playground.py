@@ -15,7 +15,7 @@ from pathlib import Path
 
 from test_screenshot_demo import CHROMIUM_FLAGS, ROOT, _chromium, _count
 
-from medreason_utils.playground import RewardPlayground
+from medreason_utils.ui.playground import RewardPlayground
 
 POSITIVE = (0xD8, 0xF3, 0xDC)
 NEGATIVE = (0xFF, 0xD6, 0xD6)

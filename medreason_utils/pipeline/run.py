@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
+from ..config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
 from .notebook_cells import NOTEBOOKS
 from .reporting import read_summary, update_summary, write_model_card
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import SAMPLES_DIR
+from ..data import SAMPLES_DIR
 
 __all__ = [
     "Passage",

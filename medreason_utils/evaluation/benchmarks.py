@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .data import DataError, MappingReport, MCQ_LAYOUTS, OnBadRow, load_rows, to_mcq_items
-from .parsing import normalize_answer
-from .prompts import DEFAULT_TAGS, OPTION_LETTERS, Tags, normalise_options, render_options
+from ..data import DataError, MappingReport, MCQ_LAYOUTS, OnBadRow, load_rows, to_mcq_items
+from ..parsing import normalize_answer
+from ..prompts import DEFAULT_TAGS, OPTION_LETTERS, Tags, normalise_options, render_options
 
 __all__ = [
     "BenchmarkSpec",

@@ -32,7 +32,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .parsing import choice_from_completion, completion_text, find_choice_anywhere, parse_completion
+from ..parsing import choice_from_completion, completion_text, find_choice_anywhere, parse_completion
 from .stats import mcnemar_paired, mean_and_spread, wilson_interval
 
 __all__ = [
@@ -195,7 +195,7 @@ def evaluate_mcq(
     **generate_kwargs: Any,
 ) -> EvalResult:
     """Generate a completion for each item's ``prompt`` (greedy by default) and score it with :func:`score_mcq`."""
-    from .generation import generate_completions
+    from ..generation import generate_completions
 
     items = list(items)
     completions = generate_completions(
@@ -221,7 +221,7 @@ def _slug(text: str) -> str:
 
 def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, batch_size: int, backend_kwargs: dict):
     """(backend, release) for one entry of ``models``; ``release()`` frees what was loaded here."""
-    from .generation import LocalBackend, uses_vllm
+    from ..generation import LocalBackend, uses_vllm
 
     if hasattr(spec, "generate") and callable(spec.generate):
         return spec, lambda: None
@@ -234,7 +234,7 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
                                 **backend_kwargs), lambda: None
         if spec is None and base is not None:
             return LocalBackend(base[0], base[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
-        from .models import load_model
+        from ..models import load_model
 
         model, tokenizer = load_model(base_model, adapter=spec)
         holder = {"m": model}
@@ -335,7 +335,7 @@ def evaluate_models(
             model: ``base`` or ``load_model(base_model)``), a backend with ``.generate(prompts, **kw)``
             (e.g. :class:`medreason_utils.generation.OpenAIChatBackend`), or a callable
             ``(prompts, *, max_new_tokens, temperature, top_p, seed, progress, desc) -> list[str]``.
-        benchmarks: ``{name: items}`` from :func:`medreason_utils.benchmarks.load_benchmark` (or
+        benchmarks: ``{name: items}`` from :func:`medreason_utils.evaluation.benchmarks.load_benchmark` (or
             :func:`medreason_utils.data.to_mcq_items`): ``id``, ``options``, ``answer``, ``prompt``,
             optional ``subject``, ``prompt_plain``.
         out_dir: folder for ``items/*.jsonl``, ``results.md``, ``results.csv``, ``per_subject.csv``,

@@ -105,7 +105,7 @@ def repo_root() -> Path:
     env = os.environ.get("MEDREASON_ROOT")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     return here if (here / "notebooks").is_dir() or (here / "checkpoints").is_dir() else Path.cwd()
 
 

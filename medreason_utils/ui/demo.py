@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .parsing import ParsedCompletion, parse_completion
-from .prompts import DEFAULT_TAGS, Tags, grpo_prompt, system_prompt
+from ..parsing import ParsedCompletion, parse_completion
+from ..prompts import DEFAULT_TAGS, Tags, grpo_prompt, system_prompt
 
 __all__ = [
     "DISCLAIMER",
@@ -66,7 +66,7 @@ def find_checkpoint(path: str | Path | None = None) -> str:
     Raises ``FileNotFoundError`` naming the path when no adapter is found there.
     """
     if path is None:
-        from .config import checkpoints_dir, default_checkpoint
+        from ..config import checkpoints_dir, default_checkpoint
 
         p = default_checkpoint() if default_checkpoint().is_dir() else checkpoints_dir()
     else:
@@ -105,7 +105,7 @@ def load_demo_model(
     """
     import warnings
 
-    from .models import load_model
+    from ..models import load_model
 
     if if_missing not in ("raise", "base"):
         raise ValueError(f"if_missing must be 'raise' or 'base', got {if_missing!r}")
@@ -123,7 +123,7 @@ def load_demo_model(
 
 def demo_questions(n: int = 8, *, max_chars: int = 160) -> list[str]:
     """Example questions: the first ``n`` of the shipped medical-o1 verifiable sample no longer than ``max_chars``."""
-    from .data import load_rows
+    from ..data import load_rows
 
     rows = load_rows("sample:medical_o1_verifiable")
     out = [r["Open-ended Verifiable Question"].strip() for r in rows if len(r["Open-ended Verifiable Question"]) <= max_chars]
@@ -172,7 +172,7 @@ def stream_completion(
     ``model.load_lora(adapter)``) applies the adapter inside the vLLM engine, which otherwise
     generates with the base weights.
     """
-    from .generation import generate_completions, render_prompts, uses_vllm
+    from ..generation import generate_completions, render_prompts, uses_vllm
 
     temperature = 0.0 if greedy else float(temperature)
     if uses_vllm(model):
@@ -414,7 +414,7 @@ class DemoApp:
 
     def _lora_request(self) -> Any:
         """vLLM (GPU) only: the adapter as a LoRA request (:func:`medreason_utils.models.vllm_lora_request`), made once."""
-        from .models import vllm_lora_request
+        from ..models import vllm_lora_request
 
         if self.lora_request is None and self.adapter:
             self.lora_request = vllm_lora_request(self.model, self.adapter)

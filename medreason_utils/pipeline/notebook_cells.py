@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a notebook drifted")
     parser.add_argument("--dir", default=None, help="notebooks folder (default: the checkout's notebooks/)")
     args = parser.parse_args(argv)
-    from .config import repo_root
+    from ..config import repo_root
 
     folder = Path(args.dir) if args.dir else repo_root() / "notebooks"
     paths = [folder / n for n in NOTEBOOKS]

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import SAMPLES_DIR
-from .rewards import (
+from ..data import SAMPLES_DIR
+from ..rewards import (
     DEFAULT_TIERS,
     CorrectnessTiers,
     compute_advantages,
@@ -33,7 +33,7 @@ from .rewards import (
     make_partial_format_reward,
     make_strict_format_reward,
 )
-from .verifiers import RuleBasedVerifier, Verifier
+from ..verifiers import RuleBasedVerifier, Verifier
 
 __all__ = [
     "REWARD_NAMES",
@@ -72,7 +72,7 @@ def resolve_verifier(spec: Any) -> Verifier:
     with a ``score`` method is returned as is; a dict or kind name builds a model verifier.
     Raises what ``make_verifier`` raises (``ValueError`` naming an unknown kind).
     """
-    from .verifiers import make_verifier
+    from ..verifiers import make_verifier
 
     return make_verifier(spec)
 
@@ -479,8 +479,8 @@ class RewardPlayground:
         """Sample ``n`` completions for the question from the model and show them (needs model and tokenizer)."""
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("RewardPlayground was built without model and tokenizer; pass them to sample")
-        from .generation import generate_completions
-        from .prompts import grpo_prompt
+        from ..generation import generate_completions
+        from ..prompts import grpo_prompt
 
         self.status.value = "sampling…"
         prompt = grpo_prompt(self.question.value)

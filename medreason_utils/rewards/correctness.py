@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .parsing import choice_from_completion, completion_text, parse_completion
-from .prompts import DEFAULT_TAGS, Tags
-from .verifiers import RuleBasedVerifier, Verifier
+from ..parsing import choice_from_completion, completion_text, parse_completion
+from ..prompts import DEFAULT_TAGS, Tags
+from ..verifiers import RuleBasedVerifier, Verifier
 
 __all__ = [
     "RewardFunc",
