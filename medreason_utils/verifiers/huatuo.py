@@ -25,13 +25,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .rule import check_score_inputs
+from .base import check_score_inputs
 from .http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
+from .template import HUATUO_VERIFIER_TEMPLATE, format_verifier_input
 
 __all__ = [
     "HUATUO_VERIFIER_MODEL",
-    "HUATUO_VERIFIER_TEMPLATE",
-    "format_verifier_input",
     "build_verifier_input_ids",
     "HuatuoLocalVerifier",
     "HuatuoServedVerifier",
@@ -41,21 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: Hub id of the HuatuoGPT-o1 verifier (Llama-3.2-3B with a two-label classification head).
 HUATUO_VERIFIER_MODEL = "FreedomIntelligence/medical_o1_verifier_3B"
-
-#: The verifier input, fields ``response``, ``reference``, ``eos``. Source: FreedomIntelligence/HuatuoGPT-o1,
-#: ``ppo_utils/ppo_trainer_medo1.py`` (``get_reward_o1``); the spaces before the full stops are in the original.
-HUATUO_VERIFIER_TEMPLATE = (
-    "<Model Response>\n{response}\n</Model Response>\n\n"
-    "<Reference Answer>\n{reference}\n</Reference Answer>\n\n"
-    "Your task is to evaluate the model response by comparing it to the reference answer. "
-    'If the model response is correct and aligns with the reference answer, output "True" . '
-    'If it is incorrect or fails to select the correct option (if options are provided), output "False" . {eos}'
-)
-
-
-def format_verifier_input(prediction: str, reference: str, eos_token: str) -> str:
-    """The verifier input text for one pair: :data:`HUATUO_VERIFIER_TEMPLATE` filled in (characters, not tokens)."""
-    return HUATUO_VERIFIER_TEMPLATE.format(response=str(prediction), reference=str(reference), eos=eos_token)
 
 
 def build_verifier_input_ids(

@@ -2,7 +2,7 @@
 
 Works with vLLM, SGLang, ``transformers serve`` (``pip install transformers[serving]``) and hosted
 OpenAI-compatible APIs. The judge gets the HuatuoGPT-o1 verifier instruction (see
-:data:`medreason_utils.verifiers_huatuo.HUATUO_VERIFIER_TEMPLATE`, without the eos token: the
+:data:`medreason_utils.verifiers.template.HUATUO_VERIFIER_TEMPLATE`, without the eos token: the
 server's chat template ends the turn).
 """
 
@@ -16,9 +16,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from .rule import check_score_inputs
+from .base import check_score_inputs
 from .http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
-from .huatuo import format_verifier_input
+from .template import format_verifier_input
 
 __all__ = ["LLMJudgeVerifier", "judge_prompt", "probability_from_choice"]
 

@@ -1,74 +1,23 @@
-"""Verifiers: the judges behind the answer-correctness reward.
+"""The offline rule-based verifier: normalised matching, no model, no network.
 
-A verifier gives, for each (prediction, reference) pair, the probability in [0, 1] that the
-prediction is a correct answer, or ``None`` for an item it could not score. This module holds
-the protocol, the offline rule-based verifier (no model, no network; the default when no model
-verifier is configured) and :func:`make_verifier`, which builds any verifier from one config
-entry. The model-based verifiers implement the same protocol and are re-exported from here:
-the HuatuoGPT-o1 classifier run locally or served by vLLM (``verifiers_huatuo``) and an LLM
-judge over any OpenAI-compatible server (``verifiers_judge``).
+The default verifier of the correctness reward when no model verifier is configured.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Mapping, Sequence
 
 from ..parsing import extract_choice, normalize_answer
+from .base import check_score_inputs
 
-__all__ = [
-    "Verifier",
-    "RuleBasedVerifier",
-    "check_score_inputs",
-    "make_verifier",
-    "VERIFIER_KINDS",
-    "HuatuoLocalVerifier",
-    "HuatuoServedVerifier",
-    "LLMJudgeVerifier",
-    "HUATUO_VERIFIER_TEMPLATE",
-    "HUATUO_VERIFIER_MODEL",
-    "format_verifier_input",
-    "build_verifier_input_ids",
-    "VerifierHTTPError",
-    "VerifierUnavailableError",
-]
-
-
-@runtime_checkable
-class Verifier(Protocol):
-    """Anything with ``score(predictions, references, questions=None) -> list[float | None]``.
-
-    ``predictions`` and ``references`` are equal-length sequences of strings (the answer text
-    extracted from a completion, and the ground-truth answer); ``questions`` is ``None`` or the
-    same length. The result has one entry per item: a probability in [0, 1], or ``None`` when
-    that item could not be scored (the correctness reward then gives ``None`` and TRL leaves the
-    item out of the advantage).
-    """
-
-    def score(
-        self,
-        predictions: Sequence[str],
-        references: Sequence[str],
-        questions: Sequence[str] | None = None,
-    ) -> list[float | None]: ...
-
-
-def check_score_inputs(predictions: Sequence, references: Sequence, questions: Sequence | None) -> None:
-    """Raise ``ValueError`` naming the argument when the lengths of the score inputs differ."""
-    if len(predictions) != len(references):
-        raise ValueError(f"predictions has {len(predictions)} items but references has {len(references)}")
-    if questions is not None and len(questions) != len(predictions):
-        raise ValueError(f"questions has {len(questions)} items but predictions has {len(predictions)}")
+__all__ = ["RuleBasedVerifier"]
 
 
 _LABEL = re.compile(r"^\s*[\(\[]?([A-J])[\)\].:]\s*(.+)$", re.DOTALL)
 _FILLER = {"answer", "option", "choice", "is", "correct", "final", "my", "best"}
 _BARE = re.compile(r"\s*[\(\[]?([A-J])[\)\]]?[.:]?\s*")
 _LEADING_LABEL = re.compile(r"^\s*(?:[\(\[][A-J][\)\]]|[A-J](?:[\)\]]|[.:](?!\w)|\s*$))\s*(?:-\s*)?")
-
-
-def _tokens(s: str) -> list[str]:
-    return normalize_answer(s).split()
 
 
 def _f1(pred: list[str], ref: list[str]) -> float:
@@ -163,73 +112,3 @@ class RuleBasedVerifier:
 
     def __repr__(self) -> str:
         return f"RuleBasedVerifier(aliases={len(self.aliases)})"
-
-
-#: The ``kind`` values :func:`make_verifier` accepts.
-VERIFIER_KINDS = ("rule", "huatuo_local", "huatuo_served", "llm_judge")
-
-
-def make_verifier(spec: "Verifier | str | Mapping[str, Any] | None" = None) -> Verifier:
-    """Build the verifier named by one config entry (notebook 02's parameters cell).
-
-    ``spec`` is one of:
-
-    * ``None`` or ``"rule"``: :class:`RuleBasedVerifier` (offline, no model); ``{"kind": "rule",
-      "aliases": {...}}`` passes its settings.
-    * ``{"kind": "huatuo_local", "model": ..., "batch_size": 16, "load_in_4bit": False, ...}``:
-      :class:`~medreason_utils.verifiers_huatuo.HuatuoLocalVerifier`.
-    * ``{"kind": "huatuo_served", "url": "http://127.0.0.1:8000", ...}``:
-      :class:`~medreason_utils.verifiers_huatuo.HuatuoServedVerifier` (vLLM ``/classify``).
-    * ``{"kind": "llm_judge", "base_url": ".../v1", "model": ..., "api_key_env": "OPENAI_API_KEY"}``:
-      :class:`~medreason_utils.verifiers_judge.LLMJudgeVerifier`.
-    * a string kind alone (``"huatuo_local"``) uses that verifier's defaults; an object that
-      already has ``score`` is returned as is.
-
-    The other keys of the dict are the keyword arguments of that class. Raises ``ValueError``
-    naming an unknown kind (and the known ones) and ``TypeError`` naming a setting the kind
-    does not take.
-    """
-    if spec is None:
-        return RuleBasedVerifier()
-    if isinstance(spec, Verifier):
-        return spec
-    if isinstance(spec, str):
-        spec = {"kind": spec}
-    if not isinstance(spec, Mapping):
-        raise TypeError(f"verifier spec must be None, a kind name, a dict with 'kind' or a Verifier; got {type(spec).__name__}")
-    settings = dict(spec)
-    kind = settings.pop("kind", "rule")
-    if kind == "rule":
-        cls: Any = RuleBasedVerifier
-    elif kind == "huatuo_local":
-        from .huatuo import HuatuoLocalVerifier as cls
-    elif kind == "huatuo_served":
-        from .huatuo import HuatuoServedVerifier as cls
-    elif kind == "llm_judge":
-        from .judge import LLMJudgeVerifier as cls
-    else:
-        raise ValueError(f"unknown verifier kind {kind!r}; known: {', '.join(VERIFIER_KINDS)}")
-    try:
-        return cls(**settings)
-    except TypeError as exc:
-        raise TypeError(f"verifier kind {kind!r} ({cls.__name__}): {exc}") from exc
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the model-based verifiers lazily (their modules import httpx/transformers on use)."""
-    lazy = {
-        "HuatuoLocalVerifier": "huatuo",
-        "HuatuoServedVerifier": "huatuo",
-        "HUATUO_VERIFIER_TEMPLATE": "huatuo",
-        "HUATUO_VERIFIER_MODEL": "huatuo",
-        "format_verifier_input": "huatuo",
-        "build_verifier_input_ids": "huatuo",
-        "LLMJudgeVerifier": "judge",
-        "VerifierHTTPError": "http",
-        "VerifierUnavailableError": "http",
-    }
-    if name in lazy:
-        import importlib
-
-        return getattr(importlib.import_module(f".{lazy[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
