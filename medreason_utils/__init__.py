@@ -13,7 +13,7 @@ from .parsing import ParsedCompletion, choice_from_completion, extract_choice, p
 from .prompts import DEFAULT_TAGS, Tags, grpo_prompt, mcq_prompt, sft_messages, system_prompt
 from .rewards import (
     make_correctness_reward,
-    mcq_accuracy_reward,
+    mcq_exact_match_reward,
     partial_format_reward,
     strict_format_reward,
 )
@@ -35,7 +35,7 @@ __all__ = [
     "strict_format_reward",
     "partial_format_reward",
     "make_correctness_reward",
-    "mcq_accuracy_reward",
+    "mcq_exact_match_reward",
     "Verifier",
     "RuleBasedVerifier",
 ]

@@ -101,7 +101,7 @@ def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
         if isinstance(node, ast.Assign):
             declared[node.targets[0].id] = ast.literal_eval(node.value)
     assert declared["SCALE_REWARDS"] == "batch"
-    from medreason_utils.ui.playground import RewardSettings
+    from medreason_utils.rewards import RewardSettings
 
     kwargs = RewardSettings(scale_rewards=declared["SCALE_REWARDS"], weights=tuple(declared["REWARD_WEIGHTS"])).grpo_config_kwargs()
     assert kwargs["scale_rewards"] == "batch"

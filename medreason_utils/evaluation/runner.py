@@ -4,7 +4,7 @@ Scores (each named, each with its n):
 
 * ``accuracy`` (primary, exact match): the option letter read from the ``<ANSWER>`` block by
   :func:`medreason_utils.parsing.choice_from_completion`, the same reading the
-  ``mcq_accuracy_reward`` uses, so the metric and the training signal cannot disagree; with a
+  ``mcq_exact_match_reward`` uses, so the metric and the training signal cannot disagree; with a
   95% Wilson interval (``ci_low``, ``ci_high``);
 * ``format_compliance``: the fraction of completions in the strict grammar, reported apart from
   accuracy, so a wrong format and a wrong answer are told apart;

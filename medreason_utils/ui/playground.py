@@ -1,17 +1,17 @@
 """Reward playground: score a group of completions under the GRPO rewards, live, in ipywidgets.
 
-The playground holds no reward logic of its own. It builds the reward functions with the
-factories of :mod:`medreason_utils.rewards` (strict format, partial format, correctness with
-:class:`~medreason_utils.rewards.CorrectnessTiers`), calls them the way TRL's
+The playground holds no reward logic of its own. It edits one
+:class:`~medreason_utils.rewards.RewardSettings` (the ``rewards`` section of the GRPO stage
+config), builds the reward functions from it the way training does
+(``settings.reward_funcs()``, through the reward registry), calls them the way TRL's
 ``GRPOTrainer`` does (completions plus the dataset columns ``answer`` and ``question`` as
 keyword arguments) and computes totals and advantages with
 :func:`~medreason_utils.rewards.compute_advantages` (TRL's ``reward_weights`` and
-``scale_rewards`` semantics). What the user ends with is one :class:`RewardSettings` object,
-which the GRPO cell hands to the trainer::
+``scale_rewards`` semantics). What the user ends with is the same kind of object, which the
+GRPO cell puts back into the stage config::
 
-    settings = playground.settings
-    config = GRPOConfig(..., **settings.grpo_config_kwargs())
-    trainer = GRPOTrainer(..., reward_funcs=settings.reward_funcs(), args=config)
+    config = config.replace(rewards=playground.settings)
+    trainer = grpo_trainer(model, tokenizer, prompts, config.rewards.reward_funcs(), config, ...)
 """
 
 from __future__ import annotations
@@ -19,30 +19,18 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import SAMPLES_DIR
-from ..rewards import (
-    DEFAULT_TIERS,
-    CorrectnessTiers,
-    compute_advantages,
-    exclude_unscored,
-    make_correctness_reward,
-    make_partial_format_reward,
-    make_strict_format_reward,
-)
-from ..verifiers import RuleBasedVerifier, Verifier
+from ..rewards import SCALE_OPTIONS, CorrectnessTiers, RewardSettings, compute_advantages
+from ..verifiers import Verifier, make_verifier
 
 __all__ = [
-    "REWARD_NAMES",
-    "SCALE_OPTIONS",
     "VERIFIER_OPTIONS",
     "EXAMPLES_PATH",
     "COMPLETION_SEPARATOR",
-    "RewardSettings",
-    "resolve_verifier",
     "load_examples",
     "example_questions",
     "split_completions",
@@ -52,10 +40,6 @@ __all__ = [
     "RewardPlayground",
 ]
 
-#: The rewards the playground scores, in the order of ``reward_funcs()`` and ``reward_weights``.
-REWARD_NAMES = ("strict_format_reward", "partial_format_reward", "correctness_reward")
-#: TRL ``GRPOConfig.scale_rewards`` values (TRL 1.16).
-SCALE_OPTIONS = ("group", "batch", "none")
 #: Verifier dropdown: (label, spec). A spec is ``"rule"``, a verifier object, or a spec the
 #: project's verifier factory (``medreason_utils.verifiers.make_verifier``, when present) accepts.
 VERIFIER_OPTIONS: list[tuple[str, Any]] = [("rule-based (offline)", "rule")]
@@ -63,97 +47,6 @@ VERIFIER_OPTIONS: list[tuple[str, Any]] = [("rule-based (offline)", "rule")]
 EXAMPLES_PATH = SAMPLES_DIR / "playground_examples.jsonl"
 #: A line holding only this separates completions in the playground's text box.
 COMPLETION_SEPARATOR = "---"
-
-
-def resolve_verifier(spec: Any) -> Verifier:
-    """A verifier object from a dropdown spec, through :func:`medreason_utils.verifiers.make_verifier`.
-
-    ``None`` or ``"rule"`` gives :class:`~medreason_utils.verifiers.RuleBasedVerifier`; an object
-    with a ``score`` method is returned as is; a dict or kind name builds a model verifier.
-    Raises what ``make_verifier`` raises (``ValueError`` naming an unknown kind).
-    """
-    from ..verifiers import make_verifier
-
-    return make_verifier(spec)
-
-
-@dataclass(frozen=True)
-class RewardSettings:
-    """Every setting of the GRPO rewards and advantages, in one object for the trainer cell.
-
-    Attributes:
-        strict_value: reward of a strictly well-formed completion (0 otherwise); default 3.0.
-        partial_per_tag: + per tag present exactly once, - per tag that is not; default 0.5.
-        tiers: verifier probability -> correctness reward (defaults from the reference GRPO project).
-        weights: (strict, partial, correctness) weights, TRL's ``reward_weights``; default 1.0 each.
-        verifier: ``"rule"``, a verifier object, or a spec for ``make_verifier`` (see :func:`resolve_verifier`).
-        scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (TRL ``GRPOConfig.scale_rewards``);
-            default ``"batch"``: advantages centred on the group mean and scaled by the batch std, the
-            suite's recipe (Dr. GRPO loss, arXiv:2503.20783, with batch-level scaling as in TRL's
-            ``scale_rewards="batch"``); ``"none"`` is Dr. GRPO's own choice of no scaling.
-        prefilled_think: the prompt ends with the opening THINK tag (see ``parse_completion``).
-        max_unscored_fraction: the correctness reward raises when a step leaves more than this
-            fraction unscored (see :func:`~medreason_utils.rewards.make_correctness_reward`).
-
-    Raises ``ValueError`` for a weight count other than 3 or an unknown ``scale_rewards``.
-    """
-
-    strict_value: float = 3.0
-    partial_per_tag: float = 0.5
-    tiers: CorrectnessTiers = DEFAULT_TIERS
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    verifier: Any = "rule"
-    scale_rewards: str = "batch"
-    prefilled_think: bool = False
-    max_unscored_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        w = tuple(float(x) for x in self.weights)
-        if len(w) != len(REWARD_NAMES):
-            raise ValueError(f"weights needs {len(REWARD_NAMES)} values {REWARD_NAMES}, got {len(w)}")
-        object.__setattr__(self, "weights", w)
-        scale = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)  # type: ignore[arg-type]
-        if scale not in SCALE_OPTIONS:
-            raise ValueError(f"scale_rewards must be one of {SCALE_OPTIONS}, got {self.scale_rewards!r}")
-        object.__setattr__(self, "scale_rewards", scale)
-
-    def reward_funcs(self, verifier: Any = None) -> list:
-        """The three reward functions for ``GRPOTrainer(reward_funcs=...)``, in :data:`REWARD_NAMES` order.
-
-        ``verifier`` overrides :attr:`verifier` (pass an already-built verifier to share it). The
-        format rewards are gated with :func:`~medreason_utils.rewards.exclude_unscored`, so a
-        completion the verifier could not score is left out of the advantage, not rewarded on format alone.
-        """
-        v = resolve_verifier(self.verifier if verifier is None else verifier)
-        correctness = make_correctness_reward(
-            v, tiers=self.tiers, prefilled_think=self.prefilled_think, max_unscored_fraction=self.max_unscored_fraction
-        )
-        return exclude_unscored(
-            [
-                make_strict_format_reward(self.strict_value, prefilled_think=self.prefilled_think),
-                make_partial_format_reward(self.partial_per_tag, prefilled_think=self.prefilled_think),
-                correctness,
-            ],
-            correctness,
-        )
-
-    @property
-    def reward_weights(self) -> list[float]:
-        """Weights in :data:`REWARD_NAMES` order, for ``GRPOConfig(reward_weights=...)``."""
-        return list(self.weights)
-
-    def grpo_config_kwargs(self) -> dict[str, Any]:
-        """``{"reward_weights": [...], "scale_rewards": ...}`` to unpack into ``GRPOConfig``."""
-        return {"reward_weights": self.reward_weights, "scale_rewards": self.scale_rewards}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-serialisable settings (a verifier object is shown by its ``repr``)."""
-        d = asdict(self)
-        d["tiers"] = {"thresholds": [list(t) for t in self.tiers.thresholds], "below": self.tiers.below, "no_answer": self.tiers.no_answer}
-        d["weights"] = dict(zip(REWARD_NAMES, self.weights))
-        if not isinstance(self.verifier, (str, dict, type(None))):
-            d["verifier"] = repr(self.verifier)
-        return d
 
 
 def load_examples(path: str | Path | None = None) -> list[dict]:
@@ -205,7 +98,7 @@ def join_completions(completions: Sequence[str]) -> str:
 class ScoreTable:
     """Scores of one group: per completion, each reward, the weighted total and the advantage.
 
-    ``rewards[i][j]`` is reward :data:`REWARD_NAMES` ``[j]`` of completion ``i`` (``None``: not
+    ``rewards[i][j]`` is reward ``settings.func_names[j]`` of completion ``i`` (``None``: not
     scored); ``rank[i]`` is 1 for the highest advantage (ties share the better rank).
     """
 
@@ -226,7 +119,7 @@ class ScoreTable:
         out = []
         for i, c in enumerate(self.completions):
             rec = {"label": self.labels[i], "completion": c}
-            rec.update(dict(zip(REWARD_NAMES, self.rewards[i])))
+            rec.update(dict(zip(self.settings.func_names, self.rewards[i])))
             rec.update(total=self.totals[i], advantage=self.advantages[i], rank=self.rank[i])
             out.append(rec)
         return out
@@ -237,7 +130,8 @@ class ScoreTable:
         def num(x: float | None) -> str:
             return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
-        head = "".join(f"<th>{h}</th>" for h in ("#", "completion", "strict", "partial", "correctness", "total", "advantage", "rank"))
+        labels = [n.split("_")[0] for n in self.settings.rewards]
+        head = "".join(f"<th>{h}</th>" for h in ("#", "completion", *labels, "total", "advantage", "rank"))
         body = []
         for i, c in enumerate(self.completions):
             preview = c if len(c) <= preview_chars else c[:preview_chars] + "…"
@@ -254,7 +148,7 @@ class ScoreTable:
             )
         s = self.settings
         caption = (
-            f"weights {dict(zip(('strict', 'partial', 'correctness'), s.weights))}, "
+            f"weights {dict(zip(labels, s.weights))}, "
             f"scale_rewards={s.scale_rewards!r}; advantage = total - group mean"
             + ("" if s.scale_rewards == "none" else f", divided by the {s.scale_rewards} std")
             + (" (one group here, so the batch std is the group std)" if s.scale_rewards == "batch" else "")
@@ -335,6 +229,7 @@ class RewardPlayground:
         import ipywidgets as w
 
         s = settings or RewardSettings()
+        self._initial = s
         self.model, self.tokenizer, self.lora_request = model, tokenizer, lora_request
         self.examples = list(examples) if examples is not None else load_examples()
         self._verifiers: dict[str, Verifier] = {}
@@ -366,7 +261,7 @@ class RewardPlayground:
         self.tier_rewards = [w.FloatText(value=r, description="reward", **num) for _, r in s.tiers.thresholds]
         self.tier_below = w.FloatText(value=s.tiers.below, description="below", **num)
         self.tier_no_answer = w.FloatText(value=s.tiers.no_answer, description="no answer", **num)
-        self.weights = [w.FloatText(value=v, description=name.split("_")[0], **num) for name, v in zip(REWARD_NAMES, s.weights)]
+        self.weights = [w.FloatText(value=v, description=name.split("_")[0], **num) for name, v in zip(s.rewards, s.weights)]
         self.verifier = w.Dropdown(options=[(label, i) for i, (label, _) in enumerate(opts)], description="verifier",
                                    value=next(i for i, spec in enumerate(self._verifier_specs) if spec is s.verifier or spec == s.verifier))
         self.scale_rewards = w.Dropdown(options=list(SCALE_OPTIONS), value=s.scale_rewards, description="scale")
@@ -409,7 +304,8 @@ class RewardPlayground:
             below=self.tier_below.value,
             no_answer=self.tier_no_answer.value,
         )
-        return RewardSettings(
+        return replace(
+            self._initial,  # settings without a control here (max_unscored_fraction, rewards, ...) are kept
             strict_value=self.strict_value.value,
             partial_per_tag=self.partial_per_tag.value,
             tiers=tiers,
@@ -422,7 +318,7 @@ class RewardPlayground:
     def _verifier(self, spec: Any) -> Verifier:
         key = spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True, default=repr) if isinstance(spec, dict) else str(id(spec))
         if key not in self._verifiers:
-            self._verifiers[key] = resolve_verifier(spec)
+            self._verifiers[key] = make_verifier(spec)
         return self._verifiers[key]
 
     def load_example(self, question: str) -> None:
