@@ -10,7 +10,7 @@ stays cheap; import what you need from the submodules.
 """
 
 from .parsing import ParsedCompletion, choice_from_completion, extract_choice, parse_completion
-from .prompts import DEFAULT_TAGS, Tags, grpo_prompt, mcq_prompt, sft_messages, system_prompt
+from .prompts import DEFAULT_TAGS, Tags, question_prompt, mcq_prompt, sft_messages, system_prompt
 from .rewards import (
     make_correctness_reward,
     mcq_exact_match_reward,
@@ -30,7 +30,7 @@ __all__ = [
     "DEFAULT_TAGS",
     "system_prompt",
     "sft_messages",
-    "grpo_prompt",
+    "question_prompt",
     "mcq_prompt",
     "strict_format_reward",
     "partial_format_reward",

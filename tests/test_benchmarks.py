@@ -10,12 +10,10 @@ from medreason_utils.evaluation.benchmarks import (
     BenchmarkSpec,
     MMLU_MEDICAL_SUBJECTS,
     columns_layout,
-    decontaminate,
-    drop_overlapping_items,
-    find_overlaps,
     load_benchmark,
     select_items,
 )
+from medreason_utils.evaluation.decontamination import decontaminate, drop_overlapping_items, find_overlaps
 from medreason_utils.data import DataError, load_rows
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from medreason_utils.data import load_rows, to_mcq_items
+from medreason_utils.data import load_rows
+from medreason_utils.evaluation.benchmarks import to_mcq_items
 from medreason_utils.evaluation import evaluate_models, read_items
 
 

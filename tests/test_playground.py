@@ -230,7 +230,7 @@ def test_playground_samples_from_the_model_and_builds_a_trainer(tmp_path, one_to
     from trl import GRPOConfig, GRPOTrainer
 
     from medreason_utils.models import load_model
-    from medreason_utils.prompts import grpo_prompt
+    from medreason_utils.prompts import question_prompt
 
     model, tokenizer = load_model()
     pg = RewardPlayground(model=model, tokenizer=tokenizer)
@@ -242,7 +242,7 @@ def test_playground_samples_from_the_model_and_builds_a_trainer(tmp_path, one_to
 
     pg.weights[0].value = 2.0
     s = pg.settings
-    train = Dataset.from_list([{"prompt": grpo_prompt(MRSA), "answer": "Cefaclor.", "question": MRSA}] * 2)
+    train = Dataset.from_list([{"prompt": question_prompt(MRSA), "answer": "Cefaclor.", "question": MRSA}] * 2)
     config = GRPOConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=8,
         max_steps=1, report_to=[], use_cpu=True, bf16=False, **s.grpo_config_kwargs(),

@@ -10,7 +10,7 @@ from medreason_utils.prompts import (
     MCQ_INSTRUCTION,
     Tags,
     format_response,
-    grpo_prompt,
+    question_prompt,
     mcq_prompt,
     normalise_options,
     render_options,
@@ -73,16 +73,16 @@ def test_sft_messages_without_system():
 
 
 def test_grpo_prompt_has_no_assistant_turn():
-    msgs = grpo_prompt("Q?")
+    msgs = question_prompt("Q?")
     assert [m["role"] for m in msgs] == ["system", "user"]
-    custom = grpo_prompt("Q?", system="Be brief.")
+    custom = question_prompt("Q?", system="Be brief.")
     assert custom[0] == {"role": "system", "content": "Be brief."}
 
 
 @pytest.mark.parametrize("question", ["", "   ", None, 3])
 def test_blank_question_raises(question):
     with pytest.raises(ValueError):
-        grpo_prompt(question)
+        question_prompt(question)
     with pytest.raises(ValueError):
         sft_messages(question, "r", "a")
     with pytest.raises(ValueError):

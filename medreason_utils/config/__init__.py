@@ -1,4 +1,4 @@
 """Stage settings and paths of the checkout (see :mod:`.stages`)."""
 
 from .stages import *  # noqa: F401,F403
-from .stages import __all__, as_plain  # noqa: F401
+from .stages import __all__  # noqa: F401

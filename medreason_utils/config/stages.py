@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["PROFILES", "resolve", "repo_root", "checkpoints_dir", "DEFAULT_CHECKPOINT", "default_checkpoint"]
 
@@ -120,8 +120,3 @@ DEFAULT_CHECKPOINT = "medreason-smollm2-135m-grpo"
 def default_checkpoint() -> Path:
     """Path of the shipped LoRA checkpoint (``checkpoints/medreason-smollm2-135m-grpo``)."""
     return checkpoints_dir() / DEFAULT_CHECKPOINT
-
-
-def as_plain(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings with only JSON-friendly values (for summary.json)."""
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in settings.items()}

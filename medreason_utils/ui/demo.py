@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..parsing import ParsedCompletion, parse_completion
-from ..prompts import DEFAULT_TAGS, Tags, grpo_prompt, system_prompt
+from ..prompts import DEFAULT_TAGS, Tags, question_prompt, system_prompt
 
 __all__ = [
     "DISCLAIMER",
@@ -137,7 +137,7 @@ def build_messages(question: str, hits: Sequence[Any] | None = None, *, tags: Ta
     with an instruction to use them only where relevant. Raises ``ValueError`` for a blank question.
     """
     if not hits:
-        return grpo_prompt(question, tags=tags)
+        return question_prompt(question, tags=tags)
     from .retrieval import format_context
 
     if not isinstance(question, str) or not question.strip():

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data import SAMPLES_DIR
+from ..data import SAMPLES_DIR, read_jsonl
 from ..rewards import SCALE_OPTIONS, CorrectnessTiers, RewardSettings, compute_advantages
 from ..verifiers import Verifier, make_verifier
 
@@ -52,19 +52,15 @@ COMPLETION_SEPARATOR = "---"
 def load_examples(path: str | Path | None = None) -> list[dict]:
     """Shipped example completions: dicts with ``question``, ``answer``, ``kind``, ``completion``.
 
-    Raises ``ValueError`` naming the line and field of a malformed row.
+    Read with :func:`medreason_utils.data.read_jsonl`; raises ``DataError`` naming the file, the
+    line and the field of a malformed row.
     """
-    path = Path(path) if path is not None else EXAMPLES_PATH
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    def check(row: dict) -> None:
         for key in ("question", "answer", "kind", "completion"):
             if not isinstance(row.get(key), str):
-                raise ValueError(f"{path}:{n}: field {key!r} is missing or not a string")
-        rows.append(row)
-    return rows
+                raise ValueError(f"field {key!r} is missing or not a string")
+
+    return read_jsonl(Path(path) if path is not None else EXAMPLES_PATH, check=check)
 
 
 def example_questions(examples: Sequence[dict] | None = None) -> list[str]:
@@ -376,10 +372,10 @@ class RewardPlayground:
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("RewardPlayground was built without model and tokenizer; pass them to sample")
         from ..generation import generate_completions
-        from ..prompts import grpo_prompt
+        from ..prompts import question_prompt
 
         self.status.value = "sampling…"
-        prompt = grpo_prompt(self.question.value)
+        prompt = question_prompt(self.question.value)
         texts = generate_completions(
             self.model, self.tokenizer, [prompt] * self.n_samples.value,
             max_new_tokens=self.sample_tokens.value, temperature=self.sample_temperature.value,
