@@ -76,7 +76,7 @@ def test_model_card_states_figures_and_that_it_is_not_a_medical_tool(tmp_path):
     summary = {
         "sft": {"n_train": 96, "n_heldout": 40, "steps": 48, "format_compliance_before": 0.0, "format_compliance_after": 0.85},
         "grpo": {"steps": 8, "num_generations": 4, "verifier": "RuleBasedVerifier"},
-        "eval": {"table": [{"model": "grpo", "benchmark": "medqa", "n": 40, "accuracy": 0.25, "format_compliance": 0.9}]},
+        "eval": {"table": [{"model": "grpo", "benchmark": "medqa", "n": 40, "exact_match": 0.25, "format_compliance": 0.9}]},
     }
     card = reporting.write_model_card(tmp_path, summary, machine="2-core CPU", date="2026-11-21").read_text()
     assert "not a medical tool" in card

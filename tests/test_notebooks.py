@@ -138,7 +138,7 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     ns = {r["benchmark"]: set() for r in ev["table"]}
     for r in ev["table"]:
         ns[r["benchmark"]].add(r["n"])
-        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+        assert r["ci_low"] <= r["exact_match"] <= r["ci_high"]
     assert all(len(v) == 1 and 0 < v.pop() <= SMOKE_PARAMETERS["03_evaluation.ipynb"]["LIMIT"] for v in ns.values())
     assert (run / "eval" / "results.png").is_file() and (run / "eval" / "results.md").is_file()
     assert summary["demo"]["checkpoint"].endswith("medreason-smollm2-135m-grpo")

@@ -242,7 +242,7 @@ def test_correctness_prefilled_think():
 
 
 # --------------------------------------------------------------------------------------------
-# Multiple-choice accuracy
+# Multiple-choice exact match
 # --------------------------------------------------------------------------------------------
 
 OPTS = {"A": "Iron deficiency anemia", "B": "Vitamin B12 deficiency", "C": "Parvovirus B19 infection", "D": "Lead poisoning"}

@@ -16,8 +16,8 @@ __all__ = ["compare_runs", "subject_breakdown", "write_tables", "plot_results"]
 def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, str]] | None = None) -> list[dict]:
     """McNemar's paired test between runs on the same benchmark, over the items both scored
     (sample 0). ``pairs``: ``(model_a, model_b)`` labels; default every pair, in run order.
-    Returns one dict per comparison: ``benchmark``, ``model_a``, ``model_b``, ``n``, ``accuracy_a``,
-    ``accuracy_b``, ``difference`` (b - a), ``only_a``, ``only_b``, ``p_value``, ``test``."""
+    Returns one dict per comparison: ``benchmark``, ``model_a``, ``model_b``, ``n``, ``exact_match_a``,
+    ``exact_match_b``, ``difference`` (b - a), ``only_a``, ``only_b``, ``p_value``, ``test``."""
     by_bench: dict[str, dict[str, EvalResult]] = {}
     for r in results:
         by_bench.setdefault(r.benchmark, {})[r.model] = r
@@ -33,8 +33,8 @@ def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, st
             if not ids:
                 continue
             m = mcnemar_paired([ca[i] for i in ids], [cb[i] for i in ids])
-            out.append({"benchmark": bench, "model_a": a, "model_b": b, "n": m.n, "accuracy_a": (m.both + m.only_a) / m.n,
-                        "accuracy_b": (m.both + m.only_b) / m.n, "difference": m.difference, "only_a": m.only_a,
+            out.append({"benchmark": bench, "model_a": a, "model_b": b, "n": m.n, "exact_match_a": (m.both + m.only_a) / m.n,
+                        "exact_match_b": (m.both + m.only_b) / m.n, "difference": m.difference, "only_a": m.only_a,
                         "only_b": m.only_b, "p_value": m.p_value, "test": "McNemar exact" if m.exact else "McNemar chi2 (corrected)"})
     return out
 
@@ -51,7 +51,7 @@ def subject_breakdown(results: Sequence[EvalResult]) -> list[dict]:
             k = sum(x.correct for x in xs)
             lo, hi = wilson_interval(k, len(xs))
             rows.append({"benchmark": r.benchmark, "model": r.model, "subject": subj, "n": len(xs), "correct": k,
-                         "accuracy": k / len(xs), "ci_low": lo, "ci_high": hi,
+                         "exact_match": k / len(xs), "ci_low": lo, "ci_high": hi,
                          "format_compliance": sum(x.strict for x in xs) / len(xs)})
     return rows
 
@@ -82,21 +82,21 @@ def write_tables(table: Sequence[Mapping], comparisons: Sequence[Mapping], per_s
     """Write ``results.md``/``results.csv``, ``comparisons.md``/``comparisons.csv`` and ``per_subject.csv`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    md_rows = [{**r, "exact match [95% CI]": f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"} for r in table]
-    cols = ["benchmark", "model", "n", "exact match [95% CI]", "format_compliance", "n_strict", "strict_accuracy", "lenient_accuracy",
+    md_rows = [{**r, "exact match [95% CI]": f"{r['exact_match']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"} for r in table]
+    cols = ["benchmark", "model", "n", "exact match [95% CI]", "format_compliance", "n_strict", "strict_exact_match", "lenient_match",
             "answered"]
     if any(r.get("samples", 1) > 1 for r in table):
-        cols += ["samples", "accuracy_std"]
+        cols += ["samples", "exact_match_std"]
     note = ("Exact match: option letter read from the <ANSWER> block (95% Wilson interval). format_compliance: share of "
-            "completions in the strict grammar. strict_accuracy: exact match on those only. lenient_accuracy: letter "
+            "completions in the strict grammar. strict_exact_match: exact match on those only. lenient_match: letter "
             "found anywhere (HuatuoGPT-o1 scorer rules). answered: share with a letter in the <ANSWER> block.\n\n")
     (out / "results.md").write_text("# Results\n\n" + note + _markdown(md_rows, cols), encoding="utf-8")
     _csv(list(table), out / "results.csv")
     if comparisons:
-        ccols = ["benchmark", "model_a", "model_b", "n", "accuracy_a", "accuracy_b", "difference", "only_a", "only_b", "p_value", "test"]
+        ccols = ["benchmark", "model_a", "model_b", "n", "exact_match_a", "exact_match_b", "difference", "only_a", "only_b", "p_value", "test"]
         (out / "comparisons.md").write_text(
             "# Paired comparisons (McNemar)\n\nSame items, sample 0. only_a / only_b: items only that run got right. "
-            "difference = accuracy_b - accuracy_a.\n\n" + _markdown([{**c, "p_value": f"{c['p_value']:.3g}"} for c in comparisons], ccols),
+            "difference = exact_match_b - exact_match_a.\n\n" + _markdown([{**c, "p_value": f"{c['p_value']:.3g}"} for c in comparisons], ccols),
             encoding="utf-8")
         _csv(list(comparisons), out / "comparisons.csv")
     if per_subject:
@@ -122,9 +122,9 @@ def plot_results(table: Sequence[Mapping], path: str | Path, *, title: str = "Ex
             if row is None:
                 continue
             xs.append(i + (j - (len(models) - 1) / 2) * width)
-            ys.append(row["accuracy"])
-            lo.append(max(0.0, row["accuracy"] - row["ci_low"]))
-            hi.append(max(0.0, row["ci_high"] - row["accuracy"]))
+            ys.append(row["exact_match"])
+            lo.append(max(0.0, row["exact_match"] - row["ci_low"]))
+            hi.append(max(0.0, row["ci_high"] - row["exact_match"]))
         ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=3, label=m)
     ax.set_xticks(range(len(benches)))
     ax.set_xticklabels([f"{b}\n(n={next(r['n'] for r in table if r['benchmark'] == b)})" for b in benches])

@@ -169,9 +169,9 @@ def evaluate_models(
 
     Returns:
         The results table: a list of dicts, one per (run, benchmark), with ``benchmark``, ``model``,
-        ``n``, ``correct``, ``accuracy``, ``ci_low``, ``ci_high``, ``format_compliance``,
-        ``n_strict``, ``strict_accuracy``, ``lenient_accuracy``, ``answered``, ``samples``,
-        ``accuracy_std``, ``max_new_tokens``, ``temperature``.
+        ``n``, ``correct``, ``exact_match``, ``ci_low``, ``ci_high``, ``format_compliance``,
+        ``n_strict``, ``strict_exact_match``, ``lenient_match``, ``answered``, ``samples``,
+        ``exact_match_std``, ``max_new_tokens``, ``temperature``.
 
     Raises:
         ValueError: sampling without ``seed``, ``num_samples > 1`` with greedy decoding, a benchmark

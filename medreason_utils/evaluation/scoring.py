@@ -62,28 +62,28 @@ class ItemResult:
 class EvalResult:
     """Scores of one model on one benchmark; fractions in [0, 1], ``n`` items.
 
-    With k > 1 samples per item, ``accuracy`` is the mean of the k per-sample accuracies and
-    ``accuracy_std`` their sample standard deviation; the interval is Wilson's for that mean over
-    ``n`` items. ``strict_accuracy`` is None when no completion was strictly formatted.
+    With k > 1 samples per item, ``exact_match`` is the mean of the k per-sample accuracies and
+    ``exact_match_std`` their sample standard deviation; the interval is Wilson's for that mean over
+    ``n`` items. ``strict_exact_match`` is None when no completion was strictly formatted.
     """
 
     benchmark: str
     model: str
     n: int
     correct: int
-    accuracy: float
+    exact_match: float
     format_compliance: float
     items: list[ItemResult] = field(default_factory=list, repr=False)
     ci_low: float = 0.0
     ci_high: float = 1.0
     n_strict: int = 0
     strict_correct: int = 0
-    strict_accuracy: float | None = None
+    strict_exact_match: float | None = None
     lenient_correct: int = 0
-    lenient_accuracy: float = 0.0
+    lenient_match: float = 0.0
     answered: float = 0.0
     samples: int = 1
-    accuracy_std: float | None = None
+    exact_match_std: float | None = None
 
     def summary(self) -> dict:
         """The figures without the per-item records (for summary.json and tables)."""
@@ -129,10 +129,10 @@ def summarise_items(records: Sequence[ItemResult], *, benchmark: str = "", model
     lenient_correct = sum(r.lenient_correct for r in records)
     return EvalResult(
         benchmark=benchmark, model=model, n=n, correct=correct if k > 1 else sum(r.correct for r in records),
-        accuracy=acc, format_compliance=len(strict) / total, items=list(records), ci_low=lo, ci_high=hi,
-        n_strict=len(strict), strict_correct=strict_correct, strict_accuracy=strict_correct / len(strict) if strict else None,
-        lenient_correct=lenient_correct, lenient_accuracy=lenient_correct / total,
-        answered=sum(r.predicted is not None for r in records) / total, samples=k, accuracy_std=std if k > 1 else None,
+        exact_match=acc, format_compliance=len(strict) / total, items=list(records), ci_low=lo, ci_high=hi,
+        n_strict=len(strict), strict_correct=strict_correct, strict_exact_match=strict_correct / len(strict) if strict else None,
+        lenient_correct=lenient_correct, lenient_match=lenient_correct / total,
+        answered=sum(r.predicted is not None for r in records) / total, samples=k, exact_match_std=std if k > 1 else None,
     )
 
 

@@ -132,7 +132,7 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
     ]
     for row in ev.get("table", []):
         lines.append(
-            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): exact match {row.get('accuracy')}, format compliance {row.get('format_compliance')}"
+            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): exact match {row.get('exact_match')}, format compliance {row.get('format_compliance')}"
         )
     lines += ["", "Load it with `medreason_utils.models.load_model(adapter=<this folder>)`.", ""]
     path = Path(adapter_dir) / "README.md"
