@@ -8,15 +8,8 @@ import time
 
 import pytest
 
-from medreason_utils.ui.demo import (
-    DISCLAIMER,
-    DemoApp,
-    build_messages,
-    demo_questions,
-    find_checkpoint,
-    malformed_reasons,
-    render_response_html,
-)
+from medreason_utils.ui.demo import DemoApp, build_messages, demo_questions, find_checkpoint
+from medreason_utils.ui.html import DISCLAIMER, malformed_reasons, render_response_html
 from medreason_utils.parsing import parse_completion
 from medreason_utils.ui.playground import load_examples
 

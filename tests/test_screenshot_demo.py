@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--force-device-scale-factor=1",
 ]
-# colours of medreason_utils.ui.demo's boxes (RGB)
+# colours of medreason_utils.ui.html boxes (RGB)
 DISCLAIMER_BG = (0xFD, 0xEC, 0xEA)
 ANSWER_BG = (0xFF, 0xF3, 0xB0)
 MALFORMED_BG = (0xFD, 0xE2, 0xC8)

@@ -8,12 +8,13 @@
   the demo does not stream: it calls :func:`medreason_utils.generation.generate_completions`
   once (``fast_generate``) and shows the whole completion.
 * The finished completion is read with :func:`medreason_utils.parsing.parse_completion` (the one
-  parser): the reasoning goes in a collapsible block, the answer is highlighted, and a completion
-  that is not strictly well-formed is flagged as malformed, with the tags that are wrong.
+  parser) and drawn by :func:`medreason_utils.ui.html.render_response_html`: the reasoning goes in
+  a collapsible block, the answer is highlighted, and a completion that is not strictly
+  well-formed is flagged as malformed, with the tags that are wrong.
 * Optional retrieval (:mod:`medreason_utils.retrieval`): the top-k passages are shown beside the
   answer and put in the prompt.
 
-This is a research demonstration, not a medical device: :data:`DISCLAIMER` is shown with every answer.
+This is a research demonstration, not a medical device: :data:`~medreason_utils.ui.html.DISCLAIMER` is shown with every answer.
 """
 
 from __future__ import annotations
@@ -27,31 +28,17 @@ from typing import Any, Iterator, Sequence
 
 from ..parsing import ParsedCompletion, parse_completion
 from ..prompts import DEFAULT_TAGS, Tags, question_prompt, system_prompt
+from .html import DISCLAIMER, DISCLAIMER_BG, malformed_reasons, render_response_html
 
 __all__ = [
-    "DISCLAIMER",
     "find_checkpoint",
     "load_demo_model",
     "demo_questions",
     "build_messages",
     "stream_completion",
-    "malformed_reasons",
-    "render_response_html",
     "DemoResult",
     "DemoApp",
 ]
-
-#: Shown above every answer and in the UI header.
-DISCLAIMER = (
-    "Research demonstration only. This is not medical advice: a small language model trained for "
-    "research can be wrong, and its output must not be used to diagnose or treat anyone. "
-    "Ask a qualified clinician."
-)
-#: Where the notebooks save the trained adapters; the demo loads the newest one by default.
-
-_ANSWER_BG = "#fff3b0"
-_DISCLAIMER_BG = "#fdecea"
-_MALFORMED_BG = "#fde2c8"
 
 
 def find_checkpoint(path: str | Path | None = None) -> str:
@@ -223,109 +210,6 @@ def stream_completion(
         raise errors[0]
 
 
-def malformed_reasons(parsed: ParsedCompletion, *, tags: Tags = DEFAULT_TAGS) -> list[str]:
-    """Why a completion is not strictly well-formed, one short phrase a problem (``[]`` when it is).
-
-    Reads only what :func:`~medreason_utils.parsing.parse_completion` returned (tag counts, blocks).
-    """
-    if parsed.is_strict:
-        return []
-    out = []
-    for tag in tags.all:
-        n = parsed.tag_counts.get(tag, 0)
-        if n == 0:
-            out.append(f"{tag} missing")
-        elif n > 1:
-            out.append(f"{tag} appears {n} times")
-    if parsed.answer is None and not any("ANSWER" in r or tags.answer in r for r in out):
-        out.append("no complete answer block")
-    if not out:
-        out.append("text outside the tags or blocks out of order")
-    return out
-
-
-def _passages_html(hits: Sequence[Any]) -> str:
-    items = "".join(
-        f"<li style='margin-bottom:6px'><b>{html.escape(h.passage.title)}</b> "
-        f"<span style='color:#666;font-size:11px'>(similarity {h.score:.2f})</span><br>"
-        f"<span style='font-size:12px'>{html.escape(h.passage.text)}</span></li>"
-        for h in hits
-    )
-    return (
-        "<div class='medreason-passages' style='flex:1;min-width:220px;border-left:3px solid #8ab4f8;padding-left:10px'>"
-        f"<div style='font-weight:bold;margin-bottom:4px'>Retrieved passages (top {len(hits)})</div>"
-        f"<ol style='padding-left:18px;margin:0'>{items}</ol></div>"
-    )
-
-
-def render_response_html(
-    text: str,
-    *,
-    question: str | None = None,
-    hits: Sequence[Any] | None = None,
-    done: bool = True,
-    seconds: float | None = None,
-    meta: str | None = None,
-    tags: Tags = DEFAULT_TAGS,
-) -> str:
-    """HTML of one demo answer: disclaimer, question, reasoning (collapsible), highlighted answer, passages.
-
-    While ``done`` is False the text so far is shown raw (it is still growing). When done, the
-    completion is parsed with :func:`~medreason_utils.parsing.parse_completion`: a strict
-    completion shows its reasoning in a ``<details>`` block and its answer highlighted; otherwise a
-    "Malformed output" banner names the wrong tags (:func:`malformed_reasons`), the answer is still
-    highlighted when there is one, and the raw output is shown. ``meta`` is a small grey line under
-    the title (e.g. the adapter and the sampling settings).
-    """
-    parts = [
-        "<div style='font-size:18px;font-weight:bold;margin-bottom:2px'>medreason &middot; structured medical reasoning demo</div>",
-        f"<div style='font-size:11px;color:#666;margin-bottom:6px'>{html.escape(meta)}</div>" if meta else "",
-        f"<div class='medreason-disclaimer' style='background:{_DISCLAIMER_BG};border:1px solid #d93025;"
-        f"border-radius:4px;padding:6px 10px;margin-bottom:8px;font-size:13px'>&#9888; {html.escape(DISCLAIMER)}</div>"
-    ]
-    if question:
-        parts.append(f"<div style='margin-bottom:8px'><b>Question.</b> {html.escape(question)}</div>")
-    body: list[str] = []
-    if not done:
-        body.append(
-            "<div style='color:#666;font-size:12px'>generating&hellip;</div>"
-            f"<pre class='medreason-stream' style='white-space:pre-wrap;font-size:12px'>{html.escape(text)}</pre>"
-        )
-    else:
-        parsed = parse_completion(text, tags=tags)
-        reasons = malformed_reasons(parsed, tags=tags)
-        if reasons:
-            body.append(
-                f"<div class='medreason-malformed' style='background:{_MALFORMED_BG};border:1px solid #e8710a;"
-                "border-radius:4px;padding:6px 10px;margin-bottom:8px'><b>Malformed output</b> "
-                f"(not <code>{html.escape(tags.think_open)}&hellip;{html.escape(tags.think_close)}"
-                f"{html.escape(tags.answer_open)}&hellip;{html.escape(tags.answer_close)}</code>): "
-                f"{html.escape('; '.join(reasons))}</div>"
-            )
-        if parsed.think:
-            body.append(
-                "<details class='medreason-reasoning' style='margin-bottom:8px'><summary style='cursor:pointer'>"
-                f"<b>Reasoning</b> ({len(parsed.think.split())} words, click to expand)</summary>"
-                f"<div style='white-space:pre-wrap;font-size:12px;color:#333;padding:6px'>{html.escape(parsed.think)}</div></details>"
-            )
-        if parsed.answer:
-            body.append(
-                f"<div class='medreason-answer' style='background:{_ANSWER_BG};border-left:5px solid #f9ab00;"
-                f"padding:8px 12px;font-size:15px'><b>Answer.</b> {html.escape(parsed.answer)}</div>"
-            )
-        if reasons:
-            body.append(
-                "<details open><summary>Raw output</summary>"
-                f"<pre class='medreason-raw' style='white-space:pre-wrap;font-size:12px'>{html.escape(text) or '(empty)'}</pre></details>"
-            )
-        if seconds is not None:
-            body.append(f"<div style='color:#666;font-size:11px;margin-top:4px'>generated in {seconds:.1f} s</div>")
-    main = f"<div style='flex:2;min-width:300px'>{''.join(body)}</div>"
-    side = _passages_html(hits) if hits else ""
-    parts.append(f"<div style='display:flex;gap:16px;align-items:flex-start'>{main}{side}</div>")
-    return f"<div class='medreason-demo' id='medreason-demo' style='font-family:sans-serif;max-width:1100px'>{''.join(parts)}</div>"
-
-
 @dataclass
 class DemoResult:
     """One answered question: the completion, its parse, the passages used, the time (seconds)."""
@@ -398,7 +282,7 @@ class DemoApp:
         self._sync_sampling()
         self.top_k.disabled = not use_retrieval
         header = (
-            f"<div style='background:{_DISCLAIMER_BG};border:1px solid #d93025;padding:6px 10px;border-radius:4px'>"
+            f"<div style='background:{DISCLAIMER_BG};border:1px solid #d93025;padding:6px 10px;border-radius:4px'>"
             f"&#9888; <b>{html.escape(DISCLAIMER)}</b></div>"
             f"<div style='font-size:12px;color:#555;margin:4px 0'>adapter: <code>{html.escape(str(adapter or 'none (base model)'))}</code></div>"
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 from ..data import SAMPLES_DIR, read_jsonl
 from ..rewards import SCALE_OPTIONS, CorrectnessTiers, RewardSettings, compute_advantages
 from ..verifiers import Verifier, make_verifier
+from .html import score_table_html
 
 __all__ = [
     "VERIFIER_OPTIONS",
@@ -121,39 +121,8 @@ class ScoreTable:
         return out
 
     def to_html(self, preview_chars: int = 140) -> str:
-        """The table as HTML (escaped completions, previews of ``preview_chars`` characters)."""
-
-        def num(x: float | None) -> str:
-            return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
-
-        labels = [n.split("_")[0] for n in self.settings.rewards]
-        head = "".join(f"<th>{h}</th>" for h in ("#", "completion", *labels, "total", "advantage", "rank"))
-        body = []
-        for i, c in enumerate(self.completions):
-            preview = c if len(c) <= preview_chars else c[:preview_chars] + "…"
-            adv = self.advantages[i]
-            colour = "#d8f3dc" if adv > 1e-9 else "#ffd6d6" if adv < -1e-9 else "#f1f1f1"
-            cells = "".join(f"<td style='text-align:right'>{num(x)}</td>" for x in self.rewards[i])
-            body.append(
-                f"<tr><td>{i + 1}</td>"
-                f"<td title='{html.escape(c, quote=True)}'><b>{html.escape(self.labels[i])}</b><br>"
-                f"<code style='white-space:pre-wrap;font-size:11px'>{html.escape(preview)}</code></td>"
-                f"{cells}<td style='text-align:right'><b>{num(self.totals[i])}</b></td>"
-                f"<td style='text-align:right;background:{colour}'><b>{num(adv)}</b></td>"
-                f"<td style='text-align:center'>{self.rank[i]}</td></tr>"
-            )
-        s = self.settings
-        caption = (
-            f"weights {dict(zip(labels, s.weights))}, "
-            f"scale_rewards={s.scale_rewards!r}; advantage = total - group mean"
-            + ("" if s.scale_rewards == "none" else f", divided by the {s.scale_rewards} std")
-            + (" (one group here, so the batch std is the group std)" if s.scale_rewards == "batch" else "")
-        )
-        return (
-            "<table class='medreason-scores' style='border-collapse:collapse' border='1' cellpadding='4'>"
-            f"<caption style='caption-side:bottom;font-size:11px'>{html.escape(caption)}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        )
+        """The table as HTML (:func:`medreason_utils.ui.html.score_table_html`)."""
+        return score_table_html(self, preview_chars)
 
     def _repr_html_(self) -> str:
         return self.to_html()
