@@ -35,6 +35,7 @@ __all__ = [
     "cache_dir",
     "default_model_dir",
     "resolve_model_name",
+    "is_hub_id",
     "load_model",
     "add_lora",
     "load_adapter_weights",
@@ -192,6 +193,13 @@ def resolve_model_name(name: str | None, runtime: RuntimeInfo | None = None) -> 
     return BASE_MODELS.get(name.lower(), name)
 
 
+def is_hub_id(name: str | Path) -> bool:
+    """True when ``name`` reads as a hub repository id ``owner/name`` and is not a local path
+    (one ``/``, not starting with ``.``, ``/`` or ``~``, and no such file or folder here)."""
+    s = str(name)
+    return s.count("/") == 1 and not s.startswith((".", "/", "~")) and not Path(s).expanduser().exists()
+
+
 def _adapter_config(adapter: str | Path) -> dict | None:
     path = Path(adapter) / "adapter_config.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -237,7 +245,7 @@ def load_model(
     preset = runtime.preset
     if adapter is not None and not Path(adapter).exists():
         a = str(adapter)
-        if a.count("/") != 1 or a.startswith((".", "/", "~")):
+        if not is_hub_id(a):
             raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
         # a hub id of an adapter: fetch it, so its adapter_config.json names the base model as a local folder's does
         from huggingface_hub import snapshot_download
@@ -402,7 +410,9 @@ def vllm_lora_request(model, adapter_dir: str | Path | None = None):
     Unsloth's GRPO notebooks). ``adapter_dir=None`` takes the adapter :func:`load_model` loaded.
     On CPU (no vLLM engine) this returns ``None``.
     """
-    if not (callable(getattr(model, "load_lora", None)) and getattr(model, "vllm_engine", None) is not None):
+    from .generation import uses_vllm
+
+    if not (uses_vllm(model) and callable(getattr(model, "load_lora", None))):
         return None
     adapter_dir = adapter_dir or getattr(model, "medreason_adapter_dir", None)
     return model.load_lora(str(adapter_dir)) if adapter_dir else None

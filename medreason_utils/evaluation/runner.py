@@ -177,10 +177,10 @@ def evaluate_models(
         ValueError: sampling without ``seed``, ``num_samples > 1`` with greedy decoding, a benchmark
             without items, items missing a prompt style, or a resume with other settings.
     """
+    from ..generation import require_seed
     from .benchmarks import select_items
 
-    if temperature and temperature > 0 and seed is None:
-        raise ValueError("sampling (temperature > 0) needs a seed so the run can be reproduced")
+    require_seed(temperature, seed)
     if num_samples < 1 or (num_samples > 1 and not (temperature and temperature > 0)):
         raise ValueError(f"num_samples={num_samples}: more than one sample needs temperature > 0 (greedy decoding repeats itself)")
     out = Path(out_dir)

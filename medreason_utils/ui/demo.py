@@ -65,9 +65,11 @@ def find_checkpoint(path: str | Path | None = None) -> str:
         if configs:
             return str(max(configs, key=lambda c: c.stat().st_mtime).parent)
         raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {p} or its subfolders")
+    from ..models import is_hub_id
+
     s = str(path) if path is not None else ""
-    if s and not p.exists() and s.count("/") == 1 and not s.startswith((".", "/", "~")):
-        return s  # a hub id
+    if s and is_hub_id(s):
+        return s
     raise FileNotFoundError(
         f"checkpoint {p} does not exist; train one (`make run`, then `python -m medreason_utils.pipeline "
         "--run-dir runs/X --publish-checkpoint`) or give an adapter folder or the hub id of an adapter"
@@ -159,7 +161,7 @@ def stream_completion(
     ``model.load_lora(adapter)``) applies the adapter inside the vLLM engine, which otherwise
     generates with the base weights.
     """
-    from ..generation import generate_completions, render_prompts, uses_vllm
+    from ..generation import decoding_kwargs, generate_completions, render_prompts, uses_vllm
 
     temperature = 0.0 if greedy else float(temperature)
     if uses_vllm(model):
@@ -175,14 +177,10 @@ def stream_completion(
     text = render_prompts(tokenizer, [list(messages)])[0]
     enc = tokenizer([text], return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
-    gen_kwargs: dict[str, Any] = dict(enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tokenizer.pad_token_id)
+    gen_kwargs: dict[str, Any] = dict(enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tokenizer.pad_token_id,
+                                      **decoding_kwargs(temperature, top_p, repetition_penalty))
     if temperature > 0:
         torch.manual_seed(seed)
-        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-    else:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if repetition_penalty:
-        gen_kwargs["repetition_penalty"] = repetition_penalty
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .base import check_score_inputs
-from .http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
+from .http import VerifierHTTPError, VerifierUnavailableError, bearer_headers, post_json
 from .template import HUATUO_VERIFIER_TEMPLATE, format_verifier_input
 
 __all__ = [
@@ -282,10 +282,7 @@ class HuatuoServedVerifier:
         self.eos_token = eos_token or (tokenizer.eos_token if tokenizer is not None else None)
         if not self.eos_token:
             raise ValueError("HuatuoServedVerifier needs the verifier's eos token: pass `tokenizer` or `eos_token`")
-        key = resolve_api_key(api_key_env)
-        if api_key_env and not key:
-            raise ValueError(f"API key variable {api_key_env!r} is not set in the environment nor in Colab secrets")
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = bearer_headers(api_key_env)  # environment or Colab secrets; never printed
         self._client = httpx.Client(timeout=self.timeout_s)
         self.last_errors: list[str] = []
         self.last_failed = 0
