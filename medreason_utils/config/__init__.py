@@ -1,4 +1,30 @@
-"""Stage settings and paths of the checkout (see :mod:`.stages`)."""
+"""Settings: the stage configs (:mod:`.stages`), the YAML recipes they are read from (:mod:`.recipes`),
+and the checkout's folders (:mod:`.paths`).
 
-from .stages import *  # noqa: F401,F403
-from .stages import __all__  # noqa: F401
+A notebook's config cell::
+
+    CONFIG = load_stage_config("sft", RECIPE, RUNTIME, OVERRIDES, run_dir=RUN_DIR)
+    CONFIG  # every setting, its value and its help text
+"""
+
+from .paths import DEFAULT_CHECKPOINT, checkpoints_dir, default_checkpoint, recipes_dir, repo_root
+from .recipes import MACHINE_CLASSES, load_stage_config, read_recipe, recipe_for_runtime, recipe_path
+from .stages import STAGES, EvalStageConfig, GRPOStageConfig, SFTStageConfig, StageConfig
+
+__all__ = [
+    "StageConfig",
+    "SFTStageConfig",
+    "GRPOStageConfig",
+    "EvalStageConfig",
+    "STAGES",
+    "MACHINE_CLASSES",
+    "load_stage_config",
+    "read_recipe",
+    "recipe_for_runtime",
+    "recipe_path",
+    "repo_root",
+    "checkpoints_dir",
+    "recipes_dir",
+    "DEFAULT_CHECKPOINT",
+    "default_checkpoint",
+]

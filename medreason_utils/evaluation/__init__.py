@@ -12,7 +12,7 @@ Modules, in the order of an evaluation:
 """
 
 from .benchmarks import BENCHMARKS, BenchmarkSpec, columns_layout, load_benchmark, select_items, to_mcq_items
-from .decontamination import Overlap, decontaminate, drop_overlapping_items, find_overlaps
+from .decontamination import Overlap, decontaminate, drop_overlapping_items, find_overlaps, training_questions
 from .reports import compare_runs, plot_results, subject_breakdown, write_tables
 from .runner import PROMPT_STYLES, evaluate_models, read_items
 from .scoring import EvalResult, ItemResult, format_compliance, score_item, score_mcq, summarise_items
@@ -26,6 +26,7 @@ __all__ = [
     "select_items",
     "to_mcq_items",
     "Overlap",
+    "training_questions",
     "find_overlaps",
     "decontaminate",
     "drop_overlapping_items",

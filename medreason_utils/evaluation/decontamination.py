@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from ..data import DataError, question_key
+from ..data import DataError, load_rows, question_key
 
-__all__ = ["Overlap", "find_overlaps", "decontaminate", "drop_overlapping_items"]
+__all__ = ["Overlap", "training_questions", "find_overlaps", "decontaminate", "drop_overlapping_items"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,27 @@ def drop_overlapping_items(
     bad = {(o.benchmark, o.eval_id) for o in overlaps}
     kept = {b: [dict(it) for it in its if (b, str(it.get("id"))) not in bad] for b, its in eval_items.items()}
     return kept, {b: len(eval_items[b]) - len(kept[b]) for b in eval_items}
+
+
+def training_questions(
+    sft_data: str | None = None,
+    grpo_data: str | None = None,
+    *,
+    sft_column: str = "Question",
+    grpo_column: str = "Open-ended Verifiable Question",
+) -> list[str]:
+    """The question texts a run trains on: the SFT rows' ``sft_column`` and the GRPO rows'
+    ``grpo_column`` (the medical-o1 layouts), read with :func:`medreason_utils.data.load_rows`
+    from the stage configs' ``data`` (``None`` skips a stage). For :func:`find_overlaps`.
+
+    Raises ``KeyError`` naming the source and the column when a row lacks it.
+    """
+    out: list[str] = []
+    for source, column in ((sft_data, sft_column), (grpo_data, grpo_column)):
+        if source is None:
+            continue
+        for i, row in enumerate(load_rows(source)):
+            if column not in row:
+                raise KeyError(f"{source} row {i}: no column {column!r} (columns: {sorted(row)})")
+            out.append(str(row[column]))
+    return out

@@ -63,7 +63,7 @@ def header_source(name: str) -> str:
 
 def install_source() -> str:
     """Code of the set-up cell: installs the GPU stack on Colab (T4 detected), nothing elsewhere."""
-    return f'''# Set-up: a shared cell, stamped from medreason_utils/notebook_cells.py (edit it there, then `make stamp`).
+    return f'''# Set-up: a shared cell, stamped from medreason_utils/pipeline/notebook_cells.py (edit it there, then `make stamp`).
 # On Colab it installs the GPU stack the way Unsloth's notebooks do, then this suite; elsewhere the
 # environment comes from `make run` / `make test` (CPU torch, no unsloth/vllm/bitsandbytes) and nothing is installed.
 import os, subprocess, sys
