@@ -1,11 +1,13 @@
 # medreason: the CPU path (no GPU, no hub). `make run` is the main job, `make test` the tests.
 # Both create .venv with CPU torch (no CUDA downloads) and never install unsloth/vllm/bitsandbytes.
+# Test tiers (pytest markers, pyproject.toml): slow (the model), notebooks, browser (Chromium), vllm, data (../shared/data).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
+RECIPE ?=
 
-.PHONY: setup run test test-fast smoke stamp clean
+.PHONY: setup chromium run test test-fast stamp clean
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +20,25 @@ $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Debian's chromium, for the browser tests (screenshots of the demo and the playground): installed when absent.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "the browser tests need Chromium: install it (Debian: apt-get install chromium), or run make test-fast" >&2; exit 1; }; \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 # Main job: executes the four notebooks headless on CPU into $(RUN_DIR) (executed notebooks, adapters, summary.json).
 run: setup
-	$(PY) -m medreason_utils.pipeline --run-dir $(RUN_DIR)
+	$(PY) -m medreason_utils.pipeline --run-dir $(RUN_DIR) $(if $(RECIPE),--recipe $(RECIPE))
 
-# The tests, the notebooks included (smallest settings).
-test: setup
+# Every test, the notebooks and the browser tests included (smallest settings).
+test: setup chromium
 	$(PY) -m pytest -q
 
+# Neither the model, a browser, vLLM nor notebooks: seconds to a minute or two.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not notebooks"
+	$(PY) -m pytest -q -m "not slow and not notebooks and not browser and not vllm"
 
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup
