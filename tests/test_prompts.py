@@ -72,7 +72,7 @@ def test_sft_messages_without_system():
     assert [m["role"] for m in msgs] == ["user", "assistant"]
 
 
-def test_grpo_prompt_has_no_assistant_turn():
+def test_question_prompt_has_no_assistant_turn():
     msgs = question_prompt("Q?")
     assert [m["role"] for m in msgs] == ["system", "user"]
     custom = question_prompt("Q?", system="Be brief.")
@@ -122,3 +122,15 @@ def test_mcq_prompt_without_context():
     user = mcq_prompt("Q?", ["x", "y"])[1]["content"]
     assert user.startswith("Q?\n\nA. x\nB. y")
     assert "Context" not in user
+
+
+def test_plain_mcq_prompt_is_one_user_message_without_the_grammar():
+    from medreason_utils.prompts import PLAIN_INSTRUCTION
+
+    msgs = mcq_prompt(" Which vitamin? ", {"A": "B12", "B": "C"}, context="An abstract.", plain=True)
+    assert [m["role"] for m in msgs] == ["user"]
+    assert msgs[0]["content"].split("\n\n") == ["Context: An abstract.", "Which vitamin?", "A. B12\nB. C", PLAIN_INSTRUCTION]
+    assert "THINK" not in msgs[0]["content"]
+    # the suite's prompt asks the same question in the same words, only the instruction and the system prompt differ
+    suite = mcq_prompt(" Which vitamin? ", {"A": "B12", "B": "C"}, context="An abstract.")[1]["content"]
+    assert suite.replace(MCQ_INSTRUCTION, PLAIN_INSTRUCTION) == msgs[0]["content"]

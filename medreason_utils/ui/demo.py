@@ -11,7 +11,7 @@
   parser) and drawn by :func:`medreason_utils.ui.html.render_response_html`: the reasoning goes in
   a collapsible block, the answer is highlighted, and a completion that is not strictly
   well-formed is flagged as malformed, with the tags that are wrong.
-* Optional retrieval (:mod:`medreason_utils.retrieval`): the top-k passages are shown beside the
+* Optional retrieval (:mod:`medreason_utils.ui.retrieval`): the top-k passages are shown beside the
   answer and put in the prompt.
 
 This is a research demonstration, not a medical device: :data:`~medreason_utils.ui.html.DISCLAIMER` is shown with every answer.
@@ -122,7 +122,7 @@ def demo_questions(n: int = 8, *, max_chars: int = 160) -> list[str]:
 def build_messages(question: str, hits: Sequence[Any] | None = None, *, tags: Tags = DEFAULT_TAGS) -> list[dict]:
     """The chat prompt: the suite's system prompt and the question, with retrieved passages before it when given.
 
-    Passages are given as ``[i] Title: text`` lines (:func:`medreason_utils.retrieval.format_context`)
+    Passages are given as ``[i] Title: text`` lines (:func:`medreason_utils.ui.retrieval.format_context`)
     with an instruction to use them only where relevant. Raises ``ValueError`` for a blank question.
     """
     if not hits:
@@ -233,7 +233,7 @@ class DemoApp:
     Args:
         model, tokenizer: from :func:`load_demo_model`.
         adapter: the adapter path or hub id shown in the header (informational).
-        index: a :class:`medreason_utils.retrieval.PassageIndex`; ``None`` builds the shipped one
+        index: a :class:`medreason_utils.ui.retrieval.PassageIndex`; ``None`` builds the shipped one
             the first time retrieval is used.
         questions: example questions (default :func:`demo_questions`).
         update_every_s: least time between two redraws while streaming (seconds).
