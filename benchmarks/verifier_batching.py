@@ -93,7 +93,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from medreason_utils.verifier import HuatuoLocalVerifier
+    from medreason_utils.verifiers import HuatuoLocalVerifier
 
     transformers.logging.set_verbosity_error()  # no load reports for the partial (2-layer) checkpoint
 

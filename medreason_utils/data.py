@@ -7,51 +7,59 @@ tests use), or ``"sample:NAME"`` for the small real samples shipped in the packa
 
 * SFT conversations (``messages``) from FreedomIntelligence/medical-o1-reasoning-SFT
   (columns ``Question``, ``Complex_CoT``, ``Response``);
-* GRPO prompts (``prompt``, ``answer``, ``question``) from
+* question prompts (``prompt``, ``answer``, ``question``) from
   FreedomIntelligence/medical-o1-verifiable-problem (``Open-ended Verifiable Question``,
-  ``Ground-True Answer``);
-* multiple-choice items (``question``, ``options``, ``answer`` letter, ``answer_text``,
-  ``prompt``) from MedQA-USMLE (GBaker/MedQA-USMLE-4-options) and MedMCQA
-  (openlifescienceai/medmcqa, ``cop`` 0-3).
+  ``Ground-True Answer``): what GRPO trains on and format compliance is measured on.
 
-A bad row (missing or empty field, answer letter not among the options) raises
-:class:`DataError` naming the source, the row index and the field; with ``on_bad_row="skip"``
-it is skipped and counted in the returned :class:`MappingReport`.
+Multiple-choice benchmarks (their hub ids, row layouts and the mapping to items) are defined in
+:mod:`medreason_utils.evaluation.benchmarks`, which uses :func:`map_rows` and :func:`require_field`.
+
+A bad row (missing or empty field) raises :class:`DataError` naming the source, the row index and
+the field; with ``on_bad_row="skip"`` it is skipped and counted in the returned
+:class:`MappingReport`. JSON Lines files are read by one reader, :func:`read_jsonl`, whose errors
+name the file and the line.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping
 
-from .prompts import DEFAULT_TAGS, OPTION_LETTERS, Tags, grpo_prompt, mcq_prompt, normalise_options, sft_messages
+from .parsing import normalize_answer
+from .prompts import DEFAULT_TAGS, Tags, question_prompt, sft_messages
 
 __all__ = [
     "DataError",
     "MappingReport",
     "SAMPLES_DIR",
     "HUB_IDS",
+    "OnBadRow",
     "sample_path",
+    "read_jsonl",
     "load_rows",
     "cap_text",
+    "require_field",
+    "map_rows",
     "to_sft_conversations",
-    "to_grpo_prompts",
-    "to_mcq_items",
-    "MCQ_LAYOUTS",
+    "to_question_prompts",
     "split_train_heldout",
+    "question_key",
     "exclude_questions",
 ]
 
+log = logging.getLogger(__name__)
+
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
-#: Hub ids (and config, split) of the datasets the notebooks use by default on a GPU.
+#: Hub ids (and config, split) of the training datasets, by the short names the GPU recipes use.
+#: (Benchmarks: :data:`medreason_utils.evaluation.benchmarks.BENCHMARKS`.)
 HUB_IDS: dict[str, tuple[str, str | None, str]] = {
     "medical_o1_sft": ("FreedomIntelligence/medical-o1-reasoning-SFT", "en", "train"),
     "medical_o1_verifiable": ("FreedomIntelligence/medical-o1-verifiable-problem", None, "train"),
-    "medqa": ("GBaker/MedQA-USMLE-4-options", None, "test"),
-    "medmcqa": ("openlifescienceai/medmcqa", None, "validation"),
 }
 
 OnBadRow = Literal["raise", "skip"]
@@ -91,6 +99,53 @@ def sample_path(name: str) -> Path:
 _LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+def read_jsonl(
+    path: str | Path, *, allow_truncated_tail: bool = False, check: Callable[[dict], None] | None = None
+) -> list[dict]:
+    """The rows of a JSON Lines file: one JSON object per line, blank lines skipped.
+
+    The one reader of JSONL in the package (data files, shipped samples, passages, playground
+    examples, evaluation records), with one error policy: a line that is not a JSON object
+    raises :class:`DataError` naming the file and the line (1-based), ``"file.jsonl:7: ..."``.
+
+    Args:
+        path: the file (UTF-8).
+        allow_truncated_tail: a last line cut short (an append interrupted by a disconnect, as
+            the evaluation's resumable records can be: no newline at its end) is skipped with a
+            warning instead of raising.
+        check: called on every row; a ``ValueError`` it raises becomes a :class:`DataError` naming
+            the file and the line (e.g. a required field that is missing).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist. DataError: as above.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    # split on "\n" only: str.splitlines() also splits on U+2028 and other separators a JSON string may hold
+    lines = path.read_text(encoding="utf-8").split("\n")
+    rows = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if allow_truncated_tail and k == len(lines) - 1:
+                log.warning("%s:%d: last line is incomplete (interrupted write); skipped", path, k + 1)
+                continue
+            raise DataError(f"{path}:{k + 1}: not JSON ({exc})") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{k + 1}: expected a JSON object, got {type(row).__name__}")
+        if check is not None:
+            try:
+                check(row)
+            except ValueError as exc:
+                raise DataError(f"{path}:{k + 1}: {exc}") from exc
+        rows.append(row)
+    return rows
+
+
 def load_rows(
     source: str | Path,
     *,
@@ -102,14 +157,15 @@ def load_rows(
 
     Args:
         source: a hub id (``"GBaker/MedQA-USMLE-4-options"``), a key of :data:`HUB_IDS`
-            (``"medqa"``), a local ``.json``/``.jsonl``/``.csv``/``.parquet`` path with the hub's
-            columns, or ``"sample:NAME"`` for a shipped sample.
+            (``"medical_o1_sft"``), a local ``.json``/``.jsonl``/``.csv``/``.parquet`` path with the
+            hub's columns (``.jsonl`` through :func:`read_jsonl`), or ``"sample:NAME"`` for a shipped sample.
         split: hub split (default from :data:`HUB_IDS`, else ``"train"``); ignored for local files.
         config: hub config name (default from :data:`HUB_IDS`).
         limit: keep the first ``limit`` rows.
 
     Raises:
         FileNotFoundError: a path-like source (has a known suffix or ``sample:``) that does not exist.
+        DataError: a ``.jsonl`` line that is not a JSON object (naming file and line).
         Whatever ``datasets.load_dataset`` raises for an unknown hub id or no network.
     """
     import datasets
@@ -124,7 +180,10 @@ def load_rows(
         if not path.is_file():
             raise FileNotFoundError(f"data file {path} does not exist")
         builder = _LOCAL_BUILDERS.get(path.suffix.lower(), "json")
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        if path.suffix.lower() == ".jsonl":
+            ds = datasets.Dataset.from_list(read_jsonl(path))
+        else:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     else:
         hub_id, default_config, default_split = HUB_IDS.get(src, (src, None, "train"))
         ds = datasets.load_dataset(hub_id, config or default_config, split=split or default_split)
@@ -142,7 +201,7 @@ def cap_text(text: str, max_tokens: int | None, tokenizer=None) -> str:
     Units are tokens of ``tokenizer`` (whitespace words when ``tokenizer`` is None). When no
     sentence end lies in the second half of the allowed span, the cut is at the token limit.
     ``max_tokens=None`` returns ``text`` unchanged. Used to fit medical-o1 rows (489-1143
-    tokens for SmolLM2, median 745) into short CPU training rows; see ``../shared/notes/cpu-path.md``.
+    tokens for SmolLM2, median 745) into short CPU training rows; see ``docs/cpu-path.md``.
     """
     if max_tokens is None or not text:
         return text
@@ -163,7 +222,9 @@ def cap_text(text: str, max_tokens: int | None, tokenizer=None) -> str:
     return head[:cut].strip()
 
 
-def _field(row: Mapping, key: str, source: str, index: int) -> str:
+def require_field(row: Mapping, key: str, source: str, index: int) -> str:
+    """``row[key]`` stripped (dicts and lists as they are); raises :class:`DataError` naming ``source``,
+    the row ``index`` and the field when it is missing, ``None`` or blank."""
     if key not in row:
         raise DataError(f"{source} row {index}: field {key!r} is missing (columns: {sorted(row)})")
     value = row[key]
@@ -172,9 +233,15 @@ def _field(row: Mapping, key: str, source: str, index: int) -> str:
     return str(value).strip() if not isinstance(value, (dict, list)) else value
 
 
-def _map_rows(
+def map_rows(
     rows: Iterable[Mapping], fn: Callable[[Mapping, int], dict], source: str, on_bad_row: OnBadRow
 ) -> tuple[Any, MappingReport]:
+    """Apply ``fn(row, index)`` to every row: ``(datasets.Dataset of the results, MappingReport)``.
+
+    A row for which ``fn`` raises ``DataError``/``ValueError``/``TypeError`` raises a
+    :class:`DataError` naming ``source`` and the row (``on_bad_row="raise"``), or is skipped and
+    counted (``"skip"``). Raises ``ValueError`` for another ``on_bad_row``.
+    """
     import datasets
 
     if on_bad_row not in ("raise", "skip"):
@@ -248,9 +315,9 @@ def to_sft_conversations(
     _need_tokenizer(tokenizer, max_prompt_tokens, max_total_tokens)
 
     def fn(row: Mapping, i: int) -> dict:
-        q = _field(row, question_col, source, i)
-        cot = cap_text(_field(row, reasoning_col, source, i), max_reasoning_tokens, tokenizer)
-        resp = cap_text(_field(row, response_col, source, i), max_response_tokens, tokenizer)
+        q = require_field(row, question_col, source, i)
+        cot = cap_text(require_field(row, reasoning_col, source, i), max_reasoning_tokens, tokenizer)
+        resp = cap_text(require_field(row, response_col, source, i), max_response_tokens, tokenizer)
         messages = sft_messages(q, cot, resp, tags=tags, system=system)
         _check_tokens(tokenizer, messages[:-1], max_prompt_tokens, "prompt", "max_prompt_tokens", source, i, True)
         _check_tokens(tokenizer, messages, max_total_tokens, "row", "max_total_tokens", source, i, False)
@@ -258,10 +325,10 @@ def to_sft_conversations(
             return {"messages": messages}
         return {"prompt": messages[:-1], "completion": messages[-1:]}
 
-    return _map_rows(rows, fn, source, on_bad_row)
+    return map_rows(rows, fn, source, on_bad_row)
 
 
-def to_grpo_prompts(
+def to_question_prompts(
     rows: Iterable[Mapping],
     *,
     question_col: str = "Open-ended Verifiable Question",
@@ -269,11 +336,13 @@ def to_grpo_prompts(
     tags: Tags = DEFAULT_TAGS,
     system: str | None = None,
     on_bad_row: OnBadRow = "raise",
-    source: str = "grpo data",
+    source: str = "question data",
     tokenizer=None,
     max_prompt_tokens: int | None = None,
 ):
-    """Map medical-o1-verifiable-problem rows to GRPO prompts.
+    """Map question/answer rows to generation prompts: GRPO's prompts (medical-o1-verifiable-problem,
+    the default columns) or held-out questions for format compliance (medical-o1 SFT rows with
+    ``question_col="Question"``).
 
     Returns ``(dataset, report)``; the dataset has ``prompt`` (conversational, no assistant turn),
     ``answer`` (the reference answer the correctness reward reads) and ``question``. A prompt longer
@@ -284,186 +353,13 @@ def to_grpo_prompts(
     _need_tokenizer(tokenizer, max_prompt_tokens)
 
     def fn(row: Mapping, i: int) -> dict:
-        q = _field(row, question_col, source, i)
-        a = _field(row, answer_col, source, i)
-        prompt = grpo_prompt(q, tags=tags, system=system)
+        q = require_field(row, question_col, source, i)
+        a = require_field(row, answer_col, source, i)
+        prompt = question_prompt(q, tags=tags, system=system)
         _check_tokens(tokenizer, prompt, max_prompt_tokens, "prompt", "max_prompt_tokens", source, i, True)
         return {"prompt": prompt, "answer": a, "question": q}
 
-    return _map_rows(rows, fn, source, on_bad_row)
-
-
-def _medqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, dict]:
-    q = _field(row, "question", source, i)
-    options = row.get("options")
-    if not options:
-        raise DataError(f"{source} row {i}: field 'options' is missing or empty")
-    if isinstance(options, str):  # some exports keep the dict as a JSON/Python literal
-        import ast
-
-        try:
-            options = ast.literal_eval(options)
-        except (ValueError, SyntaxError) as exc:
-            raise DataError(f"{source} row {i}: field 'options' is not a mapping: {options[:80]!r}") from exc
-    letter = _field(row, "answer_idx", source, i).upper()
-    return q, options, letter, {"subject": row.get("meta_info")}
-
-
-def _medmcqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, dict]:
-    q = _field(row, "question", source, i)
-    options = {L: _field(row, f"op{L.lower()}", source, i) for L in "ABCD"}
-    cop = row.get("cop")
-    try:
-        cop_i = int(cop)
-    except (TypeError, ValueError):
-        raise DataError(f"{source} row {i}: field 'cop' must be an integer 0-3, got {cop!r}") from None
-    if not 0 <= cop_i <= 3:
-        raise DataError(f"{source} row {i}: field 'cop' must be 0-3, got {cop_i}")
-    return q, options, "ABCD"[cop_i], {"subject": row.get("subject_name"), "id": row.get("id")}
-
-
-def _index_letter(value: Any, n_options: int, field_name: str, source: str, i: int) -> str:
-    try:
-        idx = int(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{source} row {i}: field {field_name!r} must be an integer 0-{n_options - 1}, got {value!r}") from None
-    if not 0 <= idx < n_options:
-        raise DataError(f"{source} row {i}: field {field_name!r} must be 0-{n_options - 1}, got {idx}")
-    return OPTION_LETTERS[idx]
-
-
-def _mmlu_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
-    """cais/mmlu: ``question``, ``choices`` (list of 4), ``answer`` (0-3), ``subject``."""
-    q = _field(row, "question", source, i)
-    choices = _field(row, "choices", source, i)
-    if not isinstance(choices, (list, tuple)):
-        raise DataError(f"{source} row {i}: field 'choices' must be a list, got {type(choices).__name__}")
-    return q, list(choices), _index_letter(row.get("answer"), len(choices), "answer", source, i), {"subject": row.get("subject")}
-
-
-_ANSWER_CHOICES = re.compile(r"\n\s*Answer Choices:.*\Z", flags=re.S)
-
-
-def _medxpertqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
-    """TsinghuaC3I/MedXpertQA (Text): ``question`` (ends with 'Answer Choices: (A) ...', cut here
-    because the prompt renders the options), ``options`` (A-J), ``label``, ``medical_task``."""
-    q = _ANSWER_CHOICES.sub("", _field(row, "question", source, i)).strip()
-    options = _field(row, "options", source, i)
-    return q, options, _field(row, "label", source, i), {"subject": row.get("medical_task"), "id": row.get("id")}
-
-
-#: PubMedQA's three answers, as options A-C.
-PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
-
-
-def _pubmedqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
-    """qiaojin/PubMedQA pqa_labeled: ``question``, ``context.contexts`` (abstract without its
-    conclusion, given as context), ``final_decision`` yes/no/maybe -> options A/B/C."""
-    q = _field(row, "question", source, i)
-    ctx = row.get("context")
-    parts = ctx.get("contexts") if isinstance(ctx, Mapping) else ctx
-    if isinstance(parts, str):
-        parts = [parts]
-    if not parts:
-        raise DataError(f"{source} row {i}: field 'context.contexts' is missing or empty")
-    decision = _field(row, "final_decision", source, i).lower()
-    letters = {v: k for k, v in PUBMEDQA_OPTIONS.items()}
-    if decision not in letters:
-        raise DataError(f"{source} row {i}: field 'final_decision' must be yes/no/maybe, got {decision!r}")
-    extra = {"context": "\n".join(str(p) for p in parts), "id": row.get("pubid")}
-    return q, dict(PUBMEDQA_OPTIONS), letters[decision], extra
-
-
-def _mmlu_pro_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
-    """TIGER-Lab/MMLU-Pro: ``question``, ``options`` (list of up to 10), ``answer`` letter
-    (or ``answer_index``), ``category``, ``question_id``."""
-    q = _field(row, "question", source, i)
-    options = _field(row, "options", source, i)
-    if not isinstance(options, (list, tuple)):
-        raise DataError(f"{source} row {i}: field 'options' must be a list, got {type(options).__name__}")
-    letter = row.get("answer")
-    if not (isinstance(letter, str) and letter.strip()):
-        letter = _index_letter(row.get("answer_index"), len(options), "answer_index", source, i)
-    return q, list(options), letter, {"subject": row.get("category"), "id": row.get("question_id")}
-
-
-def _gpqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
-    """Idavidrein/gpqa: ``Question``, ``Correct Answer``, ``Incorrect Answer 1-3``,
-    ``Subdomain``, ``Record ID``. GPQA ships the answers unordered; they are placed in an order
-    fixed by a hash of the record id (or question), so every run and every model sees the same
-    letters."""
-    import hashlib
-    import random
-
-    q = _field(row, "Question", source, i)
-    answers = [_field(row, "Correct Answer", source, i)] + [_field(row, f"Incorrect Answer {k}", source, i) for k in (1, 2, 3)]
-    key = str(row.get("Record ID") or q)
-    order = list(range(4))
-    random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)).shuffle(order)
-    options = [answers[j] for j in order]
-    return q, options, OPTION_LETTERS[order.index(0)], {"subject": row.get("Subdomain"), "id": row.get("Record ID")}
-
-
-#: Row layouts of multiple-choice datasets: name -> function(row, source, index) -> (question, options, letter, extra).
-#: ``extra`` may hold ``subject``, ``id`` and ``context`` (shown before the question).
-MCQ_LAYOUTS: dict[str, Callable[[Mapping, str, int], tuple[str, Any, str, dict]]] = {
-    "medqa": _medqa_layout,  # GBaker/MedQA-USMLE-4-options; also the medical-o1 MCQ sample
-    "medmcqa": _medmcqa_layout,  # openlifescienceai/medmcqa
-    "mmlu": _mmlu_layout,  # cais/mmlu
-    "medxpertqa": _medxpertqa_layout,  # TsinghuaC3I/MedXpertQA, config Text
-    "pubmedqa": _pubmedqa_layout,  # qiaojin/PubMedQA, config pqa_labeled
-    "mmlu_pro": _mmlu_pro_layout,  # TIGER-Lab/MMLU-Pro
-    "gpqa": _gpqa_layout,  # Idavidrein/gpqa
-}
-
-
-def to_mcq_items(
-    rows: Iterable[Mapping],
-    layout: str | Callable[[Mapping, str, int], tuple[str, Any, str, dict]],
-    *,
-    tags: Tags = DEFAULT_TAGS,
-    system: str | None = None,
-    on_bad_row: OnBadRow = "raise",
-    source: str | None = None,
-):
-    """Map multiple-choice rows to items with a prompt.
-
-    Args:
-        layout: a key of :data:`MCQ_LAYOUTS` or a function ``(row, source, index) -> (question,
-            options, gold_letter, extra_fields)``.
-
-    Returns ``(dataset, report)``; columns ``id`` (row index unless the data has one),
-    ``question``, ``options`` (``{letter: text}``), ``answer`` (gold letter), ``answer_text``,
-    ``subject`` (or None), ``context`` (or None; e.g. a PubMedQA abstract), ``prompt`` (conversational). A gold letter not among the options is a bad row.
-    """
-    if isinstance(layout, str):
-        if layout not in MCQ_LAYOUTS:
-            raise KeyError(f"unknown multiple-choice layout {layout!r}; known: {sorted(MCQ_LAYOUTS)}")
-        layout_fn = MCQ_LAYOUTS[layout]
-        src = source or layout
-    else:
-        layout_fn, src = layout, source or getattr(layout, "__name__", "mcq data")
-
-    def fn(row: Mapping, i: int) -> dict:
-        q, options, letter, extra = layout_fn(row, src, i)
-        opts = normalise_options(options)
-        letter = str(letter).strip().upper()
-        if letter not in opts:
-            raise DataError(f"{src} row {i}: answer letter {letter!r} is not among the options {list(opts)}")
-        item = {
-            "id": str(extra.get("id") if extra.get("id") is not None else i),
-            "question": q,
-            # letters A up to the last one used (at least A-D, so 4- and 5-option rows share columns)
-            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, OPTION_LETTERS.index(max(opts)) + 1)]},
-            "answer": letter,
-            "answer_text": opts[letter],
-            "subject": extra.get("subject"),
-            "context": extra.get("context"),
-            "prompt": mcq_prompt(q, opts, tags=tags, system=system, context=extra.get("context")),
-        }
-        return item
-
-    return _map_rows(rows, fn, src, on_bad_row)
+    return map_rows(rows, fn, source, on_bad_row)
 
 
 def split_train_heldout(dataset, n_heldout: int, *, seed: int = 0):
@@ -477,14 +373,21 @@ def split_train_heldout(dataset, n_heldout: int, *, seed: int = 0):
     return parts["train"], parts["test"]
 
 
+def question_key(question: Any) -> str:
+    """What makes two questions "the same question": equal after :func:`~medreason_utils.parsing.normalize_answer`
+    (NFKC, lower case, punctuation and articles removed, whitespace collapsed). Used to keep held-out
+    questions out of GRPO and, as the exact match of decontamination, evaluation items out of training."""
+    return normalize_answer(str(question))
+
+
 def exclude_questions(dataset, questions: Iterable[str], *, column: str = "question"):
-    """Drop rows whose ``column`` equals one of ``questions`` after whitespace and case folding.
+    """Drop rows whose ``column`` is the same question (:func:`question_key`) as one of ``questions``.
 
     Used to keep the questions held out for format compliance out of GRPO. Returns
     ``(dataset, n_dropped)``. Raises ``KeyError`` naming the column when it is missing.
     """
     if column not in dataset.column_names:
         raise KeyError(f"column {column!r} not in dataset columns {dataset.column_names}")
-    banned = {" ".join(str(q).lower().split()) for q in questions}
-    keep = [i for i, q in enumerate(dataset[column]) if " ".join(str(q).lower().split()) not in banned]
+    banned = {question_key(q) for q in questions}
+    keep = [i for i, q in enumerate(dataset[column]) if question_key(q) not in banned]
     return dataset.select(keep), len(dataset) - len(keep)

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 __all__ = [
     "render_prompts",
+    "require_seed",
+    "decoding_kwargs",
     "generate_completions",
     "sample_completions",
     "uses_vllm",
@@ -52,6 +54,27 @@ def render_prompts(tokenizer, prompts: Sequence[Sequence[dict]], chat_template_k
         if not p or not all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
             raise ValueError(f"prompt {i} is not a list of {{'role', 'content'}} messages: {str(p)[:80]}")
         out.append(tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True, **kw))
+    return out
+
+
+def require_seed(temperature: float | None, seed: int | None) -> None:
+    """Raise ``ValueError`` when sampling (``temperature > 0``) is asked without a ``seed``: a run
+    must be reproducible. The one check every generation path makes."""
+    if temperature and temperature > 0 and seed is None:
+        raise ValueError("sampling (temperature > 0) needs a seed so the run can be reproduced")
+
+
+def decoding_kwargs(temperature: float | None, top_p: float = 1.0, repetition_penalty: float | None = None) -> dict[str, Any]:
+    """transformers ``generate`` keywords for greedy (``temperature`` 0 or None: ``do_sample=False``,
+    the model's sampling defaults cleared) or sampling (``do_sample=True`` with ``temperature`` and
+    ``top_p``), plus ``repetition_penalty`` when given. Shared by batched generation and the demo's stream."""
+    out: dict[str, Any]
+    if temperature and temperature > 0:
+        out = dict(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        out = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if repetition_penalty:
+        out["repetition_penalty"] = repetition_penalty
     return out
 
 
@@ -99,8 +122,7 @@ def generate_completions(
             vLLM engine cannot see its LoRA (see :func:`~medreason_utils.vllm_backend.default_lora_request`).
         AdapterNotAttachableError, FileNotFoundError: the adapter cannot be attached to the vLLM engine.
     """
-    if temperature and temperature > 0 and seed is None:
-        raise ValueError("sampling (temperature > 0) needs a seed so the run can be reproduced")
+    require_seed(temperature, seed)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts = render_prompts(tokenizer, prompts, chat_template_kwargs)
@@ -130,13 +152,8 @@ def generate_completions(
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[str | None] = [None] * len(texts)
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-    if temperature and temperature > 0:
-        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-    else:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if repetition_penalty:
-        gen_kwargs["repetition_penalty"] = repetition_penalty
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                                   **decoding_kwargs(temperature, top_p, repetition_penalty)}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -239,12 +256,13 @@ class LocalBackend:
 class OpenAIChatBackend:
     """Any OpenAI-compatible chat-completions server (vLLM, SGLang, ``transformers serve``).
 
-    Requests run on ``concurrency`` threads at most (a bound the server sees as in-flight
-    requests); each has a ``timeout`` in seconds and is retried ``retries`` times on a connection
-    error, a timeout, a 5xx/429 answer or malformed JSON, with 1 s, 2 s, 4 s ... between tries
-    (the HTTP helper the served verifiers use, :func:`medreason_utils.verifiers_http.post_json`).
-    The API key comes from the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``)
-    or Colab secrets; none is sent when unset, and it is never printed.
+    Requests go through the ``openai`` client
+    (:func:`medreason_utils.verifiers.http.openai_client`) and run on ``concurrency`` threads at
+    most (a bound the server sees as in-flight requests); each has a ``timeout`` in seconds and is
+    retried ``retries`` times by the client (connection errors, timeouts, 408/409/429/5xx, with
+    exponential backoff from 0.5 s). The API key comes from the environment variable
+    ``api_key_env`` (default ``OPENAI_API_KEY``) or Colab secrets; without one the placeholder
+    ``EMPTY`` is sent (local servers ignore it); it is never printed.
 
     Args:
         base_url: e.g. ``"http://127.0.0.1:8000/v1"`` (the ``/chat/completions`` path is appended).
@@ -257,7 +275,8 @@ class OpenAIChatBackend:
                  api_key_env: str = "OPENAI_API_KEY", extra_body: dict | None = None, name: str | None = None):
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.model = model
         self.concurrency = concurrency
         self.batch_size = concurrency * 4  # prompts per chunk handed to generate() by evaluate_models
@@ -267,23 +286,20 @@ class OpenAIChatBackend:
         self.extra_body = dict(extra_body or {})
         self.name = name or model
 
-    def _headers(self) -> dict:
-        from .verifiers_http import resolve_api_key
-
-        key = resolve_api_key(self.api_key_env)  # environment or Colab secrets; never printed
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
     def _one(self, client, index: int, messages: list[dict], body: dict) -> str:
-        from .verifiers_http import VerifierHTTPError, post_json
+        from .verifiers.http import openai_error
 
         try:
-            data = post_json(client, self.url, {**body, "messages": messages}, retries=self.retries, backoff_s=1.0)
-        except VerifierHTTPError as exc:
-            raise GenerationError(f"item {index}: {self.url} (model {self.model!r}) failed: {exc}") from exc
+            reply = client.chat.completions.create(messages=messages, **body)
+        except Exception as exc:
+            err = openai_error(exc, self.url, self.timeout)
+            if err is None:
+                raise
+            raise GenerationError(f"item {index}: {self.url} (model {self.model!r}) failed: {err}") from exc
         try:
-            return data["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
-            raise GenerationError(f"item {index}: {self.url} answered without choices[0].message.content: {str(data)[:200]!r}") from exc
+            return reply.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise GenerationError(f"item {index}: {self.url} answered without choices[0].message.content: {str(reply)[:200]!r}") from exc
 
     def generate(self, prompts: Sequence[Sequence[dict] | str], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
@@ -294,21 +310,23 @@ class OpenAIChatBackend:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        import httpx
         from tqdm.auto import tqdm
 
-        if temperature and temperature > 0 and seed is None:
-            raise ValueError("sampling (temperature > 0) needs a seed so the run can be reproduced")
+        from .verifiers.http import openai_client
+
+        require_seed(temperature, seed)
         body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": float(temperature or 0.0),
-                                "stream": False, **self.extra_body}
+                                "stream": False}
         if temperature and temperature > 0:
             body["top_p"] = top_p
         if seed is not None:
             body["seed"] = seed
+        if self.extra_body:
+            body["extra_body"] = dict(self.extra_body)
         messages = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        with httpx.Client(timeout=self.timeout, limits=limits, headers=self._headers()) as client, \
-                ThreadPoolExecutor(max_workers=self.concurrency) as pool, \
+        client = openai_client(self.base_url, api_key_env=self.api_key_env, timeout_s=self.timeout, retries=self.retries,
+                               require_key=False)
+        with client, ThreadPoolExecutor(max_workers=self.concurrency) as pool, \
                 tqdm(total=len(messages), desc=desc, disable=not progress) as bar:
             futures = [pool.submit(self._one, client, i, m, body) for i, m in enumerate(messages)]
             out = []

@@ -37,6 +37,7 @@ __all__ = [
     "default_model_dir",
     "portable_tokenizer_config",
     "resolve_model_name",
+    "is_hub_id",
     "load_model",
     "add_lora",
     "load_adapter_weights",
@@ -298,6 +299,13 @@ def resolve_model_name(name: str | None, runtime: RuntimeInfo | None = None) -> 
     if name == OFFLINE_MODEL_NAME:
         return str(default_model_dir())
     return BASE_MODELS.get(name.lower(), name)
+
+
+def is_hub_id(name: str | Path) -> bool:
+    """True when ``name`` reads as a hub repository id ``owner/name`` and is not a local path
+    (one ``/``, not starting with ``.``, ``/`` or ``~``, and no such file or folder here)."""
+    s = str(name)
+    return s.count("/") == 1 and not s.startswith((".", "/", "~")) and not Path(s).expanduser().exists()
 
 
 def _adapter_config(adapter: str | Path) -> dict | None:

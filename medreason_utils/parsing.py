@@ -301,7 +301,7 @@ def choice_from_completion(
     prefilled_think: bool = False,
     tags: Tags = DEFAULT_TAGS,
 ) -> tuple[str | None, ParsedCompletion]:
-    """The primary multiple-choice reading of a completion, shared by ``mcq_accuracy_reward`` and evaluation.
+    """The primary multiple-choice reading of a completion, shared by ``mcq_exact_match_reward`` and evaluation.
 
     Returns ``(letter or None, parsed)``: the letter comes from the ANSWER block only
     (``extract_choice(parse_completion(completion).answer, options)``), whatever the format.

@@ -18,10 +18,11 @@ __all__ = [
     "system_prompt",
     "format_response",
     "sft_messages",
-    "grpo_prompt",
+    "question_prompt",
     "render_options",
     "normalise_options",
     "MCQ_INSTRUCTION",
+    "PLAIN_INSTRUCTION",
     "mcq_prompt",
 ]
 
@@ -124,8 +125,12 @@ def sft_messages(
     return messages
 
 
-def grpo_prompt(question: str, *, tags: Tags = DEFAULT_TAGS, system: str | None = None) -> list[dict]:
-    """A GRPO / generation prompt: system and user messages, no assistant turn."""
+def question_prompt(question: str, *, tags: Tags = DEFAULT_TAGS, system: str | None = None) -> list[dict]:
+    """A generation prompt for an open question: system (the grammar) and user messages, no assistant turn.
+
+    What GRPO trains on, what format compliance is measured on, what the playground and the demo ask.
+    Raises ``ValueError`` for a blank question.
+    """
     return _base_messages(question, system, tags)
 
 
@@ -163,6 +168,8 @@ def normalise_options(options: Mapping[str, str | None] | Sequence[str]) -> dict
 
 
 MCQ_INSTRUCTION = "Choose the single best option. In the answer, give the letter of the option and its text."
+#: Instruction of the plain prompt (no grammar, no system prompt): scores a model with its own chat template.
+PLAIN_INSTRUCTION = "Answer with the letter of the correct option."
 
 
 def mcq_prompt(
@@ -172,8 +179,15 @@ def mcq_prompt(
     tags: Tags = DEFAULT_TAGS,
     system: str | None = None,
     context: str | None = None,
+    plain: bool = False,
 ) -> list[dict]:
     """A multiple-choice prompt: the question, optional context (e.g. a PubMedQA abstract), options as ``A. text``.
+
+    ``plain=False`` (the suite's prompt): the system prompt with the response grammar, then the
+    user message ending with :data:`MCQ_INSTRUCTION`. ``plain=True``: one user message ending
+    with :data:`PLAIN_INSTRUCTION`, no system prompt and no grammar (``tags`` and ``system`` are
+    not used), so a base model is scored with its own chat template and the gain of training is
+    not confused with the gain of the suite's template.
 
     Raises ``ValueError`` when the question is not a non-blank string, or for bad options (see
     :func:`normalise_options`).
@@ -185,5 +199,7 @@ def mcq_prompt(
         parts.append(f"Context: {context.strip()}")
     parts.append(question.strip())
     parts.append(render_options(options))
-    parts.append(MCQ_INSTRUCTION)
+    parts.append(PLAIN_INSTRUCTION if plain else MCQ_INSTRUCTION)
+    if plain:
+        return [{"role": "user", "content": "\n\n".join(parts)}]
     return _base_messages("\n\n".join(parts), system, tags)

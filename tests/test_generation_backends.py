@@ -125,7 +125,8 @@ def test_transformers_serve_matches_local_greedy(tmp_path):
     the local transformers backend's, and evaluate_models runs through it."""
     import httpx
 
-    from medreason_utils.data import load_rows, to_mcq_items
+    from medreason_utils.data import load_rows
+    from medreason_utils.evaluation.benchmarks import to_mcq_items
     from medreason_utils.evaluation import evaluate_models
     from medreason_utils.models import default_model_dir, load_model
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from medreason_utils.notebook_cells import NOTEBOOKS, check
+from medreason_utils.pipeline.notebook_cells import NOTEBOOKS, check
 from medreason_utils.config import repo_root
 
 NB_DIR = repo_root() / "notebooks"
@@ -61,60 +61,37 @@ def test_parameters_cell_is_first_code_cell_after_setup_and_every_step_has_markd
     assert len(md) * 2 >= len(code)
 
 
-def _config_kwargs(cls_name: str) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for path in PATHS:
-        for src in _code_cells(path):
-            for node in ast.walk(ast.parse(_python(src))):
-                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == cls_name:
-                    found.setdefault(path.name, set()).update(k.arg for k in node.keywords if k.arg)
-    return found
+def test_settings_come_from_one_config_object_and_no_cell_falls_back_to_the_runtime_preset():
+    """Notebooks 01-03 read RECIPE/OVERRIDES into one CONFIG (load_stage_config) and never pick a
+    value with `x or RUNTIME.preset[...]` in a cell (the recipe of the machine class holds it)."""
+    for path, stage in zip(PATHS[:3], ("sft", "grpo", "eval")):
+        nb = nbformat.read(str(path), as_version=4)
+        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        declared = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(params.source).body if isinstance(n, ast.Assign)}
+        assert declared["RECIPE"] is None and declared["OVERRIDES"] == {}
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert f'load_stage_config("{stage}", RECIPE, RUNTIME, OVERRIDES, run_dir=RUN_DIR)' in code
+        assert "RUNTIME.preset" not in code and "resolve(" not in code
 
 
-@pytest.mark.parametrize("cls_name", ["SFTConfig", "GRPOConfig"])
-def test_trl_accepts_the_config_kwargs_the_notebooks_pass(cls_name):
-    trl = pytest.importorskip("trl")
-    fields = {f.name for f in dataclasses.fields(getattr(trl, cls_name))}
-    used = _config_kwargs(cls_name)
-    assert used, f"no notebook calls {cls_name}(...)"
-    for name, kwargs in used.items():
-        unknown = sorted(kwargs - fields)
-        assert not unknown, f"{name} passes {cls_name} keyword(s) the installed trl {trl.__version__} rejects: {unknown}"
+def test_grpo_notebook_trains_with_dr_grpo_no_kl_batch_scaling_from_its_config():
+    from medreason_utils.config import load_stage_config
+    from medreason_utils.training import grpo_config_kwargs
 
-
-def test_grpo_notebook_sets_dr_grpo_no_kl_batch_scaling():
     nb = nbformat.read(str(NB_DIR / "02_grpo_training.ipynb"), as_version=4)
-    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    call = next(
-        n for n in ast.walk(ast.parse(_python(src))) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "GRPOConfig"
-    )
-    kw = {k.arg: k.value for k in call.keywords}
-    assert ast.literal_eval(kw["beta"]) == 0.0
-    # loss_type, reward_weights and scale_rewards come from the playground's settings object (whose default is
-    # the parameters cell's SCALE_REWARDS), which refuses scale_rewards="group" under dr_grpo (issue 8, defect 10)
-    unpacked = [k.value for k in call.keywords if k.arg is None]
-    settings_call = next(v for v in unpacked if isinstance(v, ast.Call) and getattr(v.func, "attr", None) == "grpo_config_kwargs")
-    assert ast.literal_eval({k.arg: k.value for k in settings_call.keywords}["loss_type"]) == "dr_grpo"
-    assert "loss_type" not in kw
-    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    declared = {}
-    for node in ast.parse(params.source).body:
-        if isinstance(node, ast.Assign):
-            declared[node.targets[0].id] = ast.literal_eval(node.value)
-    assert declared["SCALE_REWARDS"] == "batch"
-    from medreason_utils.playground import RewardSettings
-
-    kwargs = RewardSettings(scale_rewards=declared["SCALE_REWARDS"], weights=tuple(declared["REWARD_WEIGHTS"])).grpo_config_kwargs()
-    assert kwargs["scale_rewards"] == "batch" and kwargs["loss_type"] == "dr_grpo"
-    trl = pytest.importorskip("trl")
-    assert set(kwargs) <= {f.name for f in dataclasses.fields(trl.GRPOConfig)}
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "RewardPlayground(CONFIG.rewards" in code and "CONFIG = CONFIG.replace(rewards=playground.settings)" in code
+    assert "grpo_trainer(model, tokenizer, grpo.prompts, CONFIG," in code
+    for machine in ("cpu", "t4", "a100"):
+        kw = grpo_config_kwargs(load_stage_config("grpo", machine), output_dir="x", runtime=None)
+        assert (kw["loss_type"], kw["beta"], kw["scale_rewards"]) == ("dr_grpo", 0.0, "batch"), machine
 
 
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     from medreason_utils.models import adapter_nonzero
-    from medreason_utils.pipeline import SMOKE_PARAMETERS, run_notebooks
+    from medreason_utils.pipeline.run import SMOKE_PARAMETERS, run_notebooks
 
     summary = run_notebooks(tmp_path / "run", parameters=SMOKE_PARAMETERS, progress=False)
     run = tmp_path / "run"
@@ -124,8 +101,12 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
         assert not errors, f"{name} has error outputs"
     sft, grpo, ev = summary["sft"], summary["grpo"], summary["eval"]
     assert sft["steps"] >= 1 and 0.0 <= sft["format_compliance_before"] <= 1.0 and 0.0 <= sft["format_compliance_after"] <= 1.0
-    assert sft["n_heldout_scored"] == SMOKE_PARAMETERS["01_sft_format.ipynb"]["N_HELDOUT"]
-    assert grpo["steps"] == SMOKE_PARAMETERS["02_grpo_training.ipynb"]["MAX_STEPS"]
+    assert sft["n_heldout_scored"] == SMOKE_PARAMETERS["01_sft_format.ipynb"]["OVERRIDES"]["n_heldout"]
+    assert grpo["steps"] == SMOKE_PARAMETERS["02_grpo_training.ipynb"]["OVERRIDES"]["max_steps"]
+    # the resolved configs are in the summary: the CPU recipe with the smoke overrides
+    assert sft["config"]["recipe"].startswith("recipes/cpu/sft.yaml + overrides") and sft["config"]["n_train"] == 8
+    assert grpo["config"]["rewards"]["scale_rewards"] == "batch" and grpo["config"]["loss_type"] == "dr_grpo"
+    assert ev["config"]["limit"] == SMOKE_PARAMETERS["03_evaluation.ipynb"]["OVERRIDES"]["limit"]
     history = grpo["reward_history"]
     for reward in ("strict_format_reward", "partial_format_reward", "correctness_reward"):
         assert len(history[reward]) == grpo["steps"], f"{reward} not logged every step"
@@ -139,8 +120,8 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     ns = {r["benchmark"]: set() for r in ev["table"]}
     for r in ev["table"]:
         ns[r["benchmark"]].add(r["n"])
-        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
-    assert all(len(v) == 1 and 0 < v.pop() <= SMOKE_PARAMETERS["03_evaluation.ipynb"]["LIMIT"] for v in ns.values())
+        assert r["ci_low"] <= r["exact_match"] <= r["ci_high"]
+    assert all(len(v) == 1 and 0 < v.pop() <= SMOKE_PARAMETERS["03_evaluation.ipynb"]["OVERRIDES"]["limit"] for v in ns.values())
     assert (run / "eval" / "results.png").is_file() and (run / "eval" / "results.md").is_file()
     assert summary["demo"]["checkpoint"].endswith("medreason-smollm2-135m-grpo")
     assert summary["timings_s"]["total"] > 0

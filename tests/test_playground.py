@@ -9,19 +9,18 @@ import statistics
 
 import pytest
 
-from medreason_utils import playground as pg_module
-from medreason_utils.playground import (
-    REWARD_NAMES,
+from medreason_utils.ui import playground as pg_module
+from medreason_utils.ui.playground import (
     RewardPlayground,
-    RewardSettings,
     join_completions,
     load_examples,
-    resolve_verifier,
     score_completions,
     split_completions,
 )
-from medreason_utils.rewards import CorrectnessTiers, compute_advantages
-from medreason_utils.verifier import RuleBasedVerifier
+from medreason_utils.rewards import CorrectnessTiers, RewardSettings, compute_advantages
+from medreason_utils.verifiers import RuleBasedVerifier
+
+REWARD_NAMES = RewardSettings().func_names
 
 MRSA = "Identify a drug that cannot be used to treat a methicillin-resistant Staphylococcus aureus (MRSA) infection."
 
@@ -83,21 +82,32 @@ def test_settings_build_reward_funcs_and_grpo_config(tmp_path):
     config = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], **s.grpo_config_kwargs())
     assert config.reward_weights == [1.0, 0.5, 2.0] and config.scale_rewards == "batch"
     assert json.loads(json.dumps(s.to_dict()))["weights"]["correctness_reward"] == 2.0
+    assert RewardSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     with pytest.raises(ValueError, match="weights needs 3"):
         RewardSettings(weights=(1.0, 1.0))
     with pytest.raises(ValueError, match="scale_rewards"):
         RewardSettings(scale_rewards="global")
 
 
-def test_resolve_verifier_specs():
-    assert isinstance(resolve_verifier("rule"), RuleBasedVerifier)
-    assert isinstance(resolve_verifier(None), RuleBasedVerifier)
+def test_make_verifier_specs():
+    from medreason_utils.verifiers import make_verifier
+
+    assert isinstance(make_verifier("rule"), RuleBasedVerifier)
+    assert isinstance(make_verifier(None), RuleBasedVerifier)
     v = RuleBasedVerifier()
-    assert resolve_verifier(v) is v
-    judge = resolve_verifier({"kind": "llm_judge", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    assert make_verifier(v) is v
+    judge = make_verifier({"kind": "llm_judge", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
     assert type(judge).__name__ == "LLMJudgeVerifier"  # built, not called: no request is sent
     with pytest.raises(ValueError, match="unknown"):
-        resolve_verifier({"kind": "no_such_verifier"})
+        make_verifier({"kind": "no_such_verifier"})
+
+
+def test_playground_edits_the_settings_object_it_was_given():
+    start = RewardSettings(max_unscored_fraction=0.9, weights=(1.0, 2.0, 3.0), verifier="rule")
+    pg = RewardPlayground(start, examples=load_examples())
+    assert pg.settings == start  # nothing lost on the way through the widgets (max_unscored_fraction has no control)
+    pg.strict_value.value = 1.0
+    assert pg.settings.max_unscored_fraction == 0.9 and pg.settings.strict_value == 1.0
 
 
 def test_split_and_join_completions_round_trip():
@@ -220,7 +230,7 @@ def test_playground_samples_from_the_model_and_builds_a_trainer(tmp_path, one_to
     from trl import GRPOConfig, GRPOTrainer
 
     from medreason_utils.models import load_model
-    from medreason_utils.prompts import grpo_prompt
+    from medreason_utils.prompts import question_prompt
 
     model, tokenizer = load_model()
     pg = RewardPlayground(model=model, tokenizer=tokenizer)
@@ -234,7 +244,7 @@ def test_playground_samples_from_the_model_and_builds_a_trainer(tmp_path, one_to
 
     pg.weights[0].value = 2.0
     s = pg.settings
-    train = Dataset.from_list([{"prompt": grpo_prompt(MRSA), "answer": "Cefaclor.", "question": MRSA}] * 2)
+    train = Dataset.from_list([{"prompt": question_prompt(MRSA), "answer": "Cefaclor.", "question": MRSA}] * 2)
     config = GRPOConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=8,
         max_steps=1, report_to=[], use_cpu=True, bf16=False, **s.grpo_config_kwargs(),

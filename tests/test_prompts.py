@@ -10,7 +10,7 @@ from medreason_utils.prompts import (
     MCQ_INSTRUCTION,
     Tags,
     format_response,
-    grpo_prompt,
+    question_prompt,
     mcq_prompt,
     normalise_options,
     render_options,
@@ -72,17 +72,17 @@ def test_sft_messages_without_system():
     assert [m["role"] for m in msgs] == ["user", "assistant"]
 
 
-def test_grpo_prompt_has_no_assistant_turn():
-    msgs = grpo_prompt("Q?")
+def test_question_prompt_has_no_assistant_turn():
+    msgs = question_prompt("Q?")
     assert [m["role"] for m in msgs] == ["system", "user"]
-    custom = grpo_prompt("Q?", system="Be brief.")
+    custom = question_prompt("Q?", system="Be brief.")
     assert custom[0] == {"role": "system", "content": "Be brief."}
 
 
 @pytest.mark.parametrize("question", ["", "   ", None, 3])
 def test_blank_question_raises(question):
     with pytest.raises(ValueError):
-        grpo_prompt(question)
+        question_prompt(question)
     with pytest.raises(ValueError):
         sft_messages(question, "r", "a")
     with pytest.raises(ValueError):
@@ -122,3 +122,15 @@ def test_mcq_prompt_without_context():
     user = mcq_prompt("Q?", ["x", "y"])[1]["content"]
     assert user.startswith("Q?\n\nA. x\nB. y")
     assert "Context" not in user
+
+
+def test_plain_mcq_prompt_is_one_user_message_without_the_grammar():
+    from medreason_utils.prompts import PLAIN_INSTRUCTION
+
+    msgs = mcq_prompt(" Which vitamin? ", {"A": "B12", "B": "C"}, context="An abstract.", plain=True)
+    assert [m["role"] for m in msgs] == ["user"]
+    assert msgs[0]["content"].split("\n\n") == ["Context: An abstract.", "Which vitamin?", "A. B12\nB. C", PLAIN_INSTRUCTION]
+    assert "THINK" not in msgs[0]["content"]
+    # the suite's prompt asks the same question in the same words, only the instruction and the system prompt differ
+    suite = mcq_prompt(" Which vitamin? ", {"A": "B12", "B": "C"}, context="An abstract.")[1]["content"]
+    assert suite.replace(MCQ_INSTRUCTION, PLAIN_INSTRUCTION) == msgs[0]["content"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from medreason_utils.retrieval import Hit, Passage, PassageIndex, format_context, load_passages
+from medreason_utils.ui.retrieval import Hit, Passage, PassageIndex, format_context, load_passages
 
 
 def test_shipped_passages_are_well_formed():

@@ -14,18 +14,19 @@ from medreason_utils.rewards import (
     DEFAULT_TIERS,
     REWARD_REGISTRY,
     CorrectnessTiers,
+    RewardSettings,
     UnscoredError,
     get_reward_funcs,
     make_correctness_reward,
-    make_mcq_accuracy_reward,
+    make_mcq_exact_match_reward,
     make_partial_format_reward,
     make_strict_format_reward,
-    mcq_accuracy_reward,
+    mcq_exact_match_reward,
     partial_format_reward,
     strict_format_reward,
 )
 from medreason_utils.prompts import DEFAULT_TAGS
-from medreason_utils.verifier import RuleBasedVerifier, Verifier
+from medreason_utils.verifiers import RuleBasedVerifier, Verifier
 
 TAGS = list(DEFAULT_TAGS.all)
 
@@ -57,7 +58,7 @@ def conversational(text):
 def test_reward_names_are_stable():
     assert strict_format_reward.__name__ == "strict_format_reward"
     assert partial_format_reward.__name__ == "partial_format_reward"
-    assert mcq_accuracy_reward.__name__ == "mcq_accuracy_reward"
+    assert mcq_exact_match_reward.__name__ == "mcq_exact_match_reward"
     assert make_correctness_reward(RuleBasedVerifier()).__name__ == "correctness_reward"
     assert make_strict_format_reward(prefilled_think=True).__name__ == "strict_format_reward"
     assert make_partial_format_reward(name="pf").__name__ == "pf"
@@ -241,13 +242,13 @@ def test_correctness_prefilled_think():
 
 
 # --------------------------------------------------------------------------------------------
-# Multiple-choice accuracy
+# Multiple-choice exact match
 # --------------------------------------------------------------------------------------------
 
 OPTS = {"A": "Iron deficiency anemia", "B": "Vitamin B12 deficiency", "C": "Parvovirus B19 infection", "D": "Lead poisoning"}
 
 
-def test_mcq_accuracy_reward():
+def test_mcq_exact_match_reward():
     completions = [
         answer("C"),
         answer("C. Parvovirus B19 infection"),
@@ -261,31 +262,31 @@ def test_mcq_accuracy_reward():
         "",
     ]
     n = len(completions)
-    out = mcq_accuracy_reward(completions, answer=["C"] * n, options=[OPTS] * n)
+    out = mcq_exact_match_reward(completions, answer=["C"] * n, options=[OPTS] * n)
     assert out == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 
-def test_mcq_accuracy_reward_not_applicable_rows_are_none():
-    out = mcq_accuracy_reward([answer("C"), answer("C"), answer("C")], answer=["C", "C", None], options=[OPTS, None, OPTS])
+def test_mcq_exact_match_reward_not_applicable_rows_are_none():
+    out = mcq_exact_match_reward([answer("C"), answer("C"), answer("C")], answer=["C", "C", None], options=[OPTS, None, OPTS])
     assert out == [1.0, None, None]
-    assert mcq_accuracy_reward([answer("C")]) == [None]  # an open-ended dataset: no options column
+    assert mcq_exact_match_reward([answer("C")]) == [None]  # an open-ended dataset: no options column
 
 
-def test_mcq_accuracy_reward_gold_letter_case_and_dataset_struct_options():
+def test_mcq_exact_match_reward_gold_letter_case_and_dataset_struct_options():
     struct = {**OPTS, "E": None}  # datasets merges 4- and 5-option rows with None for the absent letter
-    assert mcq_accuracy_reward([answer("c")], answer=[" c "], options=[struct]) == [1.0]
-    assert mcq_accuracy_reward([answer("E")], answer=["E"], options=[struct]) == [0.0]
+    assert mcq_exact_match_reward([answer("c")], answer=[" c "], options=[struct]) == [1.0]
+    assert mcq_exact_match_reward([answer("E")], answer=["E"], options=[struct]) == [0.0]
 
 
-def test_mcq_accuracy_reward_column_length_mismatch_raises():
+def test_mcq_exact_match_reward_column_length_mismatch_raises():
     with pytest.raises(ValueError, match="answer"):
-        mcq_accuracy_reward([answer("C")] * 3, answer=["C"], options=[OPTS] * 3)
+        mcq_exact_match_reward([answer("C")] * 3, answer=["C"], options=[OPTS] * 3)
     with pytest.raises(ValueError, match="options"):
-        mcq_accuracy_reward([answer("C")] * 2, answer=["C"] * 2, options=[OPTS])
+        mcq_exact_match_reward([answer("C")] * 2, answer=["C"] * 2, options=[OPTS])
 
 
-def test_mcq_accuracy_reward_malformed_options_never_raise():
-    out = mcq_accuracy_reward([answer("C")] * 4, answer=["C"] * 4, options=[{"Z": "x"}, 5, "CD", {}])
+def test_mcq_exact_match_reward_malformed_options_never_raise():
+    out = mcq_exact_match_reward([answer("C")] * 4, answer=["C"] * 4, options=[{"Z": "x"}, 5, "CD", {}])
     assert all(v in (0.0, 1.0, None) for v in out)
 
 
@@ -294,13 +295,42 @@ def test_mcq_accuracy_reward_malformed_options_never_raise():
 # --------------------------------------------------------------------------------------------
 
 
-def test_registry_builds_functions_by_name():
-    assert set(REWARD_REGISTRY) == {"strict_format", "partial_format", "correctness", "mcq_accuracy"}
-    funcs = get_reward_funcs(["strict_format", "correctness"], {"strict_format": {"value": 2.0}, "correctness": {"verifier": TableVerifier()}})
-    assert [f.__name__ for f in funcs] == ["strict_format_reward", "correctness_reward"]
-    assert funcs[0]([answer("x")]) == [2.0]
+def test_registry_builds_functions_by_name_from_one_settings_object():
+    assert set(REWARD_REGISTRY) == {"strict_format", "partial_format", "correctness", "mcq_exact_match"}
+    settings = RewardSettings(rewards=("strict_format", "correctness"), strict_value=2.0)
+    funcs = get_reward_funcs(settings, TableVerifier())
+    assert [f.__name__ for f in funcs] == ["strict_format_reward", "correctness_reward"] == settings.func_names
+    assert funcs[0]([answer("p=0.95")], answer=["x"]) == [2.0]
+    assert isinstance(funcs[1].verifier, TableVerifier)
+    assert [f.__name__ for f in settings.reward_funcs(TableVerifier())] == settings.func_names  # the same path
+    mcq = RewardSettings(rewards=("mcq_exact_match",), mcq_value=3.0).reward_funcs()
+    assert mcq[0]([answer("A")], answer=["A"], options=[{"A": "x", "B": "y"}]) == [3.0]
+    with pytest.raises(ValueError, match="mystery"):
+        RewardSettings(rewards=("mystery",))
     with pytest.raises(KeyError, match="mystery"):
-        get_reward_funcs(["mystery"])
+        get_reward_funcs(type("S", (), {"rewards": ["mystery"]})())
+
+
+def _run_docstring_examples(fn) -> "doctest.TestResults":
+    import doctest
+
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    tests = doctest.DocTestFinder().find(fn, fn.__name__, globs={fn.__name__: fn})
+    for t in tests:
+        runner.run(t)
+    return runner.summarize(verbose=False)
+
+
+@pytest.mark.parametrize("prefilled", [False, True])
+def test_every_reward_function_has_a_docstring_example_that_holds(prefilled):
+    names = tuple(REWARD_REGISTRY)
+    built = RewardSettings(rewards=names, prefilled_think=prefilled, strict_value=2.5).reward_funcs()
+    for fn in [strict_format_reward, partial_format_reward, mcq_exact_match_reward, *built]:
+        doc = fn.__doc__ or ""
+        assert "Example:" in doc and ">>>" in doc, f"{fn.__name__} has no example in its docstring"
+        result = _run_docstring_examples(fn)
+        assert result.attempted >= 1 and result.failed == 0, f"{fn.__name__}: {result}"
+    assert "2.5" in built[0].__doc__  # the docstring states the settings the function was built with
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,5 +365,5 @@ def test_rewards_never_raise_and_stay_in_bounds(completions, reference):
     out = correctness(completions, answer=[reference] * n, question=[reference] * n)
     low, high = DEFAULT_TIERS.bounds
     assert len(out) == n and all(v is not None and not math.isnan(v) and low <= v <= high for v in out)
-    out = mcq_accuracy_reward(completions, answer=["C"] * n, options=[OPTS] * n)
+    out = mcq_exact_match_reward(completions, answer=["C"] * n, options=[OPTS] * n)
     assert len(out) == n and all(v in (0.0, 1.0) for v in out)

@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--force-device-scale-factor=1",
 ]
-# colours of medreason_utils.demo's boxes (RGB)
+# colours of medreason_utils.ui.html boxes (RGB)
 DISCLAIMER_BG = (0xFD, 0xEC, 0xEA)
 ANSWER_BG = (0xFF, 0xF3, 0xB0)
 MALFORMED_BG = (0xFD, 0xE2, 0xC8)
@@ -33,7 +33,7 @@ MALFORMED_BG = (0xFD, 0xE2, 0xC8)
 def _chromium() -> str:
     exe = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if exe is None:
-        pytest.fail("Debian's chromium is needed for the screenshot test: apt-get install -y chromium (CI: .ci/run installs it)")
+        pytest.fail("Debian's chromium is needed for the screenshot test: `make test` installs it (apt-get install -y chromium)")
     return exe
 
 
@@ -54,6 +54,7 @@ def _count(img, rgb, tol=3) -> int:
 
 @pytest.mark.slow
 @pytest.mark.notebooks
+@pytest.mark.browser
 def test_demo_notebook_screenshot(tmp_path):
     if not NOTEBOOK.is_file():
         pytest.skip(f"{NOTEBOOK} does not exist yet (the lead creates notebooks/04_inference_demo.ipynb)")

@@ -13,9 +13,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from test_screenshot_demo import CHROMIUM_FLAGS, ROOT, _chromium, _count
 
-from medreason_utils.playground import RewardPlayground
+from medreason_utils.ui.playground import RewardPlayground
+
+pytestmark = pytest.mark.browser
 
 POSITIVE = (0xD8, 0xF3, 0xDC)
 NEGATIVE = (0xFF, 0xD6, 0xD6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from medreason_utils.verifier import (
+from medreason_utils.verifiers import (
     HUATUO_VERIFIER_TEMPLATE,
     HuatuoLocalVerifier,
     HuatuoServedVerifier,

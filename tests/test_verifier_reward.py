@@ -12,7 +12,7 @@ from medreason_utils.rewards import (
     make_correctness_reward,
     make_strict_format_reward,
 )
-from medreason_utils.verifier import HuatuoServedVerifier, RuleBasedVerifier, make_verifier
+from medreason_utils.verifiers import HuatuoServedVerifier, RuleBasedVerifier, make_verifier
 from conftest import needs_cpu_grpo
 from verifier_helpers import ClassifyServer, free_port
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medreason_utils.rewards import DEFAULT_TIERS
-from medreason_utils.verifier import RuleBasedVerifier, Verifier, check_score_inputs
+from medreason_utils.verifiers import RuleBasedVerifier, Verifier, check_score_inputs
 
 REF = "Parvovirus B19 infection"
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from medreason_utils.verifier import (
+from medreason_utils.verifiers import (
     HuatuoServedVerifier,
     VerifierUnavailableError,
     format_verifier_input,

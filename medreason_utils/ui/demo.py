@@ -9,12 +9,13 @@
   :func:`medreason_utils.generation.generate_completions` once, with the adapter as a vLLM
   ``LoRARequest`` built from the downloaded adapter folder, and shows the whole completion.
 * The finished completion is read with :func:`medreason_utils.parsing.parse_completion` (the one
-  parser): the reasoning goes in a collapsible block, the answer is highlighted, and a completion
-  that is not strictly well-formed is flagged as malformed, with the tags that are wrong.
-* Optional retrieval (:mod:`medreason_utils.retrieval`): the top-k passages are shown beside the
+  parser) and drawn by :func:`medreason_utils.ui.html.render_response_html`: the reasoning goes in
+  a collapsible block, the answer is highlighted, and a completion that is not strictly
+  well-formed is flagged as malformed, with the tags that are wrong.
+* Optional retrieval (:mod:`medreason_utils.ui.retrieval`): the top-k passages are shown beside the
   answer and put in the prompt.
 
-This is a research demonstration, not a medical device: :data:`DISCLAIMER` is shown with every answer.
+This is a research demonstration, not a medical device: :data:`~medreason_utils.ui.html.DISCLAIMER` is shown with every answer.
 """
 
 from __future__ import annotations
@@ -26,33 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .parsing import ParsedCompletion, parse_completion
-from .prompts import DEFAULT_TAGS, Tags, grpo_prompt, system_prompt
+from ..parsing import ParsedCompletion, parse_completion
+from ..prompts import DEFAULT_TAGS, Tags, question_prompt, system_prompt
+from .html import DISCLAIMER, DISCLAIMER_BG, malformed_reasons, render_response_html
 
 __all__ = [
-    "DISCLAIMER",
     "find_checkpoint",
     "load_demo_model",
     "demo_questions",
     "build_messages",
     "stream_completion",
-    "malformed_reasons",
-    "render_response_html",
     "DemoResult",
     "DemoApp",
 ]
-
-#: Shown above every answer and in the UI header.
-DISCLAIMER = (
-    "Research demonstration only. This is not medical advice: a small language model trained for "
-    "research can be wrong, and its output must not be used to diagnose or treat anyone. "
-    "Ask a qualified clinician."
-)
-#: Where the notebooks save the trained adapters; the demo loads the newest one by default.
-
-_ANSWER_BG = "#fff3b0"
-_DISCLAIMER_BG = "#fdecea"
-_MALFORMED_BG = "#fde2c8"
 
 
 def find_checkpoint(path: str | Path | None = None) -> str:
@@ -67,7 +54,7 @@ def find_checkpoint(path: str | Path | None = None) -> str:
     Raises ``FileNotFoundError`` naming the path when no adapter is found there.
     """
     if path is None:
-        from .config import checkpoints_dir, default_checkpoint
+        from ..config import checkpoints_dir, default_checkpoint
 
         p = default_checkpoint() if default_checkpoint().is_dir() else checkpoints_dir()
     else:
@@ -79,9 +66,11 @@ def find_checkpoint(path: str | Path | None = None) -> str:
         if configs:
             return str(max(configs, key=lambda c: c.stat().st_mtime).parent)
         raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {p} or its subfolders")
+    from ..models import is_hub_id
+
     s = str(path) if path is not None else ""
-    if s and not p.exists() and s.count("/") == 1 and not s.startswith((".", "/", "~")):
-        return s  # a hub id
+    if s and is_hub_id(s):
+        return s
     raise FileNotFoundError(
         f"checkpoint {p} does not exist; train one (`make run`, then `python -m medreason_utils.pipeline "
         "--run-dir runs/X --publish-checkpoint`) or give an adapter folder or the hub id of an adapter"
@@ -106,7 +95,7 @@ def load_demo_model(
     """
     import warnings
 
-    from .models import load_model
+    from ..models import load_model
 
     if if_missing not in ("raise", "base"):
         raise ValueError(f"if_missing must be 'raise' or 'base', got {if_missing!r}")
@@ -124,7 +113,7 @@ def load_demo_model(
 
 def demo_questions(n: int = 8, *, max_chars: int = 160) -> list[str]:
     """Example questions: the first ``n`` of the shipped medical-o1 verifiable sample no longer than ``max_chars``."""
-    from .data import load_rows
+    from ..data import load_rows
 
     rows = load_rows("sample:medical_o1_verifiable")
     out = [r["Open-ended Verifiable Question"].strip() for r in rows if len(r["Open-ended Verifiable Question"]) <= max_chars]
@@ -134,11 +123,11 @@ def demo_questions(n: int = 8, *, max_chars: int = 160) -> list[str]:
 def build_messages(question: str, hits: Sequence[Any] | None = None, *, tags: Tags = DEFAULT_TAGS) -> list[dict]:
     """The chat prompt: the suite's system prompt and the question, with retrieved passages before it when given.
 
-    Passages are given as ``[i] Title: text`` lines (:func:`medreason_utils.retrieval.format_context`)
+    Passages are given as ``[i] Title: text`` lines (:func:`medreason_utils.ui.retrieval.format_context`)
     with an instruction to use them only where relevant. Raises ``ValueError`` for a blank question.
     """
     if not hits:
-        return grpo_prompt(question, tags=tags)
+        return question_prompt(question, tags=tags)
     from .retrieval import format_context
 
     if not isinstance(question, str) or not question.strip():
@@ -173,7 +162,7 @@ def stream_completion(
     :func:`medreason_utils.models.vllm_lora_request`) applies the adapter inside the vLLM engine;
     ``None`` takes the adapter the model was loaded with (none for a base model or a ``vllm.LLM``).
     """
-    from .generation import generate_completions, render_prompts, uses_vllm
+    from ..generation import decoding_kwargs, generate_completions, render_prompts, uses_vllm
 
     temperature = 0.0 if greedy else float(temperature)
     if uses_vllm(model):
@@ -191,14 +180,10 @@ def stream_completion(
         next(model.parameters()).device
     )  # no token_type_ids: transformers 4.x's generic fast tokenizer returns them, generate() rejects them
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
-    gen_kwargs: dict[str, Any] = dict(enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tokenizer.pad_token_id)
+    gen_kwargs: dict[str, Any] = dict(enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tokenizer.pad_token_id,
+                                      **decoding_kwargs(temperature, top_p, repetition_penalty))
     if temperature > 0:
         torch.manual_seed(seed)
-        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-    else:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if repetition_penalty:
-        gen_kwargs["repetition_penalty"] = repetition_penalty
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -224,109 +209,6 @@ def stream_completion(
             model.train()
     if errors:
         raise errors[0]
-
-
-def malformed_reasons(parsed: ParsedCompletion, *, tags: Tags = DEFAULT_TAGS) -> list[str]:
-    """Why a completion is not strictly well-formed, one short phrase a problem (``[]`` when it is).
-
-    Reads only what :func:`~medreason_utils.parsing.parse_completion` returned (tag counts, blocks).
-    """
-    if parsed.is_strict:
-        return []
-    out = []
-    for tag in tags.all:
-        n = parsed.tag_counts.get(tag, 0)
-        if n == 0:
-            out.append(f"{tag} missing")
-        elif n > 1:
-            out.append(f"{tag} appears {n} times")
-    if parsed.answer is None and not any("ANSWER" in r or tags.answer in r for r in out):
-        out.append("no complete answer block")
-    if not out:
-        out.append("text outside the tags or blocks out of order")
-    return out
-
-
-def _passages_html(hits: Sequence[Any]) -> str:
-    items = "".join(
-        f"<li style='margin-bottom:6px'><b>{html.escape(h.passage.title)}</b> "
-        f"<span style='color:#666;font-size:11px'>(similarity {h.score:.2f})</span><br>"
-        f"<span style='font-size:12px'>{html.escape(h.passage.text)}</span></li>"
-        for h in hits
-    )
-    return (
-        "<div class='medreason-passages' style='flex:1;min-width:220px;border-left:3px solid #8ab4f8;padding-left:10px'>"
-        f"<div style='font-weight:bold;margin-bottom:4px'>Retrieved passages (top {len(hits)})</div>"
-        f"<ol style='padding-left:18px;margin:0'>{items}</ol></div>"
-    )
-
-
-def render_response_html(
-    text: str,
-    *,
-    question: str | None = None,
-    hits: Sequence[Any] | None = None,
-    done: bool = True,
-    seconds: float | None = None,
-    meta: str | None = None,
-    tags: Tags = DEFAULT_TAGS,
-) -> str:
-    """HTML of one demo answer: disclaimer, question, reasoning (collapsible), highlighted answer, passages.
-
-    While ``done`` is False the text so far is shown raw (it is still growing). When done, the
-    completion is parsed with :func:`~medreason_utils.parsing.parse_completion`: a strict
-    completion shows its reasoning in a ``<details>`` block and its answer highlighted; otherwise a
-    "Malformed output" banner names the wrong tags (:func:`malformed_reasons`), the answer is still
-    highlighted when there is one, and the raw output is shown. ``meta`` is a small grey line under
-    the title (e.g. the adapter and the sampling settings).
-    """
-    parts = [
-        "<div style='font-size:18px;font-weight:bold;margin-bottom:2px'>medreason &middot; structured medical reasoning demo</div>",
-        f"<div style='font-size:11px;color:#666;margin-bottom:6px'>{html.escape(meta)}</div>" if meta else "",
-        f"<div class='medreason-disclaimer' style='background:{_DISCLAIMER_BG};border:1px solid #d93025;"
-        f"border-radius:4px;padding:6px 10px;margin-bottom:8px;font-size:13px'>&#9888; {html.escape(DISCLAIMER)}</div>"
-    ]
-    if question:
-        parts.append(f"<div style='margin-bottom:8px'><b>Question.</b> {html.escape(question)}</div>")
-    body: list[str] = []
-    if not done:
-        body.append(
-            "<div style='color:#666;font-size:12px'>generating&hellip;</div>"
-            f"<pre class='medreason-stream' style='white-space:pre-wrap;font-size:12px'>{html.escape(text)}</pre>"
-        )
-    else:
-        parsed = parse_completion(text, tags=tags)
-        reasons = malformed_reasons(parsed, tags=tags)
-        if reasons:
-            body.append(
-                f"<div class='medreason-malformed' style='background:{_MALFORMED_BG};border:1px solid #e8710a;"
-                "border-radius:4px;padding:6px 10px;margin-bottom:8px'><b>Malformed output</b> "
-                f"(not <code>{html.escape(tags.think_open)}&hellip;{html.escape(tags.think_close)}"
-                f"{html.escape(tags.answer_open)}&hellip;{html.escape(tags.answer_close)}</code>): "
-                f"{html.escape('; '.join(reasons))}</div>"
-            )
-        if parsed.think:
-            body.append(
-                "<details class='medreason-reasoning' style='margin-bottom:8px'><summary style='cursor:pointer'>"
-                f"<b>Reasoning</b> ({len(parsed.think.split())} words, click to expand)</summary>"
-                f"<div style='white-space:pre-wrap;font-size:12px;color:#333;padding:6px'>{html.escape(parsed.think)}</div></details>"
-            )
-        if parsed.answer:
-            body.append(
-                f"<div class='medreason-answer' style='background:{_ANSWER_BG};border-left:5px solid #f9ab00;"
-                f"padding:8px 12px;font-size:15px'><b>Answer.</b> {html.escape(parsed.answer)}</div>"
-            )
-        if reasons:
-            body.append(
-                "<details open><summary>Raw output</summary>"
-                f"<pre class='medreason-raw' style='white-space:pre-wrap;font-size:12px'>{html.escape(text) or '(empty)'}</pre></details>"
-            )
-        if seconds is not None:
-            body.append(f"<div style='color:#666;font-size:11px;margin-top:4px'>generated in {seconds:.1f} s</div>")
-    main = f"<div style='flex:2;min-width:300px'>{''.join(body)}</div>"
-    side = _passages_html(hits) if hits else ""
-    parts.append(f"<div style='display:flex;gap:16px;align-items:flex-start'>{main}{side}</div>")
-    return f"<div class='medreason-demo' id='medreason-demo' style='font-family:sans-serif;max-width:1100px'>{''.join(parts)}</div>"
 
 
 @dataclass
@@ -355,7 +237,7 @@ class DemoApp:
         model, tokenizer: from :func:`load_demo_model` (or a ``vllm.LLM`` and its tokenizer).
         adapter: the adapter path or hub id, shown in the header; with a vLLM engine it is also
             attached to generation as a LoRA request (see :meth:`_lora_request`).
-        index: a :class:`medreason_utils.retrieval.PassageIndex`; ``None`` builds the shipped one
+        index: a :class:`medreason_utils.ui.retrieval.PassageIndex`; ``None`` builds the shipped one
             the first time retrieval is used.
         questions: example questions (default :func:`demo_questions`).
         update_every_s: least time between two redraws while streaming (seconds).
@@ -402,7 +284,7 @@ class DemoApp:
         self._sync_sampling()
         self.top_k.disabled = not use_retrieval
         header = (
-            f"<div style='background:{_DISCLAIMER_BG};border:1px solid #d93025;padding:6px 10px;border-radius:4px'>"
+            f"<div style='background:{DISCLAIMER_BG};border:1px solid #d93025;padding:6px 10px;border-radius:4px'>"
             f"&#9888; <b>{html.escape(DISCLAIMER)}</b></div>"
             f"<div style='font-size:12px;color:#555;margin:4px 0'>adapter: <code>{html.escape(str(adapter or 'none (base model)'))}</code></div>"
         )
@@ -424,7 +306,7 @@ class DemoApp:
         :func:`medreason_utils.vllm_backend.resolve_adapter_dir` (a hub id gives its cached snapshot).
         Raises what ``vllm_lora_request`` raises when the engine cannot take the adapter.
         """
-        from .models import vllm_lora_request
+        from ..models import vllm_lora_request
 
         if self.lora_request is None and self.adapter:
             folder = getattr(self.model, "medreason_adapter_dir", None) or self.adapter

@@ -19,30 +19,34 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
+from ..config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
 from .notebook_cells import NOTEBOOKS
 from .reporting import read_summary, update_summary, write_model_card
 
-__all__ = ["SMOKE_PARAMETERS", "run_notebooks", "publish_checkpoint", "main"]
+__all__ = ["SMOKE_PARAMETERS", "RECIPE_NOTEBOOKS", "run_notebooks", "publish_checkpoint", "main"]
 
 #: The smallest settings that still run every cell; the test suite executes the notebooks with these.
+#: Notebooks 01-03 take their settings from a recipe and change single ones with ``OVERRIDES``.
 SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_sft_format.ipynb": {
-        "N_TRAIN": 8,  # two optimizer steps of 4 rows
-        "N_HELDOUT": 4,  # format compliance on 4 questions
-        "EPOCHS": 1,
-        "MAX_REASONING_TOKENS": 32,
-        "MAX_RESPONSE_TOKENS": 16,
-        "EVAL_MAX_NEW_TOKENS": 24,
+        "OVERRIDES": {
+            "n_train": 8,  # two optimizer steps of 4 rows
+            "n_heldout": 4,  # format compliance on 4 questions
+            "epochs": 1,
+            "max_reasoning_tokens": 32,
+            "max_response_tokens": 16,
+            "eval_max_new_tokens": 24,
+        },
     },
     "02_grpo_training.ipynb": {
-        "N_PROMPTS": 8,
-        "MAX_STEPS": 2,  # two GRPO steps, one group of 4 completions each
-        "MAX_COMPLETION_LENGTH": 24,
+        "OVERRIDES": {"n_prompts": 8, "max_steps": 2, "max_completion_length": 24},  # two GRPO steps, one group of 4 each
     },
-    "03_evaluation.ipynb": {"LIMIT": 4, "MAX_NEW_TOKENS": 24},  # 4 items per benchmark
+    "03_evaluation.ipynb": {"OVERRIDES": {"limit": 4, "max_new_tokens": 24}},  # 4 items per benchmark
     "04_inference_demo.ipynb": {"MAX_NEW_TOKENS": 24},
 }
+
+#: The notebooks whose settings come from a recipe (they take ``RECIPE``).
+RECIPE_NOTEBOOKS = ("01_sft_format.ipynb", "02_grpo_training.ipynb", "03_evaluation.ipynb")
 
 
 def run_notebooks(
@@ -51,12 +55,15 @@ def run_notebooks(
     parameters: Mapping[str, Mapping[str, Any]] | None = None,
     notebooks_dir: str | Path | None = None,
     only: list[str] | None = None,
+    recipe: str | None = None,
     kernel_name: str = "python3",
     progress: bool = True,
 ) -> dict:
     """Execute the notebooks in order into ``run_dir/notebooks`` and return the run's summary.
 
-    Each notebook gets ``RUN_DIR`` (absolute) plus its entry of ``parameters``. A notebook that
+    Each notebook gets ``RUN_DIR`` (absolute) plus its entry of ``parameters``; notebooks 01-03 get
+    ``RECIPE`` when ``recipe`` is given (a machine class of ``recipes/`` or a YAML file; ``None``:
+    each notebook takes its machine's). A notebook that
     fails stops the run: papermill raises ``PapermillExecutionError`` naming the cell, and the
     partly executed notebook is kept in the run folder for reading.
     """
@@ -78,7 +85,8 @@ def run_notebooks(
         },
     )
     for name in names:
-        params = {"RUN_DIR": str(run), **dict((parameters or {}).get(name, {}))}
+        params = {"RUN_DIR": str(run), **({"RECIPE": recipe} if recipe and name in RECIPE_NOTEBOOKS else {}),
+                  **dict((parameters or {}).get(name, {}))}
         t0 = time.perf_counter()
         pm.execute_notebook(
             str(src / name),
@@ -118,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, help="output folder (executed notebooks, adapters, summary.json)")
     parser.add_argument("--smoke", action="store_true", help="smallest settings (as in the tests)")
     parser.add_argument("--only", nargs="*", help="run only these notebook files")
+    parser.add_argument("--recipe", default=None, help="recipe of notebooks 01-03: cpu, t4, a100 or a YAML file (default: the machine's)")
     parser.add_argument("--publish-checkpoint", action="store_true", help="copy the GRPO adapter into checkpoints/")
     args = parser.parse_args(argv)
-    summary = run_notebooks(args.run_dir, parameters=SMOKE_PARAMETERS if args.smoke else None, only=args.only)
+    summary = run_notebooks(args.run_dir, parameters=SMOKE_PARAMETERS if args.smoke else None, only=args.only, recipe=args.recipe)
     if args.publish_checkpoint:
         print(f"published {publish_checkpoint(args.run_dir)}")
     total = summary.get("timings_s", {}).get("total")

@@ -80,7 +80,7 @@ def install_source() -> str:
     it installs nothing. Every failure raises with a message naming what to do (no ``!pip``: a failing
     ``!pip`` line does not stop a cell)."""
     default = f"https://github.com/{GITHUB_REPO}" if GITHUB_REPO else ""
-    return f'''# Set-up: a shared cell, stamped from medreason_utils/notebook_cells.py (edit it there, then `make stamp`).
+    return f'''# Set-up: a shared cell, stamped from medreason_utils/pipeline/notebook_cells.py (edit it there, then `make stamp`).
 # On Colab: where this suite's code comes from, a git URL of your fork ("https://github.com/<you>/medreason")
 # or a folder you uploaded or keep on Drive ("/content/drive/MyDrive/medreason"); the environment variable
 # {SOURCE_SETTING} is read when this is empty. Not used elsewhere (`make run` / `make test` set up a CPU venv).
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a notebook drifted")
     parser.add_argument("--dir", default=None, help="notebooks folder (default: the checkout's notebooks/)")
     args = parser.parse_args(argv)
-    from .config import repo_root
+    from ..config import repo_root
 
     folder = Path(args.dir) if args.dir else repo_root() / "notebooks"
     paths = [folder / n for n in NOTEBOOKS]

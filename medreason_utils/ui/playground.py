@@ -1,48 +1,36 @@
 """Reward playground: score a group of completions under the GRPO rewards, live, in ipywidgets.
 
-The playground holds no reward logic of its own. It builds the reward functions with the
-factories of :mod:`medreason_utils.rewards` (strict format, partial format, correctness with
-:class:`~medreason_utils.rewards.CorrectnessTiers`), calls them the way TRL's
+The playground holds no reward logic of its own. It edits one
+:class:`~medreason_utils.rewards.RewardSettings` (the ``rewards`` section of the GRPO stage
+config), builds the reward functions from it the way training does
+(``settings.reward_funcs()``, through the reward registry), calls them the way TRL's
 ``GRPOTrainer`` does (completions plus the dataset columns ``answer`` and ``question`` as
 keyword arguments) and computes totals and advantages with
 :func:`~medreason_utils.rewards.compute_advantages` (TRL's ``reward_weights`` and
-``scale_rewards`` semantics). What the user ends with is one :class:`RewardSettings` object,
-which the GRPO cell hands to the trainer::
+``scale_rewards`` semantics). What the user ends with is the same kind of object, which the
+GRPO cell puts back into the stage config::
 
-    settings = playground.settings
-    config = GRPOConfig(..., **settings.grpo_config_kwargs())
-    trainer = GRPOTrainer(..., reward_funcs=settings.reward_funcs(), args=config)
+    config = config.replace(rewards=playground.settings)
+    trainer = grpo_trainer(model, tokenizer, prompts, config.rewards.reward_funcs(), config, ...)
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import SAMPLES_DIR
-from .rewards import (
-    DEFAULT_TIERS,
-    CorrectnessTiers,
-    compute_advantages,
-    exclude_unscored,
-    make_correctness_reward,
-    make_partial_format_reward,
-    make_strict_format_reward,
-)
-from .verifier import RuleBasedVerifier, Verifier
+from ..data import SAMPLES_DIR, read_jsonl
+from ..rewards import SCALE_OPTIONS, CorrectnessTiers, RewardSettings, compute_advantages
+from ..verifiers import Verifier, make_verifier
+from .html import score_table_html
 
 __all__ = [
-    "REWARD_NAMES",
-    "SCALE_OPTIONS",
     "VERIFIER_OPTIONS",
     "EXAMPLES_PATH",
     "COMPLETION_SEPARATOR",
-    "RewardSettings",
-    "resolve_verifier",
     "load_examples",
     "example_questions",
     "split_completions",
@@ -52,12 +40,8 @@ __all__ = [
     "RewardPlayground",
 ]
 
-#: The rewards the playground scores, in the order of ``reward_funcs()`` and ``reward_weights``.
-REWARD_NAMES = ("strict_format_reward", "partial_format_reward", "correctness_reward")
-#: TRL ``GRPOConfig.scale_rewards`` values (TRL 1.16).
-SCALE_OPTIONS = ("group", "batch", "none")
 #: Verifier dropdown: (label, spec). A spec is ``"rule"``, a verifier object, or a spec the
-#: project's verifier factory (``medreason_utils.verifier.make_verifier``, when present) accepts.
+#: project's verifier factory (``medreason_utils.verifiers.make_verifier``, when present) accepts.
 VERIFIER_OPTIONS: list[tuple[str, Any]] = [("rule-based (offline)", "rule")]
 #: Shipped example completions (see samples/SOURCES.md).
 EXAMPLES_PATH = SAMPLES_DIR / "playground_examples.jsonl"
@@ -65,136 +49,18 @@ EXAMPLES_PATH = SAMPLES_DIR / "playground_examples.jsonl"
 COMPLETION_SEPARATOR = "---"
 
 
-def resolve_verifier(spec: Any) -> Verifier:
-    """A verifier object from a dropdown spec, through :func:`medreason_utils.verifier.make_verifier`.
-
-    ``None`` or ``"rule"`` gives :class:`~medreason_utils.verifier.RuleBasedVerifier`; an object
-    with a ``score`` method is returned as is; a dict or kind name builds a model verifier.
-    Raises what ``make_verifier`` raises (``ValueError`` naming an unknown kind).
-    """
-    from .verifier import make_verifier
-
-    return make_verifier(spec)
-
-
-@dataclass(frozen=True)
-class RewardSettings:
-    """Every setting of the GRPO rewards and advantages, in one object for the trainer cell.
-
-    Attributes:
-        strict_value: reward of a strictly well-formed completion (0 otherwise); default 3.0.
-        partial_per_tag: + per tag present exactly once, - per tag that is not; default 0.5.
-        tiers: verifier probability -> correctness reward (defaults from the reference GRPO project).
-        weights: (strict, partial, correctness) weights, TRL's ``reward_weights``; default 1.0 each.
-        verifier: ``"rule"``, a verifier object, or a spec for ``make_verifier`` (see :func:`resolve_verifier`).
-        scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (TRL ``GRPOConfig.scale_rewards``);
-            default ``"batch"``: advantages centred on the group mean and scaled by the batch std, the
-            suite's recipe (Dr. GRPO loss, arXiv:2503.20783, with batch-level scaling as in TRL's
-            ``scale_rewards="batch"``); ``"none"`` is Dr. GRPO's own choice of no scaling. ``"group"``
-            cannot train with ``loss_type="dr_grpo"`` (see :meth:`grpo_config_kwargs`).
-        prefilled_think: the prompt ends with the opening THINK tag (see ``parse_completion``).
-        max_unscored_fraction: the correctness reward raises when a step leaves more than this
-            fraction unscored (see :func:`~medreason_utils.rewards.make_correctness_reward`).
-
-    Raises ``ValueError`` for a weight count other than 3 or an unknown ``scale_rewards``.
-    """
-
-    strict_value: float = 3.0
-    partial_per_tag: float = 0.5
-    tiers: CorrectnessTiers = DEFAULT_TIERS
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    verifier: Any = "rule"
-    scale_rewards: str = "batch"
-    prefilled_think: bool = False
-    max_unscored_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        w = tuple(float(x) for x in self.weights)
-        if len(w) != len(REWARD_NAMES):
-            raise ValueError(f"weights needs {len(REWARD_NAMES)} values {REWARD_NAMES}, got {len(w)}")
-        object.__setattr__(self, "weights", w)
-        scale = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)  # type: ignore[arg-type]
-        if scale not in SCALE_OPTIONS:
-            raise ValueError(f"scale_rewards must be one of {SCALE_OPTIONS}, got {self.scale_rewards!r}")
-        object.__setattr__(self, "scale_rewards", scale)
-
-    def reward_funcs(self, verifier: Any = None) -> list:
-        """The three reward functions for ``GRPOTrainer(reward_funcs=...)``, in :data:`REWARD_NAMES` order.
-
-        ``verifier`` overrides :attr:`verifier` (pass an already-built verifier to share it). The
-        format rewards are gated with :func:`~medreason_utils.rewards.exclude_unscored`, so a
-        completion the verifier could not score is left out of the advantage, not rewarded on format alone.
-        """
-        v = resolve_verifier(self.verifier if verifier is None else verifier)
-        correctness = make_correctness_reward(
-            v, tiers=self.tiers, prefilled_think=self.prefilled_think, max_unscored_fraction=self.max_unscored_fraction
-        )
-        return exclude_unscored(
-            [
-                make_strict_format_reward(self.strict_value, prefilled_think=self.prefilled_think),
-                make_partial_format_reward(self.partial_per_tag, prefilled_think=self.prefilled_think),
-                correctness,
-            ],
-            correctness,
-        )
-
-    @property
-    def reward_weights(self) -> list[float]:
-        """Weights in :data:`REWARD_NAMES` order, for ``GRPOConfig(reward_weights=...)``."""
-        return list(self.weights)
-
-    def grpo_config_kwargs(self, loss_type: str = "dr_grpo") -> dict[str, Any]:
-        """``{"loss_type", "reward_weights", "scale_rewards"}`` to unpack into ``GRPOConfig``.
-
-        Raises ``ValueError`` for ``loss_type="dr_grpo"`` with ``scale_rewards="group"``: Unsloth's
-        GRPOConfig (``unsloth/models/rl.py``, unsloth 2026.10.5) rewrites it, printing only a notice::
-
-            if loss_type.lower() == 'dr_grpo':
-                if scale_rewards == None:
-                    scale_rewards = True
-                elif scale_rewards == True or scale_rewards == 'group':
-                    ...
-                    scale_rewards = False
-
-        so a GPU run would train without scaling while the same settings on CPU (plain TRL) scale by
-        the group std. The suite refuses that pair on both runtimes, so CPU and GPU train alike: pick
-        ``"none"`` (what Unsloth would do, Dr. GRPO's choice), ``"batch"`` (the suite's recipe, kept
-        by Unsloth), or another ``loss_type``. ``"batch"`` and ``"none"`` pass through Unsloth unchanged.
-        """
-        if str(loss_type).lower() == "dr_grpo" and self.scale_rewards == "group":
-            raise ValueError(
-                "scale_rewards='group' with loss_type='dr_grpo': Unsloth's GRPOConfig silently turns it into "
-                "scale_rewards=False (no scaling) on a GPU, while TRL on CPU scales by the group std. Choose "
-                "'none' (what Unsloth would use), 'batch' (the suite's recipe) or another loss_type."
-            )
-        return {"loss_type": loss_type, "reward_weights": self.reward_weights, "scale_rewards": self.scale_rewards}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-serialisable settings (a verifier object is shown by its ``repr``)."""
-        d = asdict(self)
-        d["tiers"] = {"thresholds": [list(t) for t in self.tiers.thresholds], "below": self.tiers.below, "no_answer": self.tiers.no_answer}
-        d["weights"] = dict(zip(REWARD_NAMES, self.weights))
-        if not isinstance(self.verifier, (str, dict, type(None))):
-            d["verifier"] = repr(self.verifier)
-        return d
-
-
 def load_examples(path: str | Path | None = None) -> list[dict]:
     """Shipped example completions: dicts with ``question``, ``answer``, ``kind``, ``completion``.
 
-    Raises ``ValueError`` naming the line and field of a malformed row.
+    Read with :func:`medreason_utils.data.read_jsonl`; raises ``DataError`` naming the file, the
+    line and the field of a malformed row.
     """
-    path = Path(path) if path is not None else EXAMPLES_PATH
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    def check(row: dict) -> None:
         for key in ("question", "answer", "kind", "completion"):
             if not isinstance(row.get(key), str):
-                raise ValueError(f"{path}:{n}: field {key!r} is missing or not a string")
-        rows.append(row)
-    return rows
+                raise ValueError(f"field {key!r} is missing or not a string")
+
+    return read_jsonl(Path(path) if path is not None else EXAMPLES_PATH, check=check)
 
 
 def example_questions(examples: Sequence[dict] | None = None) -> list[str]:
@@ -228,7 +94,7 @@ def join_completions(completions: Sequence[str]) -> str:
 class ScoreTable:
     """Scores of one group: per completion, each reward, the weighted total and the advantage.
 
-    ``rewards[i][j]`` is reward :data:`REWARD_NAMES` ``[j]`` of completion ``i`` (``None``: not
+    ``rewards[i][j]`` is reward ``settings.func_names[j]`` of completion ``i`` (``None``: not
     scored); ``rank[i]`` is 1 for the highest advantage (ties share the better rank).
     """
 
@@ -249,45 +115,14 @@ class ScoreTable:
         out = []
         for i, c in enumerate(self.completions):
             rec = {"label": self.labels[i], "completion": c}
-            rec.update(dict(zip(REWARD_NAMES, self.rewards[i])))
+            rec.update(dict(zip(self.settings.func_names, self.rewards[i])))
             rec.update(total=self.totals[i], advantage=self.advantages[i], rank=self.rank[i])
             out.append(rec)
         return out
 
     def to_html(self, preview_chars: int = 140) -> str:
-        """The table as HTML (escaped completions, previews of ``preview_chars`` characters)."""
-
-        def num(x: float | None) -> str:
-            return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
-
-        head = "".join(f"<th>{h}</th>" for h in ("#", "completion", "strict", "partial", "correctness", "total", "advantage", "rank"))
-        body = []
-        for i, c in enumerate(self.completions):
-            preview = c if len(c) <= preview_chars else c[:preview_chars] + "…"
-            adv = self.advantages[i]
-            colour = "#d8f3dc" if adv > 1e-9 else "#ffd6d6" if adv < -1e-9 else "#f1f1f1"
-            cells = "".join(f"<td style='text-align:right'>{num(x)}</td>" for x in self.rewards[i])
-            body.append(
-                f"<tr><td>{i + 1}</td>"
-                f"<td title='{html.escape(c, quote=True)}'><b>{html.escape(self.labels[i])}</b><br>"
-                f"<code style='white-space:pre-wrap;font-size:11px'>{html.escape(preview)}</code></td>"
-                f"{cells}<td style='text-align:right'><b>{num(self.totals[i])}</b></td>"
-                f"<td style='text-align:right;background:{colour}'><b>{num(adv)}</b></td>"
-                f"<td style='text-align:center'>{self.rank[i]}</td></tr>"
-            )
-        s = self.settings
-        caption = (
-            f"weights {dict(zip(('strict', 'partial', 'correctness'), s.weights))}, "
-            f"scale_rewards={s.scale_rewards!r}; advantage = total - group mean"
-            + ("" if s.scale_rewards == "none" else f", divided by the {s.scale_rewards} std")
-            + (" (one group here, so the batch std is the group std)" if s.scale_rewards == "batch" else "")
-            + ("; not trainable with loss_type='dr_grpo' (Unsloth turns it into no scaling)" if s.scale_rewards == "group" else "")
-        )
-        return (
-            "<table class='medreason-scores' style='border-collapse:collapse' border='1' cellpadding='4'>"
-            f"<caption style='caption-side:bottom;font-size:11px'>{html.escape(caption)}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        )
+        """The table as HTML (:func:`medreason_utils.ui.html.score_table_html`)."""
+        return score_table_html(self, preview_chars)
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -364,6 +199,7 @@ class RewardPlayground:
         import ipywidgets as w
 
         s = settings or RewardSettings()
+        self._initial = s
         self.model, self.tokenizer, self.lora_request, self.adapter = model, tokenizer, lora_request, adapter
         self.examples = list(examples) if examples is not None else load_examples()
         self._verifiers: dict[str, Verifier] = {}
@@ -395,7 +231,7 @@ class RewardPlayground:
         self.tier_rewards = [w.FloatText(value=r, description="reward", **num) for _, r in s.tiers.thresholds]
         self.tier_below = w.FloatText(value=s.tiers.below, description="below", **num)
         self.tier_no_answer = w.FloatText(value=s.tiers.no_answer, description="no answer", **num)
-        self.weights = [w.FloatText(value=v, description=name.split("_")[0], **num) for name, v in zip(REWARD_NAMES, s.weights)]
+        self.weights = [w.FloatText(value=v, description=name.split("_")[0], **num) for name, v in zip(s.rewards, s.weights)]
         self.verifier = w.Dropdown(options=[(label, i) for i, (label, _) in enumerate(opts)], description="verifier",
                                    value=next(i for i, spec in enumerate(self._verifier_specs) if spec is s.verifier or spec == s.verifier))
         self.scale_rewards = w.Dropdown(options=list(SCALE_OPTIONS), value=s.scale_rewards, description="scale")
@@ -438,7 +274,8 @@ class RewardPlayground:
             below=self.tier_below.value,
             no_answer=self.tier_no_answer.value,
         )
-        return RewardSettings(
+        return replace(
+            self._initial,  # settings without a control here (max_unscored_fraction, rewards, ...) are kept
             strict_value=self.strict_value.value,
             partial_per_tag=self.partial_per_tag.value,
             tiers=tiers,
@@ -451,7 +288,7 @@ class RewardPlayground:
     def _verifier(self, spec: Any) -> Verifier:
         key = spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True, default=repr) if isinstance(spec, dict) else str(id(spec))
         if key not in self._verifiers:
-            self._verifiers[key] = resolve_verifier(spec)
+            self._verifiers[key] = make_verifier(spec)
         return self._verifiers[key]
 
     def load_example(self, question: str) -> None:
@@ -514,14 +351,14 @@ class RewardPlayground:
         """
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("RewardPlayground was built without model and tokenizer; pass them to sample")
-        from .generation import sample_completions
-        from .models import vllm_lora_request
-        from .prompts import grpo_prompt
+        from ..generation import sample_completions
+        from ..models import vllm_lora_request
+        from ..prompts import question_prompt
 
         if self.lora_request is None and self.adapter is not None:
             self.lora_request = vllm_lora_request(self.model, self.adapter)  # None without a vLLM engine
         self.status.value = "sampling…"
-        prompt = grpo_prompt(self.question.value)
+        prompt = question_prompt(self.question.value)
         texts = sample_completions(
             self.model, self.tokenizer, prompt, self.n_samples.value, max_new_tokens=self.sample_tokens.value,
             temperature=self.sample_temperature.value, seed=self.sample_seed.value, lora_request=self.lora_request,

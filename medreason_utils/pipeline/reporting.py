@@ -110,7 +110,10 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
     States the base model, data, steps, measured metrics, and that the adapter demonstrates
     the pipeline and is not a medical tool.
     """
-    sft, grpo, ev = summary.get("sft", {}), summary.get("grpo", {}), summary.get("eval", {})
+    sft_run, grpo_run, ev = summary.get("sft", {}), summary.get("grpo", {}), summary.get("eval", {})
+    # settings: the resolved stage config ("config"), or flat in the section (summaries written before the stage configs)
+    sft = {**sft_run, **sft_run.get("config", {})}
+    grpo = {**grpo_run, **grpo_run.get("config", {})}
     lines = [
         "---",
         "library_name: peft",
@@ -132,7 +135,7 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
     ]
     for row in ev.get("table", []):
         lines.append(
-            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): exact match {row.get('accuracy')}, format compliance {row.get('format_compliance')}"
+            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): exact match {row.get('exact_match')}, format compliance {row.get('format_compliance')}"
         )
     lines += ["", "Load it with `medreason_utils.models.load_model(adapter=<this folder>)`.", ""]
     path = Path(adapter_dir) / "README.md"

@@ -25,15 +25,14 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .verifier import check_score_inputs
-from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
+from .base import check_score_inputs
+from .http import VerifierHTTPError, VerifierUnavailableError, bearer_headers, post_json
+from .template import HUATUO_VERIFIER_TEMPLATE, format_verifier_input
 
 __all__ = [
     "HUATUO_VERIFIER_MODEL",
     "HUATUO_VLLM_SERVE_ARGS",
     "huatuo_serve_command",
-    "HUATUO_VERIFIER_TEMPLATE",
-    "format_verifier_input",
     "build_verifier_input_ids",
     "HuatuoLocalVerifier",
     "HuatuoServedVerifier",
@@ -54,21 +53,6 @@ HUATUO_VLLM_SERVE_ARGS = ("--runner", "pooling", "--convert", "classify")
 def huatuo_serve_command(model: str = HUATUO_VERIFIER_MODEL, port: int = 8000) -> str:
     """The shell command that serves the verifier for :class:`HuatuoServedVerifier` (``vllm serve``, vLLM >= 0.10)."""
     return f"vllm serve {model} {' '.join(HUATUO_VLLM_SERVE_ARGS)} --port {port}"
-
-#: The verifier input, fields ``response``, ``reference``, ``eos``. Source: FreedomIntelligence/HuatuoGPT-o1,
-#: ``ppo_utils/ppo_trainer_medo1.py`` (``get_reward_o1``); the spaces before the full stops are in the original.
-HUATUO_VERIFIER_TEMPLATE = (
-    "<Model Response>\n{response}\n</Model Response>\n\n"
-    "<Reference Answer>\n{reference}\n</Reference Answer>\n\n"
-    "Your task is to evaluate the model response by comparing it to the reference answer. "
-    'If the model response is correct and aligns with the reference answer, output "True" . '
-    'If it is incorrect or fails to select the correct option (if options are provided), output "False" . {eos}'
-)
-
-
-def format_verifier_input(prediction: str, reference: str, eos_token: str) -> str:
-    """The verifier input text for one pair: :data:`HUATUO_VERIFIER_TEMPLATE` filled in (characters, not tokens)."""
-    return HUATUO_VERIFIER_TEMPLATE.format(response=str(prediction), reference=str(reference), eos=eos_token)
 
 
 def build_verifier_input_ids(
@@ -312,10 +296,7 @@ class HuatuoServedVerifier:
         self.eos_token = eos_token or (tokenizer.eos_token if tokenizer is not None else None)
         if not self.eos_token:
             raise ValueError("HuatuoServedVerifier needs the verifier's eos token: pass `tokenizer` or `eos_token`")
-        key = resolve_api_key(api_key_env)
-        if api_key_env and not key:
-            raise ValueError(f"API key variable {api_key_env!r} is not set in the environment nor in Colab secrets")
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = bearer_headers(api_key_env)  # environment or Colab secrets; never printed
         self._client = httpx.Client(timeout=self.timeout_s)
         self.last_errors: list[str] = []
         self.last_failed = 0

@@ -2,7 +2,7 @@
 
 Works with vLLM, SGLang, ``transformers serve`` (``pip install transformers[serving]``) and hosted
 OpenAI-compatible APIs. The judge gets the HuatuoGPT-o1 verifier instruction (see
-:data:`medreason_utils.verifiers_huatuo.HUATUO_VERIFIER_TEMPLATE`, without the eos token: the
+:data:`medreason_utils.verifiers.template.HUATUO_VERIFIER_TEMPLATE`, without the eos token: the
 server's chat template ends the turn).
 """
 
@@ -14,11 +14,11 @@ import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Any, Sequence
 
-from .verifier import check_score_inputs
-from .verifiers_http import VerifierHTTPError, VerifierUnavailableError, post_json, resolve_api_key
-from .verifiers_huatuo import format_verifier_input
+from .base import check_score_inputs
+from .http import VerifierHTTPError, VerifierUnavailableError, openai_client, openai_error
+from .template import format_verifier_input
 
 __all__ = ["LLMJudgeVerifier", "judge_prompt", "probability_from_choice"]
 
@@ -95,14 +95,19 @@ class LLMJudgeVerifier:
     when the reply says neither. A server that refuses the ``logprobs`` fields with a 4xx is
     asked again without them, and they are not asked for again.
 
-    API key: named by ``api_key_env`` and read from the environment or Colab secrets, sent as a
-    Bearer token, never printed (not in ``repr`` nor in errors). ``None`` sends no key.
+    Requests go through the ``openai`` client (:func:`~medreason_utils.verifiers.http.openai_client`).
 
-    Faults: timeout ``timeout_s`` seconds per request, ``1 + retries`` tries with backoff
-    ``backoff_s * 2**k`` s; an item whose request still fails is ``None`` (messages in
-    ``last_errors``; the judge's reply texts are in ``last_replies``); once the server cannot be reached the rest of the call is skipped, and
-    :class:`VerifierUnavailableError` naming the URL is raised when no item could be scored for
-    that reason. ``ValueError`` when ``api_key_env`` names a key that is not set.
+    API key: named by ``api_key_env`` and read from the environment or Colab secrets, sent as a
+    Bearer token by the client, never printed (not in ``repr`` nor in errors). ``None``: no key
+    (the placeholder ``EMPTY``, which local servers ignore).
+
+    Faults: timeout ``timeout_s`` seconds per request; the client's retries (``retries`` more
+    tries of connection errors, timeouts, 408/409/429/5xx, exponential backoff from 0.5 s; a body
+    that is not JSON is not retried); an item whose request still fails is ``None`` (messages in
+    ``last_errors``, naming the URL; the judge's reply texts are in ``last_replies``); once the
+    server cannot be reached the rest of the call is skipped, and :class:`VerifierUnavailableError`
+    naming the URL is raised when no item could be scored for that reason. ``ValueError`` when
+    ``api_key_env`` names a key that is not set.
     """
 
     def __init__(
@@ -113,25 +118,21 @@ class LLMJudgeVerifier:
         api_key_env: str | None = None,
         timeout_s: float = 60.0,
         retries: int = 2,
-        backoff_s: float = 0.5,
         max_concurrency: int = 8,
         max_tokens: int = 8,
         temperature: float = 0.0,
         use_logprobs: bool = True,
         system_prompt: str | None = None,
     ):
-        import httpx
-
         base = base_url.rstrip("/")
-        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        if base.endswith("/chat/completions"):
+            base = base[: -len("/chat/completions")]
+        self.base_url, self.url = base, base + "/chat/completions"
         self.model, self.max_tokens, self.temperature = model, int(max_tokens), float(temperature)
-        self.retries, self.backoff_s, self.timeout_s = int(retries), float(backoff_s), float(timeout_s)
+        self.retries, self.timeout_s = int(retries), float(timeout_s)
         self.max_concurrency, self.use_logprobs, self.system_prompt = max(1, int(max_concurrency)), bool(use_logprobs), system_prompt
-        key = resolve_api_key(api_key_env)
-        if api_key_env and not key:
-            raise ValueError(f"API key variable {api_key_env!r} is not set in the environment nor in Colab secrets")
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_connections=self.max_concurrency))
+        self._client = openai_client(base, api_key_env=api_key_env, timeout_s=self.timeout_s, retries=self.retries)
+        self._has_key = self._client.api_key != "EMPTY"
         self.last_sources: Counter = Counter()
         self.last_errors: list[str] = []
         self.last_replies: list[str | None] = []
@@ -145,21 +146,28 @@ class LLMJudgeVerifier:
             payload.update(logprobs=True, top_logprobs=20)
         return payload
 
-    def _one(self, prediction: str, reference: str) -> tuple[float | None, str, str | None]:
-        payload = self._payload(prediction, reference)
+    def _create(self, payload: dict) -> Any:
         try:
-            body = post_json(self._client, self.url, payload, retries=self.retries, backoff_s=self.backoff_s, headers=self._headers)
+            return self._client.chat.completions.create(**payload)
+        except Exception as exc:
+            err = openai_error(exc, self.url, self.timeout_s)
+            if err is None:
+                raise
+            raise err from exc
+
+    def _one(self, prediction: str, reference: str) -> tuple[float | None, str, str | None]:
+        try:
+            reply = self._create(self._payload(prediction, reference))
         except VerifierHTTPError as exc:
             if exc.retryable or not self.use_logprobs:
                 raise
             self.use_logprobs = False  # the server refuses the logprobs fields
             logger.info("judge %s refused logprobs (%s); asking for text only", self.url, exc.status)
-            payload = self._payload(prediction, reference)
-            body = post_json(self._client, self.url, payload, retries=self.retries, backoff_s=self.backoff_s, headers=self._headers)
-        choices = body.get("choices") if isinstance(body, dict) else None
-        if not isinstance(choices, list) or not choices:
-            raise VerifierHTTPError(f"{self.url} answered without `choices`: {str(body)[:200]!r}", url=self.url, kind="schema")
-        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+            reply = self._create(self._payload(prediction, reference))
+        choices = [c.model_dump() for c in (getattr(reply, "choices", None) or [])]
+        if not choices:
+            raise VerifierHTTPError(f"{self.url} answered without `choices`: {str(reply)[:200]!r}", url=self.url, kind="schema")
+        message = choices[0].get("message")
         p, src = probability_from_choice(choices[0])
         return p, src, (message or {}).get("content") if isinstance(message, dict) else None
 
@@ -214,4 +222,4 @@ class LLMJudgeVerifier:
         self._client.close()
 
     def __repr__(self) -> str:
-        return f"LLMJudgeVerifier(url={self.url!r}, model={self.model!r}, key={'set' if self._headers else 'none'}, logprobs={self.use_logprobs})"
+        return f"LLMJudgeVerifier(url={self.url!r}, model={self.model!r}, key={'set' if self._has_key else 'none'}, logprobs={self.use_logprobs})"

@@ -10,12 +10,11 @@ semantic-search examples. Embedding the 47 passages takes a few seconds on a 2-c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import SAMPLES_DIR
+from ..data import SAMPLES_DIR, read_jsonl
 
 __all__ = [
     "Passage",
@@ -51,30 +50,22 @@ class Hit:
 def load_passages(path: str | Path | None = None) -> list[Passage]:
     """Read passages from a JSONL file with ``id``, ``title`` and ``text`` (default: the shipped set).
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the line and the
-    field for a line that is not a JSON object with non-blank ``id`` and ``text``, or a repeated id.
+    Read with :func:`medreason_utils.data.read_jsonl`. Raises ``FileNotFoundError`` for a missing
+    file and ``DataError`` (a ``ValueError``) naming the file and the line that is not JSON, or the
+    row whose ``id`` or ``text`` is missing or blank, or whose id repeats.
     """
     path = Path(path) if path is not None else DEFAULT_PASSAGES
-    if not path.is_file():
-        raise FileNotFoundError(f"passage file {path} does not exist")
-    out: list[Passage] = []
     seen: set[str] = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON ({exc})") from exc
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+
+    def check(row: dict) -> None:
         for key in ("id", "text"):
             if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ValueError(f"{path}:{n}: field {key!r} is missing or blank")
+                raise ValueError(f"field {key!r} is missing or blank")
         if row["id"] in seen:
-            raise ValueError(f"{path}:{n}: id {row['id']!r} occurs twice")
+            raise ValueError(f"id {row['id']!r} occurs twice")
         seen.add(row["id"])
-        out.append(Passage(row["id"].strip(), str(row.get("title") or row["id"]).strip(), row["text"].strip()))
+
+    out = [Passage(r["id"].strip(), str(r.get("title") or r["id"]).strip(), r["text"].strip()) for r in read_jsonl(path, check=check)]
     if not out:
         raise ValueError(f"{path} holds no passages")
     return out

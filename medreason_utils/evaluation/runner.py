@@ -1,0 +1,305 @@
+"""The evaluation run: several models (or adapters) on several benchmarks over the same items.
+
+:func:`evaluate_models` generates with each model in turn (a local model, an adapter folder
+loaded and freed, a vLLM engine with the adapter as a LoRA request, an OpenAI-compatible
+server, or any callable), scores each completion as it comes (:mod:`.scoring`), writes per-item
+JSONL as it goes (a rerun resumes where it stopped), and writes the reports (:mod:`.reports`):
+``results.md``/``results.csv``, ``per_subject.csv``, ``comparisons.md``/``comparisons.csv``
+(McNemar's paired test between runs) and ``results.png`` (bars with Wilson intervals).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..data import read_jsonl
+from .reports import compare_runs, plot_results, subject_breakdown, write_tables
+from .scoring import EvalResult, ItemResult, score_item, summarise_items
+
+__all__ = ["PROMPT_STYLES", "evaluate_models", "read_items"]
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several models x several benchmarks, resumable
+# ---------------------------------------------------------------------------------------------
+
+#: Prompt styles: item field holding the prompt, and the suffix added to the model label.
+#: "suite": the suite's system prompt with the response grammar; "plain": the model's own chat
+#: template with no system prompt and "answer with the letter" (``prompts.mcq_prompt(..., plain=True)``).
+PROMPT_STYLES = {"suite": ("prompt", ""), "plain": ("prompt_plain", " (plain prompt)")}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+
+
+def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, batch_size: int, backend_kwargs: dict):
+    """(backend, release) for one entry of ``models``; ``release()`` frees what was loaded here."""
+    from ..generation import LocalBackend, uses_vllm
+
+    if hasattr(spec, "generate") and callable(spec.generate) and not uses_vllm(spec):
+        return spec, lambda: None
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return LocalBackend(spec[0], spec[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
+    if spec is None or isinstance(spec, (str, os.PathLike)):
+        if spec is not None and base is not None and uses_vllm(base[0]):
+            # one vLLM engine, the adapter as a LoRA request (vLLM's own LoRARequest; raises when it cannot attach)
+            from ..models import vllm_lora_request
+
+            return LocalBackend(base[0], base[1], batch_size=batch_size, lora_request=vllm_lora_request(base[0], spec), name=label,
+                                **backend_kwargs), lambda: None
+        if spec is None and base is not None:
+            return LocalBackend(base[0], base[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
+        from ..models import load_model
+
+        model, tokenizer = load_model(base_model, adapter=spec)
+        holder = {"m": model}
+
+        def release() -> None:
+            holder.clear()
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:  # pragma: no cover
+                pass
+
+        return LocalBackend(model, tokenizer, batch_size=batch_size, name=label, **backend_kwargs), release
+    if callable(spec):
+        return _CallableBackend(spec, label, batch_size), lambda: None
+    raise TypeError(
+        f"models[{label!r}]: expected (model, tokenizer), an adapter folder, None (the base model), a backend with "
+        f".generate() or a callable, got {type(spec).__name__}"
+    )
+
+
+class _CallableBackend:
+    """A plain function ``(prompts, **generation kwargs) -> completions`` used as a backend."""
+
+    def __init__(self, fn: Callable, name: str, batch_size: int):
+        self.fn, self.name, self.batch_size = fn, name, batch_size
+
+    def generate(self, prompts, **kw):
+        return self.fn(prompts, **kw)
+
+
+def _fingerprint(items: Sequence[Mapping], field_name: str) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([str(it.get("id")), it.get(field_name), it.get("answer")], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def read_items(path: str | Path) -> list[dict]:
+    """Per-item records of a JSONL file written by :func:`evaluate_models` (``[]`` when there is none yet).
+
+    Read with :func:`medreason_utils.data.read_jsonl`: a last line cut short (a disconnect
+    mid-write) is skipped with a warning (it is generated again); a bad line elsewhere raises
+    ``DataError`` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return read_jsonl(path, allow_truncated_tail=True)
+
+
+def _record_to_item(d: Mapping) -> ItemResult:
+    return ItemResult(**{k: d.get(k) for k in ItemResult.__dataclass_fields__ if k in d})
+
+
+def evaluate_models(
+    models: Mapping[str, Any],
+    benchmarks: Mapping[str, Sequence[Mapping]],
+    out_dir: str | Path,
+    *,
+    styles: Mapping[str, Sequence[str]] | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    seed: int = 3407,
+    limit: int | None = None,
+    subset_seed: int | None = 0,
+    resume: bool = True,
+    chunk_size: int | None = None,
+    base: tuple | None = None,
+    base_model: str | None = None,
+    backend_kwargs: Mapping[str, Any] | None = None,
+    prefilled_think: bool = False,
+    compare: Sequence[tuple[str, str]] | None = None,
+    plot: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Evaluate several models on several benchmarks over the same items; write reports; return the table.
+
+    Args:
+        models: ``{label: spec}``; a spec is ``(model, tokenizer)``, an adapter folder (loaded with
+            :func:`medreason_utils.models.load_model` one at a time and freed after; on a GPU with
+            ``base`` carrying a vLLM engine, served as a ``lora_request`` on it), ``None`` (the base
+            model: ``base`` or ``load_model(base_model)``), a backend with ``.generate(prompts, **kw)``
+            (e.g. :class:`medreason_utils.generation.OpenAIChatBackend`), or a callable
+            ``(prompts, *, max_new_tokens, temperature, top_p, seed, progress, desc) -> list[str]``.
+        benchmarks: ``{name: items}`` from :func:`medreason_utils.evaluation.benchmarks.load_benchmark` (or
+            :func:`medreason_utils.evaluation.benchmarks.to_mcq_items`): ``id``, ``options``, ``answer``, ``prompt``,
+            optional ``subject``, ``prompt_plain``.
+        out_dir: folder for ``items/*.jsonl``, ``results.md``, ``results.csv``, ``per_subject.csv``,
+            ``comparisons.md``, ``comparisons.csv``, ``results.png``, ``summary.json``.
+        styles: ``{label: ["suite", "plain"]}``; default ``["suite"]`` for every label. "plain"
+            scores the model with its own chat template (no grammar, letter asked for); its label
+            gets " (plain prompt)".
+        max_new_tokens: tokens generated at most per completion.
+        batch_size: prompts per ``generate`` call of a local model.
+        temperature, top_p, num_samples, seed: greedy (``temperature=0``, one sample) by default;
+            sampling needs ``num_samples >= 1`` and uses seed ``seed + s`` for sample ``s``.
+        limit, subset_seed: a fixed-seed subset of each benchmark (``benchmarks.select_items``).
+        resume: reuse the records already in ``items/*.jsonl`` (same settings only, else
+            ``ValueError``); ``False`` starts those files over.
+        chunk_size: completions generated between two writes (default ``4 * batch_size``).
+        compare: pairs ``(label_a, label_b)`` for McNemar's test; default every pair of runs.
+
+    Returns:
+        The results table: a list of dicts, one per (run, benchmark), with ``benchmark``, ``model``,
+        ``n``, ``correct``, ``exact_match``, ``ci_low``, ``ci_high``, ``format_compliance``,
+        ``n_strict``, ``strict_exact_match``, ``lenient_match``, ``answered``, ``samples``,
+        ``exact_match_std``, ``max_new_tokens``, ``temperature``.
+
+    Raises:
+        ValueError: sampling without ``seed``, ``num_samples > 1`` with greedy decoding, a benchmark
+            without items, items missing a prompt style, or a resume with other settings.
+    """
+    from ..generation import require_seed
+    from .benchmarks import select_items
+
+    require_seed(temperature, seed)
+    if num_samples < 1 or (num_samples > 1 and not (temperature and temperature > 0)):
+        raise ValueError(f"num_samples={num_samples}: more than one sample needs temperature > 0 (greedy decoding repeats itself)")
+    out = Path(out_dir)
+    (out / "items").mkdir(parents=True, exist_ok=True)
+    bench_items = {}
+    for name, items in benchmarks.items():
+        items = select_items(list(items), limit, subset_seed)
+        if not items:
+            raise ValueError(f"benchmark {name!r} has no items")
+        for it in items:
+            it.setdefault("benchmark", name)
+        bench_items[name] = items
+    styles = dict(styles or {})
+    unknown = [s for v in styles.values() for s in v if s not in PROMPT_STYLES]
+    if unknown:
+        raise ValueError(f"unknown prompt styles {unknown}; known: {sorted(PROMPT_STYLES)}")
+    chunk = chunk_size or 4 * batch_size
+    results: list[EvalResult] = []
+
+    for label, spec in models.items():
+        runs = [(st, label + PROMPT_STYLES[st][1]) for st in styles.get(label, ["suite"])]
+        backend, release = None, lambda: None
+        try:
+            for style, run_label in runs:
+                field_name = PROMPT_STYLES[style][0]
+                for name, items in bench_items.items():
+                    missing = [str(it.get("id")) for it in items if not it.get(field_name)]
+                    if missing:
+                        raise ValueError(f"benchmark {name!r}: items {missing[:3]} have no {field_name!r} (prompt style {style!r}); "
+                                         "items from load_benchmark or to_mcq_items have both prompts")
+                    path = out / "items" / f"{_slug(run_label)}__{_slug(name)}.jsonl"
+                    meta_path = path.with_suffix(".meta.json")
+                    meta = {"model": run_label, "benchmark": name, "style": style, "max_new_tokens": max_new_tokens,
+                            "temperature": temperature, "top_p": top_p if temperature else None, "seed": seed,
+                            "num_samples": num_samples, "items": _fingerprint(items, field_name)}
+                    if resume and meta_path.is_file():
+                        old = json.loads(meta_path.read_text())
+                        if old != meta:
+                            diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+                            raise ValueError(f"{path} was written with other settings {diff}; use another out_dir or resume=False")
+                    if not resume:
+                        path.unlink(missing_ok=True)
+                    meta_path.write_text(json.dumps(meta, indent=1))
+                    wanted = {str(it["id"]) for it in items}
+                    done = {(d.get("sample", 0), str(d["id"])): d for d in read_items(path) if str(d.get("id")) in wanted}
+                    if any(d.get("sample", 0) >= num_samples for d in done.values()):
+                        done = {k: v for k, v in done.items() if k[0] < num_samples}
+                    pending = [(s, it) for s in range(num_samples) for it in items if (s, str(it["id"])) not in done]
+                    if pending:
+                        log.info("%s on %s: %d done, %d to generate", run_label, name, len(done), len(pending))
+                        if backend is None:
+                            backend, release = _backend_for(spec, label=label, base=base, base_model=base_model,
+                                                            batch_size=batch_size, backend_kwargs=dict(backend_kwargs or {}))
+                    _generate_pending(backend, pending, path, done, field_name=field_name, run_label=run_label, benchmark=name,
+                                      chunk=chunk, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                      seed=seed, prefilled_think=prefilled_think, progress=progress)
+                    records = [_record_to_item(done[(s, str(it["id"]))]) for s in range(num_samples) for it in items]
+                    results.append(summarise_items(records, benchmark=name, model=run_label))
+        finally:
+            backend = None
+            release()
+
+    table = [_table_row(r, max_new_tokens, temperature) for r in results]
+    comparisons = compare_runs(results, pairs=compare)
+    write_tables(table, comparisons, subject_breakdown(results), out)
+    if plot:
+        plot_results(table, out / "results.png")
+    (out / "summary.json").write_text(json.dumps({"table": table, "comparisons": comparisons}, indent=1, default=str))
+    return table
+
+
+def _drop_incomplete_tail(path: Path) -> None:
+    """Cut a last line left without its newline by an interrupted write, so appends start on a fresh line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _generate_pending(backend, pending, path: Path, done: dict, *, field_name: str, run_label: str, benchmark: str, chunk: int,
+                      max_new_tokens: int, temperature: float, top_p: float, seed: int | None, prefilled_think: bool,
+                      progress: bool) -> None:
+    """Generate the pending (sample, item) pairs in chunks, appending each chunk's records to ``path`` (fsynced)."""
+    if not pending:
+        return
+    by_sample: dict[int, list] = {}
+    for s, it in pending:
+        by_sample.setdefault(s, []).append(it)
+    from tqdm.auto import tqdm
+
+    _drop_incomplete_tail(path)
+    with tqdm(total=len(pending), desc=f"{run_label} | {benchmark}", disable=not progress) as bar, open(path, "a", encoding="utf-8") as fh:
+        for s, items in by_sample.items():
+            sample_seed = None if seed is None else seed + s
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                completions = backend.generate(
+                    [it[field_name] for it in part], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    seed=sample_seed if (temperature and temperature > 0) else seed, progress=False, desc=f"{run_label} {benchmark}",
+                )
+                if len(completions) != len(part):
+                    raise RuntimeError(f"{run_label}: the backend returned {len(completions)} completions for {len(part)} prompts")
+                for it, c in zip(part, completions):
+                    r = score_item(c, it, 0, prefilled_think=prefilled_think)
+                    r.prompt, r.sample, r.benchmark, r.model = it[field_name], s, benchmark, run_label
+                    d = asdict(r)
+                    fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+                    done[(s, str(it["id"]))] = d
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(part))
+
+
+def _table_row(r: EvalResult, max_new_tokens: int, temperature: float) -> dict:
+    d = r.summary()
+    d["max_new_tokens"], d["temperature"] = max_new_tokens, temperature
+    return d
+
+

@@ -1,0 +1,1 @@
+"""The run around the notebooks: headless execution (``run``), the shared notebook cells, run records."""

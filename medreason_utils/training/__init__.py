@@ -1,0 +1,26 @@
+"""Training: what the notebooks (and any script) call to build the SFT and GRPO trainers from a stage config.
+
+* :mod:`.sft`: the SFT rows and held-out questions (:func:`sft_data`), TRL's ``SFTConfig`` and
+  ``SFTTrainer`` from an :class:`~medreason_utils.config.SFTStageConfig`;
+* :mod:`.grpo`: the GRPO prompts (:func:`grpo_prompts`), TRL's ``GRPOConfig`` and ``GRPOTrainer``
+  from a :class:`~medreason_utils.config.GRPOStageConfig` (rewards from its ``rewards`` section).
+
+TRL is imported when a function is called. On a GPU, import ``unsloth`` first (the set-up cell
+does), so that Unsloth patches the TRL trainers.
+"""
+
+from .grpo import GRPOPrompts, grpo_config, grpo_config_kwargs, grpo_prompts, grpo_trainer
+from .sft import SFTData, sft_config, sft_config_kwargs, sft_data, sft_trainer
+
+__all__ = [
+    "SFTData",
+    "sft_data",
+    "sft_config_kwargs",
+    "sft_config",
+    "sft_trainer",
+    "GRPOPrompts",
+    "grpo_prompts",
+    "grpo_config_kwargs",
+    "grpo_config",
+    "grpo_trainer",
+]

@@ -1,0 +1,1 @@
+"""Interactive layer (ipywidgets): the reward playground, the inference demo, offline retrieval."""
