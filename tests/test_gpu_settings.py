@@ -19,7 +19,13 @@ from types import SimpleNamespace
 import pytest
 
 from medreason_utils import config, models
-from medreason_utils.config import COMPLETION_OVERHEAD_TOKENS, check_prompt_lengths, length_budget_line, resolve
+from medreason_utils.config import (
+    COMPLETION_OVERHEAD_TOKENS,
+    MAX_PROMPT_TOKENS,
+    check_length_budget,
+    check_prompt_lengths,
+    load_stage_config,
+)
 from medreason_utils.models import (
     BASE_MODELS,
     DEFAULT_GPU_MODEL,
@@ -36,7 +42,7 @@ from medreason_utils.models import (
     preset_for,
     preset_table_markdown,
 )
-from medreason_utils.playground import SCALE_OPTIONS, RewardSettings
+from medreason_utils.ui.playground import SCALE_OPTIONS, RewardSettings
 
 REPO = config.repo_root()
 SHIPPED = config.default_checkpoint()  # r=16, base HuggingFaceTB/SmolLM2-135M-Instruct
@@ -248,61 +254,44 @@ def test_notebook03_gpu_base_is_the_adapters_base_not_the_default(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _fits(stage: str, s: dict) -> bool:
-    room = s["max_seq_length"] - s["max_prompt_tokens"]
-    if stage == "sft":
-        return s["eval_max_new_tokens"] <= room and s["max_reasoning_tokens"] + s["max_response_tokens"] + COMPLETION_OVERHEAD_TOKENS <= room
-    return s["max_completion_length" if stage == "grpo" else "max_new_tokens"] <= room
-
-
-@pytest.mark.parametrize("runtime", [T4, L4, A100_40, A100_80, CPU], ids=["t4", "l4", "a100-40", "a100-80", "cpu"])
+@pytest.mark.parametrize("machine", ["cpu", "t4", "a100"])
 @pytest.mark.parametrize("stage", ["sft", "grpo", "eval"])
-@pytest.mark.parametrize("model", [None, "phi-4", "llama-3.1-8b-instruct"])
-def test_default_budgets_fit_max_seq_length(stage, runtime, model):
-    s = resolve(stage, runtime, model=model)
-    assert _fits(stage, s), s
-    if runtime is not CPU and stage != "eval":
-        assert s["max_seq_length"] == preset_for(model, runtime)["max_seq_length"]
+def test_recipe_budgets_fit_max_seq_length(stage, machine):
+    """Every shipped recipe fits its machine's context: check_length_budget raises on a GPU otherwise."""
+    runtime = {"cpu": CPU, "t4": T4, "a100": A100_40}[machine]
+    line = check_length_budget(stage, load_stage_config(stage, machine), runtime, model="qwen3-1.7b")
+    assert line.startswith("length budget (tokens): max_seq_length ")
 
 
 def test_t4_budget_values():
-    """The T4 preset (1024 tokens) used to ask for 1024-token completions and 768 + 256-token SFT rows."""
-    g = resolve("grpo", T4)
-    assert (g["max_seq_length"], g["max_prompt_tokens"], g["max_completion_length"]) == (1024, 256, 768)
-    s = resolve("sft", T4)
-    assert s["max_reasoning_tokens"] + s["max_response_tokens"] == 1024 - 256 - COMPLETION_OVERHEAD_TOKENS
-    assert s["max_reasoning_tokens"] == 3 * s["max_response_tokens"]  # the profile's 768:256 kept
-    assert s["eval_max_new_tokens"] == 768 and s["lora_rank"] == 16
-    a = resolve("grpo", A100_40)
-    assert a["max_completion_length"] == config.PROFILES["grpo"]["gpu"]["max_completion_length"]
-    assert resolve("sft", A100_40)["max_reasoning_tokens"] == config.PROFILES["sft"]["gpu"]["max_reasoning_tokens"]
-    assert resolve("sft", False) == config.PROFILES["sft"]["cpu"]  # the CPU profile already fits
+    """The T4 recipes (1024 tokens) used to ask for 1024-token completions and 768 + 256-token SFT rows."""
+    g = load_stage_config("grpo", "t4")
+    line = check_length_budget("grpo", g, T4, model="qwen3-1.7b")
+    assert "max_seq_length 1024" in line and "prompt <= 256" in line and "completion <= 768" in line
+    assert g.max_completion_length == 768
+    s = load_stage_config("sft", "t4")
+    assert s.max_reasoning_tokens + s.max_response_tokens == 1024 - 256 - COMPLETION_OVERHEAD_TOKENS
+    assert s.eval_max_new_tokens == 768 and s.lora_rank == 16
+    assert "reasoning <= 552" in check_length_budget("sft", s, T4)
 
 
-def test_explicit_settings_that_overflow_raise_on_gpu_only():
-    with pytest.raises(ValueError, match="max_completion_length=1024 does not fit"):
-        resolve("grpo", T4, max_completion_length=1024)
-    with pytest.raises(ValueError, match="max_new_tokens"):
-        resolve("eval", T4, max_new_tokens=2000)
+def test_settings_that_overflow_raise_on_gpu_only():
+    with pytest.raises(ValueError, match="max_completion_length=1024 > 768"):
+        check_length_budget("grpo", load_stage_config("grpo", "t4", overrides={"max_completion_length": 1024}), T4, model="qwen3-1.7b")
+    with pytest.raises(ValueError, match="max_new_tokens=2000"):
+        check_length_budget("eval", load_stage_config("eval", "t4", overrides={"max_new_tokens": 2000}), T4)
+    big_sft = load_stage_config("sft", "t4", overrides={"max_reasoning_tokens": 768, "max_response_tokens": 256})
     with pytest.raises(ValueError, match="max_reasoning_tokens 768 \\+ max_response_tokens 256"):
-        resolve("sft", T4, max_reasoning_tokens=768, max_response_tokens=256)
-    with pytest.raises(ValueError, match="no room"):
-        resolve("grpo", T4, max_prompt_tokens=1024)
+        check_length_budget("sft", big_sft, T4)
     # fits when the context is raised with it
-    assert resolve("grpo", T4, max_completion_length=1024, max_seq_length=1280)["max_completion_length"] == 1024
-    # one explicit SFT cap: the other gets the rest
-    s = resolve("sft", T4, max_reasoning_tokens=700)
-    assert s["max_response_tokens"] == 1024 - 256 - COMPLETION_OVERHEAD_TOKENS - 700
-    # CPU: transformers has no max_model_len, an explicit value is kept
-    assert resolve("grpo", False, max_completion_length=1024)["max_completion_length"] == 1024
+    assert check_length_budget("grpo", load_stage_config("grpo", "t4", overrides={"max_completion_length": 1024}), T4, max_seq_length=1280)
+    # CPU: transformers has no max_model_len, the line is printed and nothing raises
+    assert "SFT rows" in check_length_budget("sft", big_sft, CPU)
 
 
-def test_budget_line_names_the_numbers():
-    line = length_budget_line("grpo", resolve("grpo", T4))
-    assert "max_seq_length 1024" in line and "prompt <= 256" in line and "completion <= 768" in line and "max_completion_length 768" in line
-    assert "reasoning <= 552" in length_budget_line("sft", resolve("sft", T4))
+def test_notebooks_print_the_budget():
     for nb in ("01_sft_format", "02_grpo_training", "03_evaluation"):
-        assert "print(length_budget_line(" in (REPO / "notebooks" / f"{nb}.ipynb").read_text()
+        assert "print(check_length_budget(" in (REPO / "notebooks" / f"{nb}.ipynb").read_text()
 
 
 def test_t4_sft_rows_really_fit_with_a_real_tokenizer(default_model_path):
@@ -310,12 +299,13 @@ def test_t4_sft_rows_really_fit_with_a_real_tokenizer(default_model_path):
     max_seq_length tokens, and its prompt at most max_prompt_tokens (SmolLM2's tokenizer, shipped sample)."""
     from transformers import AutoTokenizer
 
-    from medreason_utils.data import load_rows, to_grpo_prompts, to_sft_conversations
+    from medreason_utils.data import load_rows, to_question_prompts, to_sft_conversations
 
     tok = AutoTokenizer.from_pretrained(str(default_model_path))
-    s = resolve("sft", T4)
+    cfg = load_stage_config("sft", "t4")
+    s = {"max_seq_length": cfg.max_seq_length, "max_prompt_tokens": MAX_PROMPT_TOKENS["sft"]}
     ds, report = to_sft_conversations(load_rows("sample:medical_o1_sft"), tokenizer=tok, output_format="prompt_completion",
-                                      max_reasoning_tokens=s["max_reasoning_tokens"], max_response_tokens=s["max_response_tokens"],
+                                      max_reasoning_tokens=cfg.max_reasoning_tokens, max_response_tokens=cfg.max_response_tokens,
                                       max_prompt_tokens=s["max_prompt_tokens"], max_total_tokens=s["max_seq_length"], on_bad_row="skip")
     assert len(ds) > 0
     n = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -326,20 +316,20 @@ def test_t4_sft_rows_really_fit_with_a_real_tokenizer(default_model_path):
     # a tighter budget skips rows, naming why
     _, tight = to_sft_conversations(load_rows("sample:medical_o1_sft"), tokenizer=tok, max_prompt_tokens=60, on_bad_row="skip")
     assert tight.n_skipped > 0 and "max_prompt_tokens=60" in tight.skipped[0][1]
-    prompts, rep = to_grpo_prompts(load_rows("sample:medical_o1_verifiable"), tokenizer=tok, max_prompt_tokens=60, on_bad_row="skip")
+    prompts, rep = to_question_prompts(load_rows("sample:medical_o1_verifiable"), tokenizer=tok, max_prompt_tokens=60, on_bad_row="skip")
     assert rep.n_skipped > 0 and len(prompts) + rep.n_skipped == rep.kept + rep.n_skipped
     with pytest.raises(ValueError, match="tokenizer"):
-        to_grpo_prompts(load_rows("sample:medical_o1_verifiable"), max_prompt_tokens=60)
+        to_question_prompts(load_rows("sample:medical_o1_verifiable"), max_prompt_tokens=60)
 
 
 def test_evaluation_prompts_checked_against_the_budget(default_model_path):
     from transformers import AutoTokenizer
 
-    from medreason_utils.benchmarks import load_benchmark
+    from medreason_utils.evaluation.benchmarks import load_benchmark
 
     tok = AutoTokenizer.from_pretrained(str(default_model_path))
     items = {name: load_benchmark(name, f"sample:{name}", limit=None)[0] for name in ("medqa", "medmcqa")}
-    stats = check_prompt_lengths(items, tok, resolve("eval", T4)["max_prompt_tokens"])
+    stats = check_prompt_lengths(items, tok, MAX_PROMPT_TOKENS["eval"])
     assert stats["n"] == sum(len(v) for v in items.values()) and 0 < stats["longest"] <= 1536 and stats["over"] == []
     with pytest.raises(ValueError, match="longer than max_prompt_tokens=100"):
         check_prompt_lengths(items, tok, 100)

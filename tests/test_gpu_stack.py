@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from medreason_utils import gpu_stack, notebook_cells
-from medreason_utils.gpu_stack import (
+from medreason_utils.pipeline import gpu_stack, notebook_cells
+from medreason_utils.pipeline.gpu_stack import (
     LOCK_DEFAULT,
     LOCK_T4,
     LOCKS,
@@ -272,7 +272,7 @@ def test_install_on_colab_installs_the_lock_and_the_package_skips_a_rerun_and_st
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     cell = (
-        f"import sys; sys.path.insert(0, {str(source)!r}); from medreason_utils.gpu_stack import Gpu, install_on_colab; "
+        f"import sys; sys.path.insert(0, {str(source)!r}); from medreason_utils.pipeline.gpu_stack import Gpu, install_on_colab; "
         f"install_on_colab({str(source)!r}, gpu=Gpu('Tesla T4', (7, 5)))"
     )
 

@@ -19,7 +19,7 @@ is covered without editing this file:
   is given (issue 8, defect 3: ``base[0].load_lora`` on such a model);
 * Unsloth's rewrite of ``scale_rewards`` under ``loss_type="dr_grpo"`` (``unsloth/models/rl.py``) is
   executed as Unsloth generates it and compared with the guard in
-  :meth:`medreason_utils.playground.RewardSettings.grpo_config_kwargs` (defect 10).
+  :meth:`medreason_utils.rewards.RewardSettings.grpo_config_kwargs` (defect 10).
 
 The attachment sites in unsloth 2026.10.5 (read in the wheel, and asserted below):
 ``FastLlamaModel.from_pretrained`` / ``FastBaseModel.from_pretrained`` set ``model.vllm_engine``,
@@ -514,7 +514,7 @@ def test_unsloth_attaches_the_model_attributes_where_the_package_expects_them(wh
     unsloth_only = (on_load | on_peft) - _non_unsloth_attributes()
     uses = [u for u in attribute_uses() if u.attr in unsloth_only]
     used = {u.attr for u in uses}
-    # the package reaches vLLM through model.vllm_engine (medreason_utils.vllm_backend), not fast_generate
+    # the package reaches vLLM through model.vllm_engine (medreason_utils.generation.vllm_engine), not fast_generate
     assert "vllm_engine" in used, f"the collector found only {sorted(used)}"
     problems = [
         f"{u.where}: reads .{u.attr} without checking for it; Unsloth attaches it only in get_peft_model "
@@ -563,7 +563,7 @@ def test_unsloth_rewrites_group_scaling_under_dr_grpo_and_our_guard_matches(whee
     The snippet is run here as Unsloth writes it, for each value the playground offers; the guard in
     ``RewardSettings.grpo_config_kwargs`` must refuse exactly the values Unsloth changes.
     """
-    from medreason_utils.playground import SCALE_OPTIONS, RewardSettings
+    from medreason_utils.ui.playground import SCALE_OPTIONS, RewardSettings
 
     code = "_unsloth_default_loss_type = False\n" + _dr_grpo_rewrite(wheel)
     assert "scale_rewards = False" in code

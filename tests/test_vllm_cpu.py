@@ -57,7 +57,7 @@ from medreason_utils.config import default_checkpoint  # noqa: E402
 from medreason_utils.data import load_rows, to_mcq_items  # noqa: E402
 from medreason_utils.generation import LocalBackend, OpenAIChatBackend, generate_completions, sample_completions  # noqa: E402
 from medreason_utils.models import default_model_dir, vllm_lora_request  # noqa: E402
-from medreason_utils.vllm_backend import (  # noqa: E402
+from medreason_utils.generation.vllm_engine import (  # noqa: E402
     LORA_ID_BASE,
     AdapterNotAttachableError,
     engine_of,
@@ -218,7 +218,7 @@ def test_evaluation_backend_serves_an_adapter_path_on_the_shared_engine(engine, 
 
 
 def test_playground_samples_k_distinct_completions_with_the_adapter(engine, tokenizer):
-    from medreason_utils.playground import RewardPlayground
+    from medreason_utils.ui.playground import RewardPlayground
     from medreason_utils.prompts import grpo_prompt
 
     pg = RewardPlayground(model=engine, tokenizer=tokenizer, adapter=str(ADAPTER))
@@ -248,7 +248,7 @@ def test_playground_samples_k_distinct_completions_with_the_adapter(engine, toke
 def test_demo_with_a_hub_id_checkpoint_uses_the_downloaded_folder(engine, tokenizer, tmp_path, monkeypatch):
     import huggingface_hub.constants as hf_constants
 
-    from medreason_utils.demo import DemoApp, build_messages
+    from medreason_utils.ui.demo import DemoApp, build_messages
 
     # the hub cache as snapshot_download leaves it (offline here: HF_HUB_OFFLINE=1 from conftest)
     repo, commit = "medreason/medreason-smollm2-135m-grpo", "0123456789abcdef0123456789abcdef01234567"
@@ -328,9 +328,9 @@ class VLLMServer:
 def servers(model_dir):
     """Both servers start with the module's first test, in the background, so their ~1 min starts overlap
     the in-process engine tests: a two-label classifier behind ``/classify`` with the documented options
-    (:data:`~medreason_utils.verifiers_huatuo.HUATUO_VLLM_SERVE_ARGS`), and the chat model with the shipped
+    (:data:`~medreason_utils.verifiers.huatuo.HUATUO_VLLM_SERVE_ARGS`), and the chat model with the shipped
     adapter served by name (``--lora-modules grpo=...``)."""
-    from medreason_utils.verifiers_huatuo import HUATUO_VLLM_SERVE_ARGS
+    from medreason_utils.verifiers.huatuo import HUATUO_VLLM_SERVE_ARGS
 
     started = {
         "classify": VLLMServer(tiny_classifier_dir(), *HUATUO_VLLM_SERVE_ARGS, "--max-model-len", "512"),
@@ -346,8 +346,8 @@ def servers(model_dir):
 
 def test_served_huatuo_verifier_against_vllm_classify(servers):
     """The documented serve options (HUATUO_VLLM_SERVE_ARGS) on a tiny two-label classifier; /classify probabilities = local softmax."""
-    from medreason_utils.verifier import make_verifier
-    from medreason_utils.verifiers_huatuo import HUATUO_VLLM_SERVE_ARGS, HuatuoLocalVerifier, huatuo_serve_command
+    from medreason_utils.verifiers import make_verifier
+    from medreason_utils.verifiers.huatuo import HUATUO_VLLM_SERVE_ARGS, HuatuoLocalVerifier, huatuo_serve_command
 
     assert huatuo_serve_command().endswith("--runner pooling --convert classify --port 8000")
     preds = ["Aspirin", "The answer is low-dose aspirin after the infarction, with a statin.", "B",
@@ -384,7 +384,7 @@ def test_openai_chat_backend_against_vllm_serve_base_and_lora(chat_server, items
 def test_llm_judge_reads_logprobs_from_vllm_chat(chat_server):
     import httpx
 
-    from medreason_utils.verifiers_judge import LLMJudgeVerifier, judge_prompt
+    from medreason_utils.verifiers.judge import LLMJudgeVerifier, judge_prompt
 
     body = httpx.post(chat_server + "/chat/completions", timeout=120, json={
         "model": "smollm2", "messages": [{"role": "user", "content": judge_prompt("Aspirin", "Aspirin")}],

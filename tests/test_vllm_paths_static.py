@@ -20,7 +20,7 @@ import pytest
 
 from medreason_utils.config import default_checkpoint
 from medreason_utils.models import vllm_lora_request
-from medreason_utils.vllm_backend import adapter_rank, default_lora_request, engine_of, is_vllm_engine, resolve_adapter_dir
+from medreason_utils.generation.vllm_engine import adapter_rank, default_lora_request, engine_of, is_vllm_engine, resolve_adapter_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = default_checkpoint()
@@ -70,7 +70,7 @@ def test_the_package_builds_lora_requests_itself():
 
 
 def test_served_verifier_instructions_use_the_pooling_runner():
-    from medreason_utils.verifiers_huatuo import HUATUO_VLLM_SERVE_ARGS, huatuo_serve_command
+    from medreason_utils.verifiers.huatuo import HUATUO_VLLM_SERVE_ARGS, huatuo_serve_command
 
     assert HUATUO_VLLM_SERVE_ARGS == ("--runner", "pooling", "--convert", "classify")
     assert huatuo_serve_command("m", 8001) == "vllm serve m --runner pooling --convert classify --port 8001"

@@ -1,6 +1,6 @@
 """The cells every notebook shares (header and set-up), kept in one place.
 
-``python -m medreason_utils.notebook_cells --write`` stamps them into the notebooks (and strips
+``python -m medreason_utils.pipeline.notebook_cells --write`` stamps them into the notebooks (and strips
 outputs); ``--check`` exits 1 when a notebook has drifted or carries outputs (a test runs it).
 After Unsloth's notebooks, where one install cell template is stamped into every notebook.
 Shared cells are found by their metadata tag (``shared:header``, ``shared:install``).
@@ -76,7 +76,7 @@ def header_source(name: str) -> str:
 
 def install_source() -> str:
     """Code of the set-up cell: on Colab, fetches this suite from ``MEDREASON_SOURCE`` and installs the
-    GPU stack from the lock file of the GPU (``medreason_utils.gpu_stack.install_on_colab``); elsewhere
+    GPU stack from the lock file of the GPU (``medreason_utils.pipeline.gpu_stack.install_on_colab``); elsewhere
     it installs nothing. Every failure raises with a message naming what to do (no ``!pip``: a failing
     ``!pip`` line does not stop a cell)."""
     default = f"https://github.com/{GITHUB_REPO}" if GITHUB_REPO else ""
@@ -106,10 +106,10 @@ if IN_COLAB:
         if SOURCE_DIR.startswith("/content/drive/") and not os.path.isdir("/content/drive/MyDrive"):
             from google.colab import drive
             drive.mount("/content/drive")
-    if not os.path.isfile(os.path.join(SOURCE_DIR, "medreason_utils", "gpu_stack.py")):
-        raise RuntimeError(f"{{SOURCE_DIR}} holds no medreason checkout (no medreason_utils/gpu_stack.py): check {SOURCE_SETTING}.")
+    if not os.path.isfile(os.path.join(SOURCE_DIR, "medreason_utils", "pipeline", "gpu_stack.py")):
+        raise RuntimeError(f"{{SOURCE_DIR}} holds no medreason checkout (no medreason_utils/pipeline/gpu_stack.py): check {SOURCE_SETTING}.")
     sys.path.insert(0, SOURCE_DIR)
-    from medreason_utils.gpu_stack import install_on_colab
+    from medreason_utils.pipeline.gpu_stack import install_on_colab
     # T4 (compute capability < 8.0) -> requirements-gpu-t4.txt, A100/L4/H100 -> requirements-gpu.txt; raises on failure
     install_on_colab(SOURCE_DIR)
     os.chdir(os.path.join(SOURCE_DIR, "notebooks"))

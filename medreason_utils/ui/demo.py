@@ -303,7 +303,7 @@ class DemoApp:
 
         The request needs a local folder: the one :func:`medreason_utils.models.load_model` downloaded
         (``model.medreason_adapter_dir``) when the model has it, else ``adapter`` resolved by
-        :func:`medreason_utils.vllm_backend.resolve_adapter_dir` (a hub id gives its cached snapshot).
+        :func:`medreason_utils.generation.vllm_engine.resolve_adapter_dir` (a hub id gives its cached snapshot).
         Raises what ``vllm_lora_request`` raises when the engine cannot take the adapter.
         """
         from ..models import vllm_lora_request

@@ -2,7 +2,7 @@
 
 Three backends. Two behind one function, :func:`generate_completions`:
 
-* vLLM, through its own API (:mod:`medreason_utils.vllm_backend`), when the model is a
+* vLLM, through its own API (:mod:`medreason_utils.generation.vllm_engine`), when the model is a
   ``vllm.LLM`` or carries one (Unsloth ``fast_inference=True`` on a GPU: ``model.vllm_engine``);
   a LoRA adapter is passed as a ``vllm.lora.request.LoRARequest``, by default the adapter the model
   was loaded with;
@@ -36,8 +36,7 @@ __all__ = [
     "GenerationError",
 ]
 
-#: Passed to chat templates: Qwen3 templates otherwise open their own ``<think>`` block.
-DEFAULT_CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
+from ..prompts import DEFAULT_CHAT_TEMPLATE_KWARGS  # noqa: E402  (re-exported: where generation used to define it)
 
 
 def render_prompts(tokenizer, prompts: Sequence[Sequence[dict]], chat_template_kwargs: dict | None = None) -> list[str]:
@@ -80,7 +79,7 @@ def decoding_kwargs(temperature: float | None, top_p: float = 1.0, repetition_pe
 
 def uses_vllm(model) -> bool:
     """True when ``model`` is a ``vllm.LLM`` or carries one (Unsloth ``fast_inference=True``: ``model.vllm_engine``)."""
-    from .vllm_backend import engine_of
+    from .vllm_engine import engine_of
 
     return engine_of(model) is not None
 
@@ -111,7 +110,7 @@ def generate_completions(
         repetition_penalty: transformers/vLLM repetition penalty (None: the model's default).
         lora_request: vLLM only: a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`).
             ``None`` takes the adapter the model was loaded with
-            (:func:`medreason_utils.vllm_backend.default_lora_request`), or none for a base model.
+            (:func:`medreason_utils.generation.vllm_engine.default_lora_request`), or none for a base model.
         progress: show a tqdm bar over batches.
 
     Returns:
@@ -119,7 +118,7 @@ def generate_completions(
 
     Raises:
         ValueError: sampling without a seed, a malformed prompt, ``batch_size < 1``, or a model whose
-            vLLM engine cannot see its LoRA (see :func:`~medreason_utils.vllm_backend.default_lora_request`).
+            vLLM engine cannot see its LoRA (see :func:`~medreason_utils.generation.vllm_engine.default_lora_request`).
         AdapterNotAttachableError, FileNotFoundError: the adapter cannot be attached to the vLLM engine.
     """
     require_seed(temperature, seed)
@@ -129,7 +128,7 @@ def generate_completions(
     if not texts:
         return []
 
-    from .vllm_backend import default_lora_request, engine_of, vllm_generate
+    from .vllm_engine import default_lora_request, engine_of, vllm_generate
 
     engine = engine_of(model)
     if engine is not None:
@@ -202,7 +201,7 @@ def sample_completions(
         raise ValueError(f"n must be >= 1, got {n}")
     if not (temperature and temperature > 0):
         raise ValueError(f"sampling {n} completions needs temperature > 0, got {temperature}")
-    from .vllm_backend import default_lora_request, engine_of, vllm_generate
+    from .vllm_engine import default_lora_request, engine_of, vllm_generate
 
     engine = engine_of(model)
     if engine is not None:
@@ -287,7 +286,7 @@ class OpenAIChatBackend:
         self.name = name or model
 
     def _one(self, client, index: int, messages: list[dict], body: dict) -> str:
-        from .verifiers.http import openai_error
+        from ..verifiers.http import openai_error
 
         try:
             reply = client.chat.completions.create(messages=messages, **body)
@@ -312,7 +311,7 @@ class OpenAIChatBackend:
 
         from tqdm.auto import tqdm
 
-        from .verifiers.http import openai_client
+        from ..verifiers.http import openai_client
 
         require_seed(temperature, seed)
         body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": float(temperature or 0.0),

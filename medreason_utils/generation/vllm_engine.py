@@ -221,7 +221,7 @@ def vllm_generate(
     """
     from vllm import SamplingParams
 
-    from .generation import render_prompts
+    from . import render_prompts
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -20,7 +20,7 @@ anything is installed). The tests call :func:`verify_lock` (needs the package in
 ``test-gpu-libs`` make target builds a CPU venv with the GPU lock's libraries via
 :func:`cpu_requirements_with_lock`.
 
-Command line: ``python -m medreason_utils.gpu_stack {lock,verify,cpu-requirements,check-installed}``.
+Command line: ``python -m medreason_utils.pipeline.gpu_stack {lock,verify,cpu-requirements,check-installed}``.
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--lock", default=LOCK_DEFAULT)
     chk.add_argument("names", nargs="*", default=list(GPU_LIBS))
     args = parser.parse_args(argv)
-    from .config import repo_root
+    from ..config import repo_root
 
     root = repo_root()
     if args.command == "lock":
