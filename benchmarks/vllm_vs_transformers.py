@@ -1,0 +1,165 @@
+"""Batched generation with the shipped LoRA adapter: vLLM (CPU) versus transformers + peft, in one run.
+
+The same MedQA prompts (the suite's system prompt and grammar; ``--n`` items of the shipped
+``sample:medqa``), the same adapter (default ``checkpoints/medreason-smollm2-135m-grpo``, r=16, on
+SmolLM2-135M-Instruct in float32), greedy decoding, up to ``--max-new-tokens`` tokens each:
+
+1. transformers + peft: :func:`medreason_utils.models.load_model` with the adapter, all prompts in
+   one left-padded batch (:class:`medreason_utils.generation.LocalBackend`); torch on ``--threads``
+   threads (default 1: vLLM's CPU worker runs this model on one core by default, so both sides get
+   one; and two OpenMP threads on a shared 2-core machine collapse, 15x slower measured in
+   tests/conftest.py). Runs first: an in-process vLLM engine replaces ``torch.set_num_threads`` by a no-op.
+2. the adapter merged into the weights (``peft``'s ``merge_and_unload``) and saved, for step 4.
+3. vLLM: ``vllm.LLM(model=<folder>, dtype="float32", enable_lora=True, max_lora_rank=16,
+   enforce_eager=True)``, the adapter as a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`),
+   through the suite's own generation code (:func:`medreason_utils.generation.generate_completions`);
+   the base weights in the same engine for reference.
+4. vLLM on the merged folder, no LoRA.
+
+Prints seconds, generated tokens (completions re-tokenised, special tokens excluded) and tokens/s of
+each run, the ratios to transformers + peft, the engine start times, and how many completions agree
+on their first 32 tokens. Needs both vLLM and transformers: run it in the ``make test-vllm`` venv::
+
+    .venv-vllm/bin/python benchmarks/vllm_vs_transformers.py --n 16 --max-new-tokens 128
+
+Settings of vLLM on this kind of CPU (shared/notes/vllm-cpu.md): ``VLLM_CPU_KVCACHE_SPACE`` GiB of KV
+cache (default here 1), eager mode, float32 (bfloat16 is ~4x slower on AVX2-only CPUs), engine core
+in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as Unsloth runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="medreason-bench-vllm-"))
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CACHE_ROOT", str(_TMP / "vllm-cache"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_TMP / "inductor-cache"))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=16, help="MedQA items (prompts)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--adapter", type=Path, default=None, help="LoRA adapter folder (default: the shipped checkpoint)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for transformers (0: torch's own choice)")
+    ap.add_argument("--no-merged", action="store_true", help="skip the merged-adapter vLLM run")
+    args = ap.parse_args()
+
+    import torch
+
+    from medreason_utils.config import default_checkpoint
+    from medreason_utils.data import load_rows, to_mcq_items
+    from medreason_utils.generation import LocalBackend, generate_completions
+    from medreason_utils.models import default_model_dir, load_model, vllm_lora_request
+
+    adapter = (args.adapter or default_checkpoint()).resolve()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds, _ = to_mcq_items(load_rows("sample:medqa", limit=args.n), "medqa")
+    prompts = [dict(r)["prompt"] for r in ds]
+    base_dir = default_model_dir()
+    results: dict[str, dict] = {}
+
+    def stage(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def count(tok, texts: list[str]) -> int:
+        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+    # 1. transformers + peft, one batch
+    stage("transformers + peft")
+    model, tok = load_model(adapter=adapter)
+    backend = LocalBackend(model, tok, batch_size=len(prompts))
+    backend.generate(prompts[:2], max_new_tokens=4, progress=False)  # warm-up
+    t0 = time.perf_counter()
+    out = backend.generate(prompts, max_new_tokens=args.max_new_tokens, progress=False)
+    results["transformers + peft (LoRA)"] = {"s": time.perf_counter() - t0, "out": out}
+    torch_threads = torch.get_num_threads()
+
+    # 2. merged adapter, saved for vLLM
+    merged_dir = _TMP / "merged"
+    if not args.no_merged:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(str(merged_dir))
+        tok.save_pretrained(str(merged_dir))
+        del merged
+    del model, backend
+    gc.collect()
+
+    # 3. vLLM with the adapter as a LoRA request
+    stage("vLLM with a LoRA request")
+    from vllm import LLM, __version__ as vllm_version
+
+    t0 = time.perf_counter()
+    engine = LLM(model=str(base_dir), dtype="float32", enforce_eager=True, enable_lora=True, max_lora_rank=16,
+                 max_model_len=2048, seed=0)
+    start_lora = time.perf_counter() - t0
+    request = vllm_lora_request(engine, adapter)
+    generate_completions(engine, tok, prompts[:2], max_new_tokens=4, lora_request=request, progress=False)  # warm-up, loads the LoRA
+    for label, lora in (("vLLM, LoRA request", request), ("vLLM, base weights (no adapter)", None)):
+        t0 = time.perf_counter()
+        out = generate_completions(engine, tok, prompts, max_new_tokens=args.max_new_tokens, lora_request=lora, progress=False)
+        results[label] = {"s": time.perf_counter() - t0, "out": out}
+
+    # 4. vLLM on the merged weights (a second in-process engine; both are released at exit)
+    start_merged = None
+    if not args.no_merged:
+        stage("vLLM on the merged weights")
+        t0 = time.perf_counter()
+        merged_engine = LLM(model=str(merged_dir), dtype="float32", enforce_eager=True, max_model_len=2048, seed=0)
+        start_merged = time.perf_counter() - t0
+        generate_completions(merged_engine, tok, prompts[:2], max_new_tokens=4, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        out = generate_completions(merged_engine, tok, prompts, max_new_tokens=args.max_new_tokens, progress=False)
+        results["vLLM, merged adapter (no LoRA)"] = {"s": time.perf_counter() - t0, "out": out}
+
+    for r in results.values():
+        r["tokens"] = count(tok, r["out"])
+        r["tps"] = r["tokens"] / r["s"]
+    ref = results["transformers + peft (LoRA)"]
+
+    def agree(a: list[str], b: list[str], n: int = 32) -> int:
+        return sum(tok(x, add_special_tokens=False)["input_ids"][:n] == tok(y, add_special_tokens=False)["input_ids"][:n]
+                   for x, y in zip(a, b))
+
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} CPUs, {platform.machine()}; date {datetime.date.today().isoformat()}; "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"vllm {vllm_version} (CPU), torch {torch.__version__} ({torch_threads} threads for transformers)")
+    print(f"{len(prompts)} MedQA prompts (shipped sample, suite prompt), adapter {adapter.name}, greedy, max_new_tokens={args.max_new_tokens}")
+    print(f"vLLM engine start (eager): {start_lora:.1f} s with enable_lora" + (f", {start_merged:.1f} s merged" if start_merged else ""))
+    print(f"{'run':34s} {'seconds':>8s} {'tokens':>7s} {'tokens/s':>9s} {'vs transformers':>16s} {'same 32 tokens':>15s}")
+    for label, r in results.items():
+        print(f"{label:34s} {r['s']:8.1f} {r['tokens']:7d} {r['tps']:9.1f} {r['tps'] / ref['tps']:15.2f}x "
+              f"{agree(r['out'], ref['out']):>9d}/{len(prompts)}")
+    lora, base = results["vLLM, LoRA request"], results["vLLM, base weights (no adapter)"]
+    print(f"completions changed by the adapter in vLLM: {sum(a != b for a, b in zip(lora['out'], base['out']))}/{len(prompts)}")
+    if "vLLM, merged adapter (no LoRA)" in results:
+        m = results["vLLM, merged adapter (no LoRA)"]
+        print(f"merged vs LoRA request in vLLM: {m['tps'] / lora['tps']:.2f}x tokens/s; "
+              f"same first 32 tokens {agree(m['out'], lora['out'])}/{len(prompts)}")
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
