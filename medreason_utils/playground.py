@@ -216,6 +216,7 @@ class ScoreTable:
     advantages: list[float]
     settings: RewardSettings
     rank: list[int] = field(default_factory=list)
+    names: tuple = REWARD_NAMES  # column names: REWARD_NAMES, then any extra rewards' __name__
 
     def __post_init__(self) -> None:
         if not self.rank:
@@ -226,7 +227,7 @@ class ScoreTable:
         out = []
         for i, c in enumerate(self.completions):
             rec = {"label": self.labels[i], "completion": c}
-            rec.update(dict(zip(REWARD_NAMES, self.rewards[i])))
+            rec.update(dict(zip(self.names, self.rewards[i])))
             rec.update(total=self.totals[i], advantage=self.advantages[i], rank=self.rank[i])
             out.append(rec)
         return out
@@ -237,7 +238,8 @@ class ScoreTable:
         def num(x: float | None) -> str:
             return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
-        head = "".join(f"<th>{h}</th>" for h in ("#", "completion", "strict", "partial", "correctness", "total", "advantage", "rank"))
+        short = tuple(n.removesuffix("_reward").removesuffix("_format") for n in self.names)
+        head = "".join(f"<th>{h}</th>" for h in ("#", "completion", *short, "total", "advantage", "rank"))
         body = []
         for i, c in enumerate(self.completions):
             preview = c if len(c) <= preview_chars else c[:preview_chars] + "…"
@@ -277,6 +279,7 @@ def score_completions(
     *,
     verifier: Any = None,
     labels: Sequence[str] | None = None,
+    extra_rewards: Sequence[tuple[Any, float]] = (),
 ) -> ScoreTable:
     """Score one group of completions for one prompt, as the GRPO trainer would.
 
@@ -284,6 +287,8 @@ def score_completions(
     columns ``answer`` and ``question`` repeated once per completion; totals and advantages come
     from :func:`~medreason_utils.rewards.compute_advantages` with the whole list as one group
     (so ``"batch"`` and ``"group"`` scaling agree here). Malformed completions never raise.
+    ``extra_rewards`` are ``(reward function, weight)`` pairs scored after the three (e.g. the perplexity reward of
+    :func:`medreason_utils.perplexity_reward.make_perplexity_reward`); they add columns and count in the totals.
 
     Raises ``ValueError`` for no completions or a label count that does not match.
     """
@@ -296,10 +301,13 @@ def score_completions(
         raise ValueError(f"{len(labels)} labels for {len(completions)} completions")
     n = len(completions)
     columns = {"answer": [answer] * n, "question": [question or ""] * n}
-    per_func = [fn(completions, **columns) for fn in settings.reward_funcs(verifier)]
+    funcs = list(settings.reward_funcs(verifier)) + [fn for fn, _ in extra_rewards]
+    weights = settings.reward_weights + [float(w) for _, w in extra_rewards]
+    per_func = [fn(completions, **columns) for fn in funcs]
     rows = [[per_func[j][i] for j in range(len(per_func))] for i in range(n)]
-    totals, advantages = compute_advantages(rows, settings.reward_weights, num_generations=n, scale_rewards=settings.scale_rewards)
-    return ScoreTable(completions, labels, rows, totals, advantages, settings)
+    totals, advantages = compute_advantages(rows, weights, num_generations=n, scale_rewards=settings.scale_rewards)
+    names = REWARD_NAMES + tuple(getattr(fn, "__name__", f"extra_{k}") for k, (fn, _) in enumerate(extra_rewards))
+    return ScoreTable(completions, labels, rows, totals, advantages, settings, names=names)
 
 
 class RewardPlayground:
@@ -320,6 +328,8 @@ class RewardPlayground:
         examples: example rows (default :func:`load_examples`).
         lora_request: vLLM (GPU) only: the adapter as a LoRA request (Unsloth's ``model.load_lora(path)``)
             so samples come from the trained adapter, not the base weights of the vLLM engine.
+        extra_rewards: ``(reward function, weight)`` pairs shown as more columns and counted in the totals, e.g.
+            ``[(make_perplexity_reward(model, tokenizer), 1.0)]`` (see :func:`score_completions`).
     """
 
     def __init__(
@@ -331,8 +341,11 @@ class RewardPlayground:
         verifier_options: Sequence[tuple[str, Any]] | None = None,
         examples: Sequence[dict] | None = None,
         lora_request: Any = None,
+        extra_rewards: Sequence[tuple[Any, float]] = (),
     ):
         import ipywidgets as w
+
+        self.extra_rewards = list(extra_rewards)
 
         s = settings or RewardSettings()
         self.model, self.tokenizer, self.lora_request = model, tokenizer, lora_request
@@ -462,7 +475,7 @@ class RewardPlayground:
             settings = self.settings
             table = score_completions(
                 completions, self.answer.value, self.question.value, settings,
-                verifier=self._verifier(settings.verifier), labels=labels,
+                verifier=self._verifier(settings.verifier), labels=labels, extra_rewards=self.extra_rewards,
             )
         except (ValueError, KeyError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"

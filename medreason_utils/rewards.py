@@ -353,12 +353,15 @@ strict_format_reward = make_strict_format_reward()
 partial_format_reward = make_partial_format_reward()
 mcq_accuracy_reward = make_mcq_accuracy_reward()
 
+from .perplexity_reward import make_perplexity_reward  # noqa: E402  (needs model= and tokenizer= settings)
+
 #: Reward names a config can list; each entry builds the function from keyword settings.
 REWARD_REGISTRY: dict[str, Callable[..., RewardFunc]] = {
     "strict_format": make_strict_format_reward,
     "partial_format": make_partial_format_reward,
     "correctness": make_correctness_reward,
     "mcq_accuracy": make_mcq_accuracy_reward,
+    "perplexity": make_perplexity_reward,
 }
 
 

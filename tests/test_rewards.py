@@ -295,7 +295,7 @@ def test_mcq_accuracy_reward_malformed_options_never_raise():
 
 
 def test_registry_builds_functions_by_name():
-    assert set(REWARD_REGISTRY) == {"strict_format", "partial_format", "correctness", "mcq_accuracy"}
+    assert set(REWARD_REGISTRY) == {"strict_format", "partial_format", "correctness", "mcq_accuracy", "perplexity"}
     funcs = get_reward_funcs(["strict_format", "correctness"], {"strict_format": {"value": 2.0}, "correctness": {"verifier": TableVerifier()}})
     assert [f.__name__ for f in funcs] == ["strict_format_reward", "correctness_reward"]
     assert funcs[0]([answer("x")]) == [2.0]
