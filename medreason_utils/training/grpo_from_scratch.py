@@ -683,7 +683,7 @@ def trl_grpo_loss(
         num_generations=rollout.num_generations, max_completion_length=max_completion_length, loss_type=loss_type,
         beta=beta, epsilon=epsilon, epsilon_high=epsilon_high, use_bias_correction_kl=kl_bias_correction,
         temperature=temperature, report_to=[], use_cpu=True,
-        bf16=False, gradient_checkpointing=False, logging_steps=1, save_strategy="no",
+        bf16=False, activation_checkpointing=False, logging_steps=1, save_strategy="no",
     )
     if beta != 0.0 and "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")  # TRL's __init__ adds its own frozen copy of the adapter and refuses a second one
