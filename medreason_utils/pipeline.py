@@ -42,6 +42,13 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "03_evaluation.ipynb": {"LIMIT": 4, "MAX_NEW_TOKENS": 24},  # 4 items per benchmark
     "04_inference_demo.ipynb": {"MAX_NEW_TOKENS": 24},
+    "05_grpo_from_scratch.ipynb": {  # one GRPO step of one group of 2 completions, checked against TRL
+        "N_PROMPTS": 2,
+        "MAX_STEPS": 1,
+        "NUM_GENERATIONS": 2,
+        "BATCH_SIZE": 2,
+        "MAX_COMPLETION_LENGTH": 16,
+    },
 }
 
 

@@ -234,3 +234,19 @@ def test_grpo_step_zero_advantage_leaves_weights(tiny):
     stats = grpo_step(model, optimizer, batch, torch.zeros(4), config)
     assert stats["loss"] == 0.0
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+
+
+def test_check_against_trl_helper_the_notebook_calls(tiny):
+    """The notebook's check (on-policy, reference log-probabilities from a frozen copy of the adapter) agrees too."""
+    from medreason_utils.training.grpo_from_scratch import add_reference_adapter, check_against_trl
+
+    tok, build = tiny
+    model = build()
+    add_reference_adapter(model)
+    batch = _batch(tok)
+    config = GRPOScratchConfig(loss_type="dapo", beta=0.04, max_completion_length=batch.completion_ids.size(1),
+                               micro_batch_size=1, temperature=0.7)
+    out = check_against_trl(model, tok, batch, torch.tensor([0.5, -0.5, 1.0, -1.0]), config)
+    assert out["lora_tensors"] == 2 * 2 * len(LORA_TARGETS)
+    assert out["loss_abs_diff"] < 1e-5 and out["grad_max_abs_diff"] < 1e-5, out
+    assert all(p.grad is None for p in model.parameters())

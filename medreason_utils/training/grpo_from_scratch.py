@@ -54,7 +54,9 @@ __all__ = [
     "adapter_is_trained",
     "completion_mask_from_ids",
     "make_optimizer",
+    "accumulate_grpo_gradients",
     "grpo_step",
+    "check_against_trl",
     "train_grpo",
     "trl_grpo_loss",
     "lora_grads",
@@ -477,15 +479,17 @@ def adapter_is_trained(model) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratchConfig) -> dict[str, float]:
-    """Steps 4-7 on one sampled batch: ``num_iterations`` optimiser steps, each a micro-batched forward/backward.
+def accumulate_grpo_gradients(model, rollout: Rollout, advantages, config: GRPOScratchConfig, *, old_logps=None,
+                              ref_logps=None) -> dict[str, float]:
+    """Step 7: micro-batched forward and backward of the whole batch's loss; gradients accumulate in ``.grad``.
 
-    The old policy's log-probabilities are the current ones detached when ``num_iterations == 1`` (the ratio is
-    then 1 and only its gradient matters, TRL's shortcut), else computed once before the first pass. The reference
-    log-probabilities are computed (without gradient) only when ``beta != 0``.
+    Each micro-batch of ``config.micro_batch_size`` completions is normalised by the whole batch's counts
+    (:func:`aggregate_loss`), so the accumulated gradient is the full batch's while only one micro-batch's
+    activations are held at a time. ``old_logps`` ``None`` means on-policy (the current log-probabilities,
+    detached: ratio 1, TRL's shortcut); ``ref_logps`` is needed when ``config.beta != 0``.
 
-    Returns ``loss`` (the batch loss of the last pass), ``kl`` (masked token mean, 0 without KL) and ``clip_ratio``
-    (fraction of tokens whose ratio was clipped where it mattered).
+    Returns ``loss`` (the batch loss), ``kl`` (masked token mean of the KL term, 0 without it) and ``clip_ratio``
+    (fraction of tokens whose ratio was clipped on the side that binds for their advantage's sign).
     """
     import torch
 
@@ -496,6 +500,44 @@ def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratc
     mb = config.micro_batch_size
     advantages = advantages.to(input_ids.device)
     num_tokens = mask.sum()
+    eh = config.epsilon if config.epsilon_high is None else config.epsilon_high
+    model.train()
+    total, kl_sum, clipped = 0.0, 0.0, 0.0
+    for s in range(0, B, mb):
+        sl = slice(s, s + mb)
+        logps = per_token_logps(model, input_ids[sl], attention_mask[sl], T, temperature=config.temperature)
+        old_mb = logps.detach() if old_logps is None else old_logps[sl]
+        loss_t, kl, ratio = grpo_token_loss(
+            logps, old_mb, advantages[sl], ref_logps=None if ref_logps is None else ref_logps[sl], beta=config.beta,
+            epsilon_low=config.epsilon, epsilon_high=config.epsilon_high, kl_bias_correction=config.kl_bias_correction,
+        )
+        loss = aggregate_loss(loss_t, mask[sl], config.loss_type, num_sequences=B,
+                              max_completion_length=config.max_completion_length, num_tokens=num_tokens)
+        loss.backward()
+        total += float(loss.detach())
+        with torch.no_grad():
+            a = advantages[sl].unsqueeze(1)
+            hit = ((ratio < 1 - config.epsilon) & (a < 0)) | ((ratio > 1 + eh) & (a > 0))
+            clipped += float((hit.float() * mask[sl]).sum())
+            if kl is not None:
+                kl_sum += float((kl * mask[sl]).sum())
+    n = max(float(num_tokens), 1.0)
+    return {"loss": total, "kl": kl_sum / n, "clip_ratio": clipped / n}
+
+
+def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratchConfig) -> dict[str, float]:
+    """Steps 4-7 on one sampled batch: ``num_iterations`` optimiser steps, each a micro-batched forward/backward
+    (:func:`accumulate_grpo_gradients`), gradient-norm clipping and an AdamW step.
+
+    The old policy's log-probabilities are the current ones detached when ``num_iterations == 1`` (the ratio is
+    then 1 and only its gradient matters, TRL's shortcut), else computed once before the first pass. The reference
+    log-probabilities are computed (without gradient) only when ``beta != 0``. Returns the last pass's statistics.
+    """
+    import torch
+
+    input_ids, attention_mask = rollout.input_ids()
+    T = rollout.completion_ids.size(1)
+    mb = config.micro_batch_size
     with torch.no_grad():
         old = (
             per_token_logps(model, input_ids, attention_mask, T, temperature=config.temperature, batch_size=mb)
@@ -506,34 +548,12 @@ def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratc
             with reference_context(model):
                 ref = per_token_logps(model, input_ids, attention_mask, T, temperature=config.temperature, batch_size=mb)
     stats = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
-    model.train()
     for _ in range(config.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        total, kl_sum, clipped = 0.0, 0.0, 0.0
-        for s in range(0, B, mb):
-            sl = slice(s, s + mb)
-            logps = per_token_logps(model, input_ids[sl], attention_mask[sl], T, temperature=config.temperature)
-            old_mb = logps.detach() if old is None else old[sl]
-            loss_t, kl, ratio = grpo_token_loss(
-                logps, old_mb, advantages[sl], ref_logps=None if ref is None else ref[sl], beta=config.beta,
-                epsilon_low=config.epsilon, epsilon_high=config.epsilon_high, kl_bias_correction=config.kl_bias_correction,
-            )
-            loss = aggregate_loss(loss_t, mask[sl], config.loss_type, num_sequences=B,
-                                  max_completion_length=config.max_completion_length, num_tokens=num_tokens)
-            loss.backward()
-            total += float(loss.detach())
-            with torch.no_grad():
-                eh = config.epsilon if config.epsilon_high is None else config.epsilon_high
-                a = advantages[sl].unsqueeze(1)
-                hit = ((ratio < 1 - config.epsilon) & (a < 0)) | ((ratio > 1 + eh) & (a > 0))
-                clipped += float((hit.float() * mask[sl]).sum())
-                if kl is not None:
-                    kl_sum += float((kl * mask[sl]).sum())
+        stats = accumulate_grpo_gradients(model, rollout, advantages, config, old_logps=old, ref_logps=ref)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
         optimizer.step()
-        n = max(float(num_tokens), 1.0)
-        stats = {"loss": total, "kl": kl_sum / n, "clip_ratio": clipped / n}
     optimizer.zero_grad(set_to_none=True)
     return stats
 
@@ -704,3 +724,35 @@ def trl_grpo_loss(
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
     return loss.detach(), trainer
+
+
+def check_against_trl(model, tokenizer, rollout: Rollout, advantages, config: GRPOScratchConfig) -> dict[str, float]:
+    """The same batch through TRL's ``GRPOTrainer.compute_loss`` (:func:`trl_grpo_loss`) and through
+    :func:`accumulate_grpo_gradients`, on-policy (old = current log-probabilities); with ``beta != 0`` the reference
+    log-probabilities are computed once and handed to both. Returns ``loss_ours``, ``loss_trl``, ``loss_abs_diff``
+    and ``grad_max_abs_diff`` (over every LoRA parameter), and leaves no gradient behind.
+    """
+    import torch
+
+    ref = None
+    if config.beta != 0.0:
+        input_ids, attention_mask = rollout.input_ids()
+        with torch.no_grad(), reference_context(model):
+            ref = per_token_logps(model, input_ids, attention_mask, rollout.completion_ids.size(1),
+                                  temperature=config.temperature, batch_size=config.micro_batch_size)
+    model.zero_grad(set_to_none=True)
+    trl_loss, _ = trl_grpo_loss(
+        model, tokenizer, rollout, advantages, loss_type=config.loss_type, max_completion_length=config.max_completion_length,
+        beta=config.beta, epsilon=config.epsilon, epsilon_high=config.epsilon_high, kl_bias_correction=config.kl_bias_correction,
+        temperature=config.temperature, ref_logps=ref,
+    )
+    theirs = lora_grads(model)
+    model.zero_grad(set_to_none=True)
+    ours = accumulate_grpo_gradients(model, rollout, advantages, config, ref_logps=ref)
+    mine = lora_grads(model)
+    model.zero_grad(set_to_none=True)
+    diff = max((float((mine[k] - g).abs().max()) for k, g in theirs.items() if k in mine), default=float("nan"))
+    if set(mine) != set(theirs):
+        diff = float("inf")
+    return {"loss_ours": ours["loss"], "loss_trl": float(trl_loss), "loss_abs_diff": abs(ours["loss"] - float(trl_loss)),
+            "grad_max_abs_diff": diff, "lora_tensors": len(theirs)}
