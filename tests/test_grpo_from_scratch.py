@@ -108,6 +108,7 @@ def test_trl_version_is_the_one_checked():
     )
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 @pytest.mark.parametrize("beta", [0.0, 0.04], ids=["no_kl", "kl"])
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_loss_and_lora_grads_match_trl_grpo_trainer(tiny, loss_type, beta):
@@ -198,6 +199,7 @@ def _length_reward(completions, **kwargs):
     return [float(len(completion_text(c))) for c in completions]
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_sample_score_and_train_on_the_tiny_model(tiny):
     """The loop end to end: groups of 2, rewards through the TRL call signature, LoRA weights move, history per step."""
     from datasets import Dataset
@@ -223,6 +225,7 @@ def test_sample_score_and_train_on_the_tiny_model(tiny):
     assert "ref" in model.peft_config  # beta > 0 with a trained adapter: a frozen copy is the reference
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_grpo_step_zero_advantage_leaves_weights(tiny):
     """With every advantage 0 and no KL the gradient is 0, so AdamW (no weight decay) leaves the weights as they were."""
     tok, build = tiny
@@ -236,6 +239,7 @@ def test_grpo_step_zero_advantage_leaves_weights(tiny):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_check_against_trl_helper_the_notebook_calls(tiny):
     """The notebook's check (on-policy, reference log-probabilities from a frozen copy of the adapter) agrees too."""
     from medreason_utils.training.grpo_from_scratch import add_reference_adapter, check_against_trl

@@ -50,6 +50,7 @@ def conversational(text):
     return [{"role": "assistant", "content": text}]
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_name_range_and_settings_checked(tiny):
     model, tok = tiny
     fn = make_perplexity_reward(model, tok)
@@ -62,6 +63,7 @@ def test_name_range_and_settings_checked(tiny):
         make_perplexity_reward(model, tok, value=0.0)
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_registry_builds_it_by_name(tiny):
     model, tok = tiny
     assert "perplexity" in REWARD_REGISTRY
@@ -71,6 +73,7 @@ def test_registry_builds_it_by_name(tiny):
     assert 0.0 < out[0] <= 2.0
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 @pytest.mark.parametrize("normalisation", NORMALISATIONS)
 def test_plain_and_conversational_completions_agree_and_none_cases(tiny, normalisation):
     model, tok = tiny
@@ -91,6 +94,7 @@ def test_plain_and_conversational_completions_agree_and_none_cases(tiny, normali
     assert fn([]) == []
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_mean_prob_is_at_least_inverse_perplexity(tiny):
     """Arithmetic mean of the token probabilities >= their geometric mean (1 / perplexity), item by item."""
     model, tok = tiny
@@ -100,6 +104,7 @@ def test_mean_prob_is_at_least_inverse_perplexity(tiny):
     assert all(a >= g - 1e-12 for a, g in zip(am, gm))
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_batched_scores_equal_one_at_a_time(tiny):
     """Right padding and length sorting do not change any score."""
     model, tok = tiny
@@ -110,6 +115,7 @@ def test_batched_scores_equal_one_at_a_time(tiny):
     assert batched == pytest.approx(single, abs=1e-6)
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_too_long_and_model_errors_give_none_not_exceptions(tiny, default_model_path):
     model, tok = tiny
     assert make_perplexity_reward(model, tok, max_length=20)([GOOD], answer=["Vitamin C"], question=[Q]) == [None]
@@ -119,6 +125,7 @@ def test_too_long_and_model_errors_give_none_not_exceptions(tiny, default_model_
     assert fn.last_error and "index" in fn.last_error.lower()
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_adapter_is_disabled_while_scoring(default_model_path):
     """With a peft model the frozen base scores (use_base_model=True): a LoRA with large random weights does not
     change the reward, while use_base_model=False does."""
@@ -149,6 +156,7 @@ COMPLETION = st.one_of(TEXT, TEXT.map(conversational), st.none(), st.integers(),
 REFERENCE = st.one_of(TEXT, st.none(), st.integers())
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 @settings(max_examples=40, deadline=None)
 @given(st.lists(COMPLETION, min_size=1, max_size=4), st.lists(REFERENCE, min_size=1, max_size=4), st.booleans())
 def test_never_raises_and_stays_in_bounds(completions, references, with_question):
@@ -164,6 +172,7 @@ def test_never_raises_and_stays_in_bounds(completions, references, with_question
     assert all(v is None or (isinstance(v, float) and 0.0 <= v <= 3.0) for v in out)
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_playground_shows_and_totals_the_extra_reward(tiny):
     from medreason_utils.playground import RewardPlayground, score_completions
 

@@ -67,6 +67,7 @@ def test_sequence_scores_leave_out_none():
     assert scores == [2.5, 0.0, 3.0] and scored == [True, False, True]
 
 
+@pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
 def test_train_ppo_moves_policy_and_value_head(tiny):
     from datasets import Dataset
 
