@@ -4,6 +4,8 @@ the reward plot written and the figures in summary.json."""
 
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 
@@ -12,9 +14,12 @@ NAME = "05_grpo_from_scratch.ipynb"
 
 @pytest.mark.slow
 @pytest.mark.notebooks
-def test_notebook_05_executes_headless_with_smallest_settings(tmp_path):
+def test_notebook_05_executes_headless_with_smallest_settings(tmp_path, monkeypatch):
     from medreason_utils.pipeline import SMOKE_PARAMETERS, run_notebooks
 
+    # the kernel is a subprocess: give its torch the test process's thread count (conftest: 1 by default); on a
+    # shared 2-core CPU two OpenMP threads made this notebook take 538 s instead of 33 s (measured 2026-11-24)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("MEDREASON_TEST_TORCH_THREADS", "1"))
     run = tmp_path / "run"
     summary = run_notebooks(run, parameters=SMOKE_PARAMETERS, only=[NAME], progress=False)
     executed = nbformat.read(str(run / "notebooks" / NAME), as_version=4)
