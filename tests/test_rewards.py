@@ -296,7 +296,7 @@ def test_mcq_exact_match_reward_malformed_options_never_raise():
 
 
 def test_registry_builds_functions_by_name_from_one_settings_object():
-    assert set(REWARD_REGISTRY) == {"strict_format", "partial_format", "correctness", "mcq_exact_match"}
+    assert set(REWARD_REGISTRY) == {"strict_format", "partial_format", "correctness", "mcq_exact_match", "perplexity"}
     settings = RewardSettings(rewards=("strict_format", "correctness"), strict_value=2.0)
     funcs = get_reward_funcs(settings, TableVerifier())
     assert [f.__name__ for f in funcs] == ["strict_format_reward", "correctness_reward"] == settings.func_names

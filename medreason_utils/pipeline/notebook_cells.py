@@ -43,6 +43,13 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
         "Loads a LoRA checkpoint (default: the one in `checkpoints/`) and answers medical questions, "
         "reasoning shown apart from the answer.",
     ),
+    "05_grpo_from_scratch.ipynb": (
+        "5. GRPO from scratch, checked against TRL",
+        "GRPO written out in plain torch with the suite's model, prompts and rewards: sample a group, score, "
+        "group-relative advantages, per-token log-probabilities, the clipped surrogate and KL, the `grpo` / "
+        "`dr_grpo` / `dapo` normalisations, micro-batched backward; the first batch is checked against TRL's "
+        "`GRPOTrainer` loss, then a few steps train and the rewards are plotted.",
+    ),
 }
 
 _DISCLAIMER = (

@@ -43,10 +43,13 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "03_evaluation.ipynb": {"OVERRIDES": {"limit": 4, "max_new_tokens": 24}},  # 4 items per benchmark
     "04_inference_demo.ipynb": {"MAX_NEW_TOKENS": 24},
+    "05_grpo_from_scratch.ipynb": {  # one GRPO step of one group of 2 completions, checked against TRL
+        "OVERRIDES": {"n_prompts": 2, "max_steps": 1, "num_generations": 2, "batch_size": 2, "max_completion_length": 16},
+    },
 }
 
 #: The notebooks whose settings come from a recipe (they take ``RECIPE``).
-RECIPE_NOTEBOOKS = ("01_sft_format.ipynb", "02_grpo_training.ipynb", "03_evaluation.ipynb")
+RECIPE_NOTEBOOKS = ("01_sft_format.ipynb", "02_grpo_training.ipynb", "03_evaluation.ipynb", "05_grpo_from_scratch.ipynb")
 
 
 def run_notebooks(

@@ -20,10 +20,13 @@ from .base import RewardFunc
 from .correctness import DEFAULT_TIERS, CorrectnessTiers, UnscoredError, exclude_unscored, make_correctness_reward
 from .format import make_partial_format_reward, make_strict_format_reward, partial_format_reward, strict_format_reward
 from .mcq import make_mcq_exact_match_reward, mcq_exact_match_reward
+from .perplexity import NORMALISATIONS, make_perplexity_reward
 from .registry import REWARD_REGISTRY, RegisteredReward, get_reward_funcs
 from .settings import DEFAULT_REWARDS, SCALE_OPTIONS, RewardSettings
 
 __all__ = [
+    "make_perplexity_reward",
+    "NORMALISATIONS",
     "RewardFunc",
     "CorrectnessTiers",
     "DEFAULT_TIERS",

@@ -92,13 +92,14 @@ class RewardSettings:
         """The ``__name__`` of each reward function, in ``rewards`` order (TRL logs ``rewards/<name>/mean``)."""
         return [REWARD_REGISTRY[n].func_name for n in self.rewards]
 
-    def reward_funcs(self, verifier: Any = None) -> list:
+    def reward_funcs(self, verifier: Any = None, *, model: Any = None, tokenizer: Any = None) -> list:
         """The reward functions for ``GRPOTrainer(reward_funcs=...)``, in ``rewards`` order.
 
         Built by :func:`~medreason_utils.rewards.registry.get_reward_funcs`; ``verifier``
-        overrides :attr:`verifier` (pass an already-built verifier to share it).
+        overrides :attr:`verifier` (pass an already-built verifier to share it); ``model`` and
+        ``tokenizer`` are the reference model of a reward that needs one (``"perplexity"``).
         """
-        return get_reward_funcs(self, verifier)
+        return get_reward_funcs(self, verifier, model=model, tokenizer=tokenizer)
 
     @property
     def reward_weights(self) -> list[float]:

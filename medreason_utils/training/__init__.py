@@ -3,7 +3,10 @@
 * :mod:`.sft`: the SFT rows and held-out questions (:func:`sft_data`), TRL's ``SFTConfig`` and
   ``SFTTrainer`` from an :class:`~medreason_utils.config.SFTStageConfig`;
 * :mod:`.grpo`: the GRPO prompts (:func:`grpo_prompts`), TRL's ``GRPOConfig`` and ``GRPOTrainer``
-  from a :class:`~medreason_utils.config.GRPOStageConfig` (rewards from its ``rewards`` section).
+  from a :class:`~medreason_utils.config.GRPOStageConfig` (rewards from its ``rewards`` section);
+* written out in plain torch for teaching and baselines (imported from their modules, not here):
+  :mod:`.grpo_from_scratch` (GRPO's loss, checked against TRL's ``GRPOTrainer``; notebook 05) and
+  :mod:`.ppo` (a PPO baseline with a value head).
 
 TRL is imported when a function is called. On a GPU, import ``unsloth`` first (the set-up cell
 does), so that Unsloth patches the TRL trainers.

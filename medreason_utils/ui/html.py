@@ -136,7 +136,7 @@ def score_table_html(table: Any, preview_chars: int = 140) -> str:
     def num(x: float | None) -> str:
         return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
-    labels = [n.split("_")[0] for n in table.settings.rewards]
+    labels = [n.split("_")[0] for n in (table.names or table.settings.rewards)]
     head = "".join(f"<th>{h}</th>" for h in ("#", "completion", *labels, "total", "advantage", "rank"))
     body = []
     for i, c in enumerate(table.completions):

@@ -105,6 +105,7 @@ class ScoreTable:
     advantages: list[float]
     settings: RewardSettings
     rank: list[int] = field(default_factory=list)
+    names: tuple = ()  # column names: () means settings.func_names; with extra rewards, their __name__ after those
 
     def __post_init__(self) -> None:
         if not self.rank:
@@ -115,7 +116,7 @@ class ScoreTable:
         out = []
         for i, c in enumerate(self.completions):
             rec = {"label": self.labels[i], "completion": c}
-            rec.update(dict(zip(self.settings.func_names, self.rewards[i])))
+            rec.update(dict(zip(self.names or tuple(self.settings.func_names), self.rewards[i])))
             rec.update(total=self.totals[i], advantage=self.advantages[i], rank=self.rank[i])
             out.append(rec)
         return out
@@ -136,6 +137,7 @@ def score_completions(
     *,
     verifier: Any = None,
     labels: Sequence[str] | None = None,
+    extra_rewards: Sequence[tuple[Any, float]] = (),
 ) -> ScoreTable:
     """Score one group of completions for one prompt, as the GRPO trainer would.
 
@@ -143,6 +145,8 @@ def score_completions(
     columns ``answer`` and ``question`` repeated once per completion; totals and advantages come
     from :func:`~medreason_utils.rewards.compute_advantages` with the whole list as one group
     (so ``"batch"`` and ``"group"`` scaling agree here). Malformed completions never raise.
+    ``extra_rewards`` are ``(reward function, weight)`` pairs scored after the three (e.g. the perplexity reward of
+    :func:`medreason_utils.rewards.perplexity.make_perplexity_reward`); they add columns and count in the totals.
 
     Raises ``ValueError`` for no completions or a label count that does not match.
     """
@@ -155,10 +159,13 @@ def score_completions(
         raise ValueError(f"{len(labels)} labels for {len(completions)} completions")
     n = len(completions)
     columns = {"answer": [answer] * n, "question": [question or ""] * n}
-    per_func = [fn(completions, **columns) for fn in settings.reward_funcs(verifier)]
+    funcs = list(settings.reward_funcs(verifier)) + [fn for fn, _ in extra_rewards]
+    weights = settings.reward_weights + [float(w) for _, w in extra_rewards]
+    per_func = [fn(completions, **columns) for fn in funcs]
     rows = [[per_func[j][i] for j in range(len(per_func))] for i in range(n)]
-    totals, advantages = compute_advantages(rows, settings.reward_weights, num_generations=n, scale_rewards=settings.scale_rewards)
-    return ScoreTable(completions, labels, rows, totals, advantages, settings)
+    totals, advantages = compute_advantages(rows, weights, num_generations=n, scale_rewards=settings.scale_rewards)
+    names = tuple(settings.func_names) + tuple(getattr(fn, "__name__", f"extra_{k}") for k, (fn, _) in enumerate(extra_rewards))
+    return ScoreTable(completions, labels, rows, totals, advantages, settings, names=names)
 
 
 class RewardPlayground:
@@ -183,6 +190,10 @@ class RewardPlayground:
             request with :func:`medreason_utils.models.vllm_lora_request` (which raises when the
             engine cannot take it). ``None``: the adapter the model was loaded with, if any.
         lora_request: vLLM only: a ready LoRA request (instead of ``adapter``).
+        lora_request: vLLM (GPU) only: the adapter as a LoRA request (Unsloth's ``model.load_lora(path)``)
+            so samples come from the trained adapter, not the base weights of the vLLM engine.
+        extra_rewards: ``(reward function, weight)`` pairs shown as more columns and counted in the totals, e.g.
+            ``[(make_perplexity_reward(model, tokenizer), 1.0)]`` (see :func:`score_completions`).
     """
 
     def __init__(
@@ -195,8 +206,11 @@ class RewardPlayground:
         examples: Sequence[dict] | None = None,
         adapter: Any = None,
         lora_request: Any = None,
+        extra_rewards: Sequence[tuple[Any, float]] = (),
     ):
         import ipywidgets as w
+
+        self.extra_rewards = list(extra_rewards)
 
         s = settings or RewardSettings()
         self._initial = s
@@ -328,7 +342,7 @@ class RewardPlayground:
             settings = self.settings
             table = score_completions(
                 completions, self.answer.value, self.question.value, settings,
-                verifier=self._verifier(settings.verifier), labels=labels,
+                verifier=self._verifier(settings.verifier), labels=labels, extra_rewards=self.extra_rewards,
             )
         except (ValueError, KeyError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
