@@ -327,3 +327,58 @@ def test_grpo_in_two_cpu_processes_saves_one_adapter_and_logs_the_rewards_of_bot
         # the logged reward means are the means over those 8 completions: the rewards of both processes
         for name in ("strict_format_reward", "partial_format_reward", "correctness_reward"):
             assert history[name][i] == pytest.approx(df[name].mean(), abs=1e-6), (step, name)
+
+
+# -- the SLURM script, with stand-ins for the cluster's commands ---------------------------------------
+
+_FAKE_SRUN = r"""#!/bin/bash
+# stand-in for SLURM's srun: runs the command once per task with SLURM_PROCID set
+n=1; args=("$@")
+for a in "$@"; do case $a in --ntasks=*) n=${a#--ntasks=};; esac; done
+while [[ ${args[0]} == --* ]]; do args=("${args[@]:1}"); done
+printf '%s\n' "$*" >> "$FAKE_LOG/srun"
+for ((i = 0; i < n; i++)); do SLURM_PROCID=$i "${args[@]}"; done
+"""
+_RECORD = r"""#!/bin/bash
+printf '%s\0' "$@" > "$FAKE_LOG/$(basename "$0").${SLURM_PROCID:-x}"
+"""
+
+
+def test_the_slurm_script_serves_vllm_on_the_last_node_and_launches_medreason_on_the_others(tmp_path):
+    """SLURM itself is not here: srun, scontrol, trl and accelerate are stand-ins that record their arguments;
+    what is checked is the script's plan and that the command it builds parses as ``medreason grpo``."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir(), log.mkdir()
+    for name, text in {"srun": _FAKE_SRUN, "scontrol": "#!/bin/bash\nprintf 'gpu-a\\ngpu-b\\ngpu-c\\n'\n",
+                       "trl": _RECORD, "accelerate": _RECORD}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log), "SLURM_JOB_NODELIST": "gpu-[a-c]"}
+    out = subprocess.run(["bash", "scripts/slurm_grpo.sh", "runs/multi", "--max_steps", "7", "--rewards.verifier", "rule"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    srun = (log / "srun").read_text().splitlines()
+    assert any("--nodelist=gpu-c" in line and "vllm-serve" in line for line in srun)
+    assert any("--nodes=2 --ntasks=2 --nodelist=gpu-a,gpu-b" in line for line in srun)
+    trl = (log / "trl.0").read_text().split("\0")[:-1]
+    assert trl[:3] == ["vllm-serve", "--model", "unsloth/Qwen3-1.7B"] and "--data_parallel_size" in trl
+    for rank in (0, 1):
+        argv = (log / f"accelerate.{rank}").read_text().split("\0")[:-1]
+        launch, medreason = argv[: argv.index("-m")], argv[argv.index("-m") + 2 :]
+        assert launch[launch.index("--machine_rank") + 1] == str(rank) and launch[launch.index("--num_processes") + 1] == "16"
+        assert launch[launch.index("--main_process_ip") + 1] == "gpu-a"
+        assert launch[launch.index("--config_file") + 1] == "recipes/accelerate/zero3.yaml"
+        inv = cli.parse(medreason)
+        assert inv.stage == "grpo" and inv.run_dir == Path("runs/multi")
+        assert inv.config.vllm["server_base_url"] == "http://gpu-c:8000" and inv.config.vllm["mode"] == "server"
+        assert inv.config.max_steps == 7 and inv.config.engine == "transformers"
+
+
+def test_the_slurm_script_needs_two_nodes(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho gpu-a\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    out = subprocess.run(["bash", "scripts/slurm_grpo.sh", "runs/x"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-a"})
+    assert out.returncode == 1 and "needs 2 nodes or more" in out.stderr
