@@ -382,3 +382,15 @@ def test_the_slurm_script_needs_two_nodes(tmp_path):
     out = subprocess.run(["bash", "scripts/slurm_grpo.sh", "runs/x"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-a"})
     assert out.returncode == 1 and "needs 2 nodes or more" in out.stderr
+
+
+def test_engine_names_are_checked_before_anything_loads():
+    from medreason_utils.models import RuntimeInfo, load_model
+
+    cpu = RuntimeInfo("cpu", "cpu")
+    with pytest.raises(ValueError, match="engine must be 'auto', 'unsloth' or 'transformers', got 'vllm'"):
+        load_model(engine="vllm", runtime=cpu)
+    with pytest.raises(ValueError, match="engine 'unsloth' needs a CUDA GPU"):
+        load_model(engine="unsloth", runtime=cpu)
+    with pytest.raises(ValueError, match="SFTStageConfig.engine must be one of"):
+        load_stage_config("sft", "cpu", overrides={"engine": "deepspeed"})
