@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 RECIPE ?=
 
-.PHONY: setup chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean
+.PHONY: setup chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ chromium:
 # Main job: executes the four notebooks headless on CPU into $(RUN_DIR) (executed notebooks, adapters, summary.json).
 run: setup
 	$(PY) -m medreason_utils.pipeline --run-dir $(RUN_DIR) $(if $(RECIPE),--recipe $(RECIPE))
+
+# GRPO in two CPU processes from the shipped adapter, 2 steps (accelerate's torchrun launcher; gloo, as TRL's CPU
+# config sets use_cpu): README, "Beyond one GPU". The same command line takes the multi-GPU recipes on GPUs.
+two-processes: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
+	  --dynamo_backend no -m medreason_utils.pipeline.cli grpo --config recipes/cpu/grpo.yaml \
+	  --sft_adapter checkpoints/medreason-smollm2-135m-grpo --max_steps 2 --output_dir $(RUN_DIR)
 
 # Every test, the notebooks and the browser tests included (smallest settings).
 test: setup chromium

@@ -530,6 +530,7 @@ def load_model(
     lora_rank: int | None = None,
     gpu_memory_utilization: float | None = None,
     runtime: RuntimeInfo | None = None,
+    engine: str = "auto",
     **kwargs: Any,
 ):
     """Load a causal LM and its tokenizer, with an optional LoRA adapter.
@@ -551,6 +552,10 @@ def load_model(
             largest of it and the ranks of ``adapter`` and ``adapters_in_play`` (:func:`max_lora_rank_for`).
             Ignored on CPU except ``max_seq_length`` (stored on the model).
         fast_inference: on a GPU, give Unsloth a vLLM engine (``model.fast_generate``).
+        engine: ``"auto"`` (Unsloth on a GPU, transformers on CPU), ``"unsloth"`` (a GPU is
+            needed), or ``"transformers"``: transformers + peft on a GPU too, in bf16 (fp16 where
+            the GPU has no bf16), on the GPU of ``$LOCAL_RANK``: what accelerate's DDP and DeepSpeed
+            train on several GPUs. Raises ``ValueError`` for another name or Unsloth without a GPU.
         kwargs: passed to ``FastLanguageModel.from_pretrained`` (GPU) or ``from_pretrained`` (CPU).
 
     Returns:
@@ -564,12 +569,13 @@ def load_model(
         unknown while a setting is left to the preset, or that does not fit the GPU (:func:`gpu_preset`).
     """
     runtime = runtime or detect_runtime()
+    use_unsloth = _use_unsloth(engine, runtime)
     s = load_settings(model_name, adapter=adapter, adapters_in_play=adapters_in_play, max_seq_length=max_seq_length,
                       load_in_4bit=load_in_4bit, lora_rank=lora_rank, gpu_memory_utilization=gpu_memory_utilization,
                       runtime=runtime)
     name, adapter, max_seq_length = s["model_name"], s["adapter"], s["max_seq_length"]
 
-    if runtime.on_gpu:
+    if use_unsloth:
         from unsloth import FastLanguageModel  # noqa: WPS433 - GPU only
 
         model, tokenizer = FastLanguageModel.from_pretrained(
@@ -596,6 +602,9 @@ def load_model(
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if runtime.on_gpu:  # engine "transformers": this process's GPU, half precision as the trainer's
+            kwargs.setdefault("dtype", torch.bfloat16 if runtime.bf16 else torch.float16)
+            kwargs.setdefault("device_map", {"": int(os.environ.get("LOCAL_RANK", 0))})
         kwargs.setdefault("dtype", torch.float32)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -610,6 +619,15 @@ def load_model(
     return model, tokenizer
 
 
+def _use_unsloth(engine: str, runtime: RuntimeInfo) -> bool:
+    """Whether ``engine`` means Unsloth on ``runtime``; ``ValueError`` for an unknown engine or Unsloth without a GPU."""
+    if engine not in ("auto", "unsloth", "transformers"):
+        raise ValueError(f"engine must be 'auto', 'unsloth' or 'transformers', got {engine!r}")
+    if engine == "unsloth" and not runtime.on_gpu:
+        raise ValueError("engine 'unsloth' needs a CUDA GPU; on CPU the engine is transformers + peft ('auto')")
+    return runtime.on_gpu and engine != "transformers"
+
+
 def add_lora(
     model,
     *,
@@ -619,14 +637,16 @@ def add_lora(
     dropout: float = 0.0,
     seed: int = 3407,
     runtime: RuntimeInfo | None = None,
+    engine: str = "auto",
 ):
     """Attach a fresh LoRA adapter: ``FastLanguageModel.get_peft_model`` on GPU (with Unsloth's
-    gradient checkpointing), ``peft.get_peft_model`` on CPU. ``alpha`` defaults to ``rank``
-    (scale 1, as in Unsloth's notebooks). Returns the peft-wrapped model."""
+    gradient checkpointing), ``peft.get_peft_model`` on CPU and with ``engine="transformers"``
+    (see :func:`load_model`). ``alpha`` defaults to ``rank`` (scale 1, as in Unsloth's notebooks).
+    Returns the peft-wrapped model."""
     runtime = runtime or detect_runtime()
     alpha = alpha if alpha is not None else rank
     targets = list(target_modules) if not isinstance(target_modules, str) else target_modules
-    if runtime.on_gpu:
+    if _use_unsloth(engine, runtime):
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(

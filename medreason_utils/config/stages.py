@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Mapping
 
 from ..rewards import RewardSettings
 
-__all__ = ["StageConfig", "SFTStageConfig", "GRPOStageConfig", "EvalStageConfig", "STAGES"]
+__all__ = ["StageConfig", "SFTStageConfig", "GRPOStageConfig", "EvalStageConfig", "STAGES", "ENGINES"]
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -160,6 +160,20 @@ def _coerce(cls: type, name: str, hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+#: The model engines of the training stages.
+ENGINES = ("auto", "unsloth", "transformers")
+
+ENGINE_HELP = (
+    "How the model is loaded and trained: auto (Unsloth on a GPU, transformers + peft on CPU), unsloth (one GPU), or "
+    "transformers (transformers + peft on a GPU too: what accelerate's DDP and DeepSpeed ZeRO-2/3 launch on several "
+    "GPUs, since Unsloth trains on one).")
+
+
+def _check_engine(config: "StageConfig") -> None:
+    if config.engine not in ENGINES:
+        raise ValueError(f"{type(config).__name__}.engine must be one of {ENGINES}, got {config.engine!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SFTStageConfig(StageConfig):
     """Notebook 01: LoRA SFT on medical-o1-reasoning-SFT, format compliance before and after."""
@@ -191,6 +205,10 @@ class SFTStageConfig(StageConfig):
     eval_max_new_tokens: int = _help("Tokens generated per held-out question for format compliance (greedy).")
     eval_batch_size: int = _help("Held-out questions per generate call.")
     seed: int = _help("Seed of the held-out split, LoRA initialisation and training.", default=3407)
+    engine: str = _help(ENGINE_HELP, default="auto")
+
+    def __post_init__(self) -> None:
+        _check_engine(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,12 +237,31 @@ class GRPOStageConfig(StageConfig):
         "Reward functions, their settings and weights, the verifier and the advantage scaling "
         "(medreason_utils.rewards.RewardSettings; notebook 02's playground edits this).", default_factory=RewardSettings)
     seed: int = _help("Seed of the prompt draw and of training.", default=3407)
+    engine: str = _help(ENGINE_HELP, default="auto")
+    vllm: dict[str, Any] | None = _help(
+        "TRL's own vLLM for the rollouts (engine: transformers; several GPUs): None generates with the policy model "
+        "(or, on one GPU with Unsloth, with Unsloth's vLLM). A mapping sets use_vllm=True and TRL's GRPOConfig fields "
+        "vllm_<key>: {mode: colocate, gpu_memory_utilization: 0.3, tensor_parallel_size: 1} runs vLLM inside every "
+        "training process; {mode: server, server_base_url: 'http://HOST:8000'} sends the rollouts to `trl vllm-serve` "
+        "started apart on its own GPUs (README, 'Beyond one GPU').", default=None)
+    log_completions: bool = _help(
+        "TRL log_completions: every logged step's completions of all processes, with each reward, written by the main "
+        "process to OUTPUT/grpo_trainer/completions/completions_<step>.parquet (and printed when rich is installed).",
+        default=False)
 
     def __post_init__(self) -> None:
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise ValueError(
                 f"GRPOStageConfig: batch_size x grad_accum = {self.batch_size * self.grad_accum} completions is not a multiple "
                 f"of num_generations = {self.num_generations} (TRL needs whole groups)")
+        _check_engine(self)
+        if self.vllm is not None:
+            if self.engine != "transformers":
+                raise ValueError("GRPOStageConfig: vllm (TRL's vLLM) needs engine: transformers; with Unsloth (engine auto/unsloth, "
+                                 "one GPU) the rollouts already run on Unsloth's vLLM engine")
+            mode = self.vllm.get("mode", "colocate")
+            if mode not in ("colocate", "server"):
+                raise ValueError(f"GRPOStageConfig: vllm.mode must be 'colocate' or 'server', got {mode!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,7 +285,24 @@ class EvalStageConfig(StageConfig):
     base_plain_prompt: bool = _help("Also score the base model with its own chat template (no grammar, the letter asked for).",
                                     default=True)
     seed: int = _help("Generation seed (used when sampling).", default=3407)
+    server: dict[str, Any] | None = _help(
+        "Score through a running OpenAI-compatible server (`vllm serve`, with the adapters as --lora-modules) instead "
+        "of loading the models here: {base_url: 'http://HOST:8000/v1', models: {label: served model name}, "
+        "concurrency: requests in flight at most (default 8), timeout: seconds per request (default 300), "
+        "api_key_env: variable holding the key (default OPENAI_API_KEY)}. None: the models load in this process.",
+        default=None)
 
+    def __post_init__(self) -> None:
+        if self.server is not None:
+            unknown = sorted(set(self.server) - SERVER_KEYS)
+            if unknown:
+                raise KeyError(f"EvalStageConfig.server has no setting(s) {unknown}; known: {sorted(SERVER_KEYS)}")
+            if not self.server.get("base_url") or not self.server.get("models"):
+                raise ValueError("EvalStageConfig.server needs base_url and models ({label: served model name})")
+
+
+#: The settings of ``EvalStageConfig.server``.
+SERVER_KEYS = frozenset({"base_url", "models", "concurrency", "timeout", "api_key_env"})
 
 #: Stage name -> config class.
 STAGES: dict[str, type[StageConfig]] = {c.stage: c for c in (SFTStageConfig, GRPOStageConfig, EvalStageConfig)}

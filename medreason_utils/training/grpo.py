@@ -41,8 +41,9 @@ def grpo_prompts(config: Any, *, exclude: Iterable[str] = ()) -> GRPOPrompts:
 
 def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
     """The keyword arguments of TRL's ``GRPOConfig`` for ``config`` on ``runtime`` (``reward_weights``
-    and ``scale_rewards`` from ``config.rewards``)."""
-    return dict(
+    and ``scale_rewards`` from ``config.rewards``; ``use_vllm`` and TRL's ``vllm_*`` fields from
+    ``config.vllm`` when set, e.g. ``{"mode": "server"}`` -> ``vllm_mode="server"``)."""
+    kwargs = dict(
         output_dir=str(output_dir), max_steps=config.max_steps, learning_rate=config.learning_rate,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
@@ -52,6 +53,12 @@ def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> 
         chat_template_kwargs={"enable_thinking": False},  # Qwen3 templates otherwise open their own <think> block
         **precision_kwargs(runtime),
     )
+    if getattr(config, "log_completions", False):
+        kwargs["log_completions"] = True
+    if getattr(config, "vllm", None) is not None:
+        kwargs["use_vllm"] = True
+        kwargs.update({f"vllm_{key}": value for key, value in config.vllm.items()})
+    return kwargs
 
 
 def grpo_config(config: Any, *, output_dir: str | Path, runtime: Any):

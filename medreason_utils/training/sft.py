@@ -58,10 +58,13 @@ def sft_data(config: Any, tokenizer: Any = None) -> SFTData:
 
 
 def precision_kwargs(runtime: Any) -> dict[str, bool]:
-    """``bf16``/``fp16`` for TRL: bf16 where the GPU has it, fp16 on other GPUs, neither on CPU (float32)."""
+    """``bf16``/``fp16`` for TRL: bf16 where the GPU has it, fp16 on other GPUs, neither on CPU (float32).
+
+    ``use_cpu`` on CPU: the trainer then sets up accelerate for CPU processes, so several processes
+    started by ``torchrun``/``accelerate launch`` train together over gloo (DDP), as on GPUs."""
     on_gpu = bool(getattr(runtime, "on_gpu", False))
     bf16 = bool(getattr(runtime, "bf16", False))
-    return {"bf16": on_gpu and bf16, "fp16": on_gpu and not bf16}
+    return {"bf16": on_gpu and bf16, "fp16": on_gpu and not bf16, "use_cpu": not on_gpu}
 
 
 def sft_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
