@@ -1,4 +1,4 @@
-"""``python -m medreason_utils.pipeline``: run the four notebooks headless (see :mod:`.run`)."""
+"""``python -m medreason_utils.pipeline``: run the notebooks (01-05) headless (see :mod:`.run`)."""
 
 from .run import main
 

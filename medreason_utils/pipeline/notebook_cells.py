@@ -76,7 +76,7 @@ def header_source(name: str) -> str:
         f"{opening}\n\n"
         f"{what}\n\n"
         "Runs on a Colab T4 or A100 (Unsloth + vLLM) and, with the same cells, on a CPU "
-        "(transformers + peft + TRL, SmolLM2-135M, shipped data): `make run` executes all four notebooks headless.\n\n"
+        "(transformers + peft + TRL, SmolLM2-135M, shipped data): `make run` executes the notebooks headless.\n\n"
         f"{_DISCLAIMER}"
     )
 

@@ -1,4 +1,4 @@
-"""Run the four notebooks headless, in order, with papermill: the suite's main job.
+"""Run the notebooks (01-05) headless, in order, with papermill: the suite's main job.
 
 ``python -m medreason_utils.pipeline --run-dir runs/NAME`` executes
 ``notebooks/01..04`` into ``runs/NAME/notebooks/`` with ``RUN_DIR`` set, so every notebook writes
