@@ -15,7 +15,7 @@ NAME = "05_grpo_from_scratch.ipynb"
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_notebook_05_executes_headless_with_smallest_settings(tmp_path, monkeypatch):
-    from medreason_utils.pipeline import SMOKE_PARAMETERS, run_notebooks
+    from medreason_utils.pipeline.run import SMOKE_PARAMETERS, run_notebooks
 
     # the kernel is a subprocess: give its torch the test process's thread count (conftest: 1 by default); on a
     # shared 2-core CPU two OpenMP threads made this notebook take 538 s instead of 33 s (measured 2026-11-24)
@@ -26,12 +26,12 @@ def test_notebook_05_executes_headless_with_smallest_settings(tmp_path, monkeypa
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{NAME} has error outputs"
     section = summary["grpo_from_scratch"]
-    smoke = SMOKE_PARAMETERS[NAME]
-    assert section["config"]["max_steps"] == smoke["MAX_STEPS"] and section["config"]["num_generations"] == smoke["NUM_GENERATIONS"]
+    smoke = SMOKE_PARAMETERS[NAME]["OVERRIDES"]  # notebook 05 reads the GRPO recipe and changes single settings
+    assert section["config"]["max_steps"] == smoke["max_steps"] and section["config"]["num_generations"] == smoke["num_generations"]
     rewards = section["history"]["rewards"]
-    assert rewards["step"] == list(range(1, smoke["MAX_STEPS"] + 1))
+    assert rewards["step"] == list(range(1, smoke["max_steps"] + 1))
     for name in ("strict_format_reward", "partial_format_reward", "correctness_reward", "reward"):
-        assert len(rewards[name]) == smoke["MAX_STEPS"], f"{name} not recorded every step"
+        assert len(rewards[name]) == smoke["max_steps"], f"{name} not recorded every step"
     check = section["trl_check"]
     assert check["loss_abs_diff"] < 1e-5 and check["grad_max_abs_diff"] < 1e-5, check
     assert check["lora_tensors"] > 0
