@@ -2,14 +2,15 @@
 
 Runs ``medreason grpo`` (the command line) from the shipped adapter with the CPU recipe, the same
 number of steps and the same completions per step in each arm: one process with
-``batch_size = 2 * B`` (``--threads`` torch threads), and two processes launched by accelerate's
-torchrun launcher with ``batch_size = B`` each (one thread each; TRL gathers the rewards of both).
-Arms alternate for ``--repeats`` rounds. Prints each run's wall time (launch to exit, model
+``batch_size = 2 * B`` and ``--threads`` torch threads (one thread: the same compute as each of
+the other arm's processes), and two processes launched by accelerate's torchrun launcher with
+``batch_size = B`` each, one thread each (TRL gathers the rewards of both). Arms alternate for
+``--repeats`` rounds. Prints each run's wall time (launch to exit, model
 loading included) and training time (``trainer.train()``, from ``summary.json``), the medians and
 their ratio. On a machine shared with other jobs the figures move: repeat, and report the machine
 load (printed) with them.
 
-    PYTHONPATH=. python benchmarks/grpo_processes.py --steps 3 --batch 4 --tokens 32 --repeats 2
+    PYTHONPATH=. python benchmarks/grpo_processes.py --steps 3 --batch 4 --tokens 32 --repeats 2 [--threads 2]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="GRPO steps per run")
     ap.add_argument("--batch", type=int, default=4, help="completions per process per step in the two-process arm (one group)")
     ap.add_argument("--tokens", type=int, default=32, help="max_completion_length")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the one-process arm")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the one-process arm")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}; "
@@ -64,7 +65,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for processes, threads, batch in ((1, args.threads, 2 * args.batch), (2, 1, args.batch)):
+            for processes, threads, batch in ((2, 1, args.batch), (1, args.threads, 2 * args.batch)):
                 res = _run(processes, threads, batch, args, Path(tmp) / f"r{r}p{processes}")
                 runs.append(res)
                 print(json.dumps(res), flush=True)
