@@ -29,6 +29,7 @@ import pytest
 
 from medreason_utils.config import STAGES, GRPOStageConfig, load_stage_config, recipes_dir
 from medreason_utils.pipeline import cli
+from conftest import needs_cpu_grpo
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI_GPU = sorted((ROOT / "recipes" / "multi_gpu").glob("*.yaml"))
@@ -297,6 +298,7 @@ def test_eval_against_a_served_model_is_bounded_writes_the_run_folder_and_resume
 # -- two processes (slow) ----------------------------------------------------------------------------
 
 @pytest.mark.slow
+@needs_cpu_grpo  # TRL 1.15 (make test-gpu-libs) computes GRPO log-probs with a CUDA-only kernel
 def test_grpo_in_two_cpu_processes_saves_one_adapter_and_logs_the_rewards_of_both(tmp_path, default_model_path):
     """accelerate's torchrun launcher starts two CPU processes (gloo: TRL's config has use_cpu): 2 steps of one group
     of 4 completions per process, 16 tokens each, from the shipped adapter."""
