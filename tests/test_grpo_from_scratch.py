@@ -18,6 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import needs_cpu_grpo  # noqa: E402  (TRL 1.15, the GPU lock's, has no CPU GRPO loss to compare with)
 from medreason_utils.generation import render_prompts  # noqa: E402
 from medreason_utils.prompts import question_prompt  # noqa: E402
 from medreason_utils.training.grpo_from_scratch import (  # noqa: E402
@@ -99,6 +100,7 @@ def _batch(tok) -> Rollout:
     return Rollout(enc["input_ids"], enc["attention_mask"], comp, mask, COMPLETIONS, prompts, {}, 2)
 
 
+@needs_cpu_grpo
 def test_trl_version_is_the_one_checked():
     import trl
 
@@ -109,6 +111,7 @@ def test_trl_version_is_the_one_checked():
 
 
 @pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
+@needs_cpu_grpo
 @pytest.mark.parametrize("beta", [0.0, 0.04], ids=["no_kl", "kl"])
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_loss_and_lora_grads_match_trl_grpo_trainer(tiny, loss_type, beta):
@@ -240,6 +243,7 @@ def test_grpo_step_zero_advantage_leaves_weights(tiny):
 
 
 @pytest.mark.slow  # needs the converted SmolLM2 tokenizer and config (~20 s to convert once per machine)
+@needs_cpu_grpo
 def test_check_against_trl_helper_the_notebook_calls(tiny):
     """The notebook's check (on-policy, reference log-probabilities from a frozen copy of the adapter) agrees too."""
     from medreason_utils.training.grpo_from_scratch import add_reference_adapter, check_against_trl
