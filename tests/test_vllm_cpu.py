@@ -66,7 +66,7 @@ from medreason_utils.generation.vllm_engine import (  # noqa: E402
 )
 from verifier_helpers import free_port, tiny_classifier_dir  # noqa: E402
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # real vLLM engines and servers; some tests load the small model too
 
 _KEEP_ALIVE: list = []  # in-process engines released only at exit (see test_adapters_that_cannot_be_attached_raise)
 ADAPTER = default_checkpoint()  # the shipped GRPO adapter (r=16), trained by the CPU pipeline
