@@ -531,6 +531,7 @@ def load_model(
     gpu_memory_utilization: float | None = None,
     runtime: RuntimeInfo | None = None,
     engine: str = "auto",
+    merge_adapter: bool = False,
     **kwargs: Any,
 ):
     """Load a causal LM and its tokenizer, with an optional LoRA adapter.
@@ -556,6 +557,13 @@ def load_model(
             needed), or ``"transformers"``: transformers + peft on a GPU too, in bf16 (fp16 where
             the GPU has no bf16), on the GPU of ``$LOCAL_RANK``: what accelerate's DDP and DeepSpeed
             train on several GPUs. Raises ``ValueError`` for another name or Unsloth without a GPU.
+        merge_adapter: transformers + peft path only (CPU, or ``engine="transformers"``): fold the
+            adapter into the base weights (peft ``merge_and_unload``: W + (alpha/r) B A per target
+            layer) and return the plain transformers model, which generates without the LoRA
+            side branch on every linear layer; the completions are those of the unmerged adapter up
+            to float rounding (``benchmarks/merged_adapter_generation.py`` measures both). For
+            generation only: raises ``ValueError`` with ``trainable=True``, and on the Unsloth path,
+            where vLLM serves the adapter as a LoRA request instead. Without ``adapter`` it does nothing.
         kwargs: passed to ``FastLanguageModel.from_pretrained`` (GPU) or ``from_pretrained`` (CPU).
 
     Returns:
@@ -570,6 +578,11 @@ def load_model(
     """
     runtime = runtime or detect_runtime()
     use_unsloth = _use_unsloth(engine, runtime)
+    if merge_adapter and trainable:
+        raise ValueError("merge_adapter folds the adapter into the base weights for generation; it cannot stay trainable")
+    if merge_adapter and use_unsloth:
+        raise ValueError("merge_adapter is for the transformers + peft path (CPU or engine='transformers'); with Unsloth the "
+                         "adapter is served by vLLM as a LoRA request")
     s = load_settings(model_name, adapter=adapter, adapters_in_play=adapters_in_play, max_seq_length=max_seq_length,
                       load_in_4bit=load_in_4bit, lora_rank=lora_rank, gpu_memory_utilization=gpu_memory_utilization,
                       runtime=runtime)
@@ -612,6 +625,9 @@ def load_model(
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+            if merge_adapter:
+                model = model.merge_and_unload()
+                model.medreason_merged_adapter = str(adapter)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

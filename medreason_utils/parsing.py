@@ -22,6 +22,7 @@ __all__ = [
     "extract_choice",
     "choice_from_completion",
     "find_choice_anywhere",
+    "plain_choice",
     "normalize_answer",
 ]
 
@@ -249,7 +250,9 @@ def find_choice_anywhere(
     1. the ANSWER block, read by :func:`extract_choice` (the primary reading);
     2. only the text after the last closing THINK tag is read when there is any (the scorer cuts
        at ``</think>`` / "## Final Response" the same way);
-    3. the last "answer is X" statement (capital option letter, ``:`` or ``(`` allowed);
+    3. the last "answer is X" statement (``:`` or ``(`` allowed; a capital option letter, or a
+       lower-case one only where it ends the statement: "the answer is: b" is B, "the answer is a
+       vitamin deficiency" is not option A);
     4. the last option letter standing alone: a capital letter among the options with no letter or
        digit either side (the scorer's "non strict" rule), where ``A`` followed by a space is read
        as the article, not option A (as in the scorer), and so is the pronoun ``I`` (an addition:
@@ -280,9 +283,9 @@ def find_choice_anywhere(
         s = s[cut + len(tags.think_close) :]
     for tag in tags.all:
         s = s.replace(tag, " ")
-    stated = re.findall(rf"answer is\s*:?\s*[\(\[]?([{letters}])(?![A-Za-z0-9])", s, flags=re.IGNORECASE)
+    stated = re.findall(rf"(?i:answer is)\s*:?\s*[\(\[]?(?:([{letters}])(?![A-Za-z0-9])|([{letters.lower()}])(?=[\)\]]|[.,;:]?\s*(?:\n|$)))", s)
     if stated:
-        return stated[-1].upper()
+        return (stated[-1][0] or stated[-1][1]).upper()
     alone = re.findall(rf"(?<![A-Za-z0-9])(?!A |I )([{letters}])(?![A-Za-z0-9])", s)
     if alone:
         return alone[-1]
@@ -292,6 +295,61 @@ def find_choice_anywhere(
     if found:
         return max(found, key=lambda L: (found[L], len(opts[L])))
     return None
+
+
+#: Leading markup a plain answer may open with: markdown bold/heading marks and an "Answer:" label.
+_PLAIN_LEAD = re.compile(r"^(?:[\s*#>_]|(?i:(?:final\s+|correct\s+)?answer\s*(?:is)?\s*:?))*")
+
+
+def plain_choice(text: Any, options: Mapping[str, str | None] | Sequence[str], *, tags: Tags = DEFAULT_TAGS) -> str | None:
+    r"""The option letter a free answer names: the *plain reading*, for completions of the plain
+    prompt (``prompts.mcq_prompt(..., plain=True)``: the model's own chat template, "Answer with
+    the letter of the correct option.", no grammar asked for).
+
+    Rules, in order; the first that reads a letter wins:
+
+    1. the answer opens with an option label (after leading whitespace, markdown ``*``/``#`` and an
+       "Answer:" / "Final answer is" lead): ``B``, ``B.``, ``B)``, ``(B)``, ``B:``, ``**B**``, ``B - text``
+       (:func:`extract_choice`'s label rules on the first line), so "B) Hypertension" is B;
+       a leading article is not a label: "A patient with ..." is not option A;
+    2. the first statement "answer is X" / "answer: X" / "Final Answer: X" (case-insensitive
+       keyword, capital option letter, optional ``**`` or bracket before it; "the answer is a
+       vitamin" is not option A, and "Answer B is wrong" states nothing). This is lm-eval-harness's
+       MedQA answer regex, ``Final Answer:\s*(?:\*\*)?\s*([A-D])`` with its ``take_first`` filter
+       (EleutherAI/lm-evaluation-harness, ``lm_eval/tasks/medqa/medqa_4options_cot.yaml``), widened
+       to "answer is" / "answer:" without "Final" and to every option letter of the item;
+    3. :func:`find_choice_anywhere` (after HuatuoGPT-o1's ``evaluation/scorer.py`` ``match_choice``):
+       the ANSWER block if there is one, the last "answer is X", the last option letter standing
+       alone (not the article "A " nor the pronoun "I "), so "I think (C)" is C; else the option
+       whose text occurs last.
+
+    The first stated answer wins over later ones (rules 1-2, as lm-eval's ``take_first``): a plain
+    answer states its letter and then explains, and the explanation names other options. This is
+    the fair reading of the plain prompt; the suite's prompt is read by the ``<ANSWER>`` block only
+    (:func:`choice_from_completion`), as the reward reads it.
+
+    Returns:
+        The letter, or ``None``. Never raises.
+    """
+    s = completion_text(text)
+    try:
+        opts = normalise_options(options)
+    except (ValueError, TypeError):
+        return None
+    letters = "".join(opts)
+    body = s
+    for tag in tags.all:
+        body = body.replace(tag, " ")
+    first_line = next((line for line in body.splitlines() if line.strip(" \t*#>_")), "")
+    lead = _PLAIN_LEAD.sub("", first_line, count=1).replace("**", "").replace("__", "")
+    for pat in _letter_patterns(letters)[:2]:
+        m = pat.search(lead)
+        if m:
+            return m.group(1).upper()
+    stated = re.search(rf"(?i:answer)(?:\s+(?i:is)\s*:?|\s*:)\s*(?:\*\*)?\s*[\(\[]?([{letters}])(?![A-Za-z0-9])", body)
+    if stated:
+        return stated.group(1)
+    return find_choice_anywhere(s, opts, tags=tags)
 
 
 def choice_from_completion(

@@ -214,3 +214,55 @@ def test_ngram_overlap_catches_a_reworded_question():
     found = find_overlaps([unrelated, reworded], evals)
     assert [(o.train_index, o.kind) for o in found] == [(1, "ngram")]
     assert find_overlaps([reworded], evals, ngram=None) == []
+
+
+def test_training_questions_take_a_source_a_list_or_a_data_mix():
+    """A stage's data may be one source, a list, or {source: proportion} (GRPO data mixing); each
+    source is read whole, with its own question column (SFT, verifiable, multiple-choice layouts)."""
+    from medreason_utils.evaluation import training_questions
+
+    sft, verifiable, mcq = (len(load_rows(f"sample:{n}")) for n in ("medical_o1_sft", "medical_o1_verifiable", "medmcqa_train"))
+    assert len(training_questions("sample:medical_o1_sft")) == sft
+    assert len(training_questions(None, ["sample:medical_o1_verifiable", "sample:medmcqa_train"])) == verifiable + mcq
+    mixed = training_questions("sample:medical_o1_sft", {"sample:medical_o1_verifiable": 0.75, "sample:medmcqa_train": 0.25})
+    assert len(mixed) == sft + verifiable + mcq and mixed[-1] == load_rows("sample:medmcqa_train")[-1]["question"]
+    with pytest.raises(KeyError, match="no question column"):
+        training_questions("sample:medical_passages")
+
+
+def test_decontamination_reads_what_the_run_trained_on_from_its_summary(tmp_path):
+    """Notebook 03 checks the data of the run (summary.json, written by notebooks 01/02), not the
+    recipe's default: a run whose GRPO stage trained on MedMCQA rows that are also evaluation items
+    has those items found and dropped, which the recipe's default data would have missed."""
+    from medreason_utils.config import load_stage_config
+    from medreason_utils.evaluation import load_benchmark, training_questions
+    from medreason_utils.pipeline.reporting import run_training_data, update_summary
+
+    evals = {"medmcqa": load_benchmark("medmcqa", "sample:medmcqa")[0][:20]}
+    run = tmp_path / "run"
+    run.mkdir()
+    leaked = run / "leaked.jsonl"  # the run's own file: 5 evaluation questions among its GRPO prompts
+    leaked.write_text("".join(json.dumps({"question": it["question"]}) + "\n" for it in evals["medmcqa"][:5]))
+    update_summary(run, "sft", {"config": {"data": "sample:medical_o1_sft"}})
+    update_summary(run, "grpo", {"config": {"data": {"sample:medical_o1_verifiable": 0.5, str(leaked): 0.5}}})
+
+    def recipe(stage):
+        return load_stage_config(stage, "cpu").data
+
+    assert "leaked.jsonl" in json.loads((run / "summary.json").read_text())["grpo"]["config"]["data"]  # recorded relative
+    used = run_training_data(run, recipe)
+    assert used.origin == {"sft": "run", "grpo": "run"} and "summary.json" in used.describe()
+    dropped = drop_overlapping_items(evals, find_overlaps(training_questions(used.sft, used.grpo), evals))[1]
+    assert dropped == {"medmcqa": 5}
+    by_recipe = training_questions(recipe("sft"), recipe("grpo"))
+    assert drop_overlapping_items(evals, find_overlaps(by_recipe, evals))[1] == {"medmcqa": 0}
+    # the run folder has no record of a stage (GRPO not run, or a folder of adapters only): the recipe's default, said so
+    bare = tmp_path / "bare"
+    update_summary(bare, "sft", {"config": {"data": "sample:medical_o1_sft"}})
+    fallback = run_training_data(bare, recipe)
+    assert fallback.origin == {"sft": "run", "grpo": "recipe"} and fallback.grpo == recipe("grpo")
+    assert "recipe's default" in fallback.describe()
+    # summaries written before the stage configs held the settings flat (the shipped checkpoint's)
+    flat = tmp_path / "flat"
+    update_summary(flat, "grpo", {"data": "sample:medical_o1_verifiable"})
+    assert run_training_data(flat, recipe).grpo == "sample:medical_o1_verifiable"

@@ -275,6 +275,7 @@ def served():
 def test_eval_against_a_served_model_is_bounded_writes_the_run_folder_and_resumes(served, tmp_path, capsys):
     srv, url = served
     argv = ["eval", "--config", "cpu", "--output_dir", str(tmp_path), "--limit", "6", "--max_new_tokens", "32",
+            "--base_styles", "[suite, plain]",  # the CPU recipe's default is [plain]
             "--server", json.dumps({"base_url": url, "models": {"base": "base-model", "grpo": "grpo"}, "concurrency": 3})]
     assert cli.main(argv) == 0
     # 2 benchmarks x 6 items x (base suite + base plain + grpo), at most 3 in flight
@@ -286,6 +287,7 @@ def test_eval_against_a_served_model_is_bounded_writes_the_run_folder_and_resume
     rows = {(r["model"], r["benchmark"]): r for r in summary["table"]}
     assert rows[("grpo", "medqa")]["format_compliance"] == 1.0 and rows[("base", "medqa")]["format_compliance"] == 0.0
     assert rows[("base (plain prompt)", "medqa")]["n"] == 6
+    assert [rows[(m, "medqa")]["reading"] for m in ("base", "base (plain prompt)", "grpo")] == ["grammar", "plain", "grammar"]
     assert summary["config"]["server"]["concurrency"] == 3
     assert (tmp_path / "eval" / "results.md").is_file() and (tmp_path / "eval" / "results.png").is_file()
     # a rerun finds every record and sends nothing

@@ -22,7 +22,64 @@ def test_update_summary_merges_sections_and_writes_nan_as_null(tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == out
     assert on_disk["sft"] == {"a": 1, "b": None, "c": [1.5, None]}
-    assert on_disk["grpo"]["path"] == str(tmp_path)
+    assert on_disk["grpo"]["path"] == "."  # the run folder itself, relative to the run folder
+
+
+def _absolute_strings(value, at=""):
+    """(where, string) for every string in ``value`` that is or holds an absolute path."""
+    import os
+
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in _absolute_strings(k, f"{at} key") + _absolute_strings(v, f"{at}.{k}")]
+    if isinstance(value, list):
+        return [x for i, v in enumerate(value) for x in _absolute_strings(v, f"{at}[{i}]")]
+    if isinstance(value, str) and (os.path.isabs(value) or str(config.repo_root()) in value or "/tmp/" in value):
+        return [(at, value)]
+    return []
+
+
+def test_summary_records_paths_relative_to_the_run_folder_or_the_repository(tmp_path):
+    """What notebooks 01-04 write (adapter folders of the run, the recipe, the demo's checkpoint)
+    holds no folder of the machine it ran on, so a shipped summary.json names none."""
+    run = tmp_path / "runs" / "latest"
+    reporting.update_summary(run, "sft", {"config": {"recipe": f"{config.repo_root()}/recipes/mine.yaml + overrides {{'n': 1}}",
+                                                     "data": "sample:medical_o1_sft", "output": run / "sft_adapter"}})
+    reporting.update_summary(run, "grpo", {"config": {"sft_adapter": str(run / "sft_adapter"), "data": {f"{run}/mix.jsonl": 1.0}}})
+    reporting.update_summary(run, "eval", {"config": {"adapters": {"base": None, "sft": f"{run}/sft_adapter", "grpo": f"{run}/grpo_adapter"}}})
+    reporting.update_summary(run, "demo", {"checkpoint": str(config.default_checkpoint())})  # as notebook 04 writes it
+    summary = json.loads((run / "summary.json").read_text())
+    assert _absolute_strings(summary) == []
+    assert summary["demo"]["checkpoint"] == "checkpoints/medreason-smollm2-135m-grpo"
+    assert summary["eval"]["config"]["adapters"] == {"base": None, "sft": "sft_adapter", "grpo": "grpo_adapter"}
+    assert summary["sft"]["config"]["recipe"] == "recipes/mine.yaml + overrides {'n': 1}"
+    assert summary["grpo"]["config"]["data"] == {"mix.jsonl": 1.0}
+    # a path elsewhere is kept, and a folder that merely starts like the run folder is not cut
+    assert reporting.relative_paths({"x": f"{run}x/y", "y": "/etc/hosts"}, run) == {"x": f"{run}x/y", "y": "/etc/hosts"}
+
+
+def test_published_checkpoint_summary_holds_no_absolute_path(tmp_path, monkeypatch):
+    """publish_checkpoint writes the run's summary with relative paths, also one written with
+    absolute paths (before update_summary made them relative)."""
+    from medreason_utils.pipeline.run import publish_checkpoint
+
+    repo = tmp_path / "repo"
+    monkeypatch.setenv("MEDREASON_ROOT", str(repo))
+    run = repo / "runs" / "latest"
+    (run / "grpo_adapter").mkdir(parents=True)
+    (run / "grpo_adapter" / "adapter_model.safetensors").write_bytes(b"0")
+    old = {"demo": {"checkpoint": f"{repo}/checkpoints/medreason-smollm2-135m-grpo"}, "grpo": {"config": {"sft_adapter": f"{run}/sft_adapter"}}}
+    (run / "summary.json").write_text(json.dumps(old))
+    dst = publish_checkpoint(run, date="2026-11-24")
+    published = json.loads((dst / "summary.json").read_text())
+    assert dst == repo / "checkpoints" / "medreason-smollm2-135m-grpo"
+    assert _absolute_strings(published) == [] and published["grpo"]["config"]["sft_adapter"] == "sft_adapter"
+
+
+def test_shipped_checkpoint_summaries_hold_no_absolute_path():
+    paths = sorted((config.repo_root() / "checkpoints").glob("*/summary.json"))
+    assert paths, "a checkpoint with its summary.json is shipped"
+    for path in paths:
+        assert _absolute_strings(json.loads(path.read_text())) == [], path
 
 
 def _grpo_log_history():
@@ -55,11 +112,14 @@ def test_model_card_states_figures_and_that_it_is_not_a_medical_tool(tmp_path):
     summary = {
         "sft": {"n_train": 96, "n_heldout": 40, "steps": 48, "format_compliance_before": 0.0, "format_compliance_after": 0.85},
         "grpo": {"steps": 8, "num_generations": 4, "verifier": "RuleBasedVerifier"},
-        "eval": {"table": [{"model": "grpo", "benchmark": "medqa", "n": 40, "exact_match": 0.25, "format_compliance": 0.9}]},
+        "eval": {"table": [{"model": "grpo", "benchmark": "medqa", "n": 40, "exact_match": 0.25, "format_compliance": 0.9},
+                           {"model": "base (plain prompt)", "benchmark": "medqa", "n": 40, "exact_match": 0.0, "plain_match": 0.3,
+                            "reading": "plain", "score": 0.3, "format_compliance": 0.0}]},
     }
     card = reporting.write_model_card(tmp_path, summary, machine="2-core CPU", date="2026-11-21").read_text()
     assert "not a medical tool" in card
     assert "after SFT 0.85" in card and "grpo on medqa (n=40)" in card and "2026-11-21" in card
+    assert "base (plain prompt) on medqa (n=40): score 0.3 (plain reading), exact match 0.0, plain reading 0.3" in card
 
 
 def test_publish_checkpoint_refuses_a_run_without_grpo_adapter(tmp_path):

@@ -15,6 +15,7 @@ from medreason_utils.data import (
     cap_text,
     exclude_questions,
     load_rows,
+    question_key,
     read_jsonl,
     sample_path,
     split_train_heldout,
@@ -49,7 +50,7 @@ def check_mcq_item(item, row_question):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,rows", [("medqa", 60), ("medmcqa", 60), ("medical_o1_sft", 158), ("medical_o1_verifiable", 158)])
+@pytest.mark.parametrize("name,rows", [("medqa", 160), ("medmcqa", 160), ("medmcqa_train", 300), ("medical_o1_sft", 158), ("medical_o1_verifiable", 158)])
 def test_samples_load(name, rows):
     assert len(load_rows(f"sample:{name}")) == rows
     assert sample_path(name).is_file()
@@ -63,7 +64,7 @@ def test_unknown_sample_lists_known():
 def test_medqa_sample_maps():
     rows = load_rows("sample:medqa")
     ds, report = to_mcq_items(rows, "medqa")
-    assert (report.kept, report.n_skipped) == (60, 0) and len(ds) == 60
+    assert (report.kept, report.n_skipped) == (160, 0) and len(ds) == 160
     for row, item in zip(rows, ds):
         check_mcq_item(item, row["question"])
         assert item["answer"] == row["answer_idx"]
@@ -71,10 +72,11 @@ def test_medqa_sample_maps():
         assert item["subject"] == row["meta_info"]
 
 
-def test_medmcqa_sample_maps():
-    rows = load_rows("sample:medmcqa")
+@pytest.mark.parametrize("name, n", [("medmcqa", 160), ("medmcqa_train", 300)])
+def test_medmcqa_sample_maps(name, n):
+    rows = load_rows(f"sample:{name}")
     ds, report = to_mcq_items(rows, "medmcqa")
-    assert report.kept == 60
+    assert report.kept == n
     for row, item in zip(rows, ds):
         check_mcq_item(item, row["question"])
         assert item["answer"] == "ABCD"[row["cop"]]
@@ -120,7 +122,7 @@ def test_grpo_sample_maps():
 
 def test_limit():
     assert len(load_rows("sample:medqa", limit=5)) == 5
-    assert len(load_rows("sample:medqa", limit=1000)) == 60
+    assert len(load_rows("sample:medqa", limit=1000)) == 160
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,3 +394,60 @@ def datasets_from(rows):
     import datasets
 
     return datasets.Dataset.from_list(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped MedQA / MedMCQA samples (scripts/build_eval_samples.py, SOURCES.md)
+# --------------------------------------------------------------------------------------------
+
+
+def _questions(name, column):
+    return [str(r[column]) for r in load_rows(f"sample:{name}")]
+
+
+def test_eval_samples_leave_the_cpu_limit_after_decontamination():
+    """160 rows per benchmark, no question twice: after decontamination against the CPU recipe's
+    training data (and the 300 MedMCQA training rows, a possible GRPO source) at least the CPU
+    evaluation's ``limit`` items remain per benchmark."""
+    from medreason_utils.config import load_stage_config
+    from medreason_utils.evaluation import drop_overlapping_items, find_overlaps, load_benchmark, training_questions
+
+    limit = load_stage_config("eval", "cpu").limit
+    items = {name: load_benchmark(name, f"sample:{name}")[0] for name in ("medqa", "medmcqa")}
+    for name, its in items.items():
+        assert len(its) == 160 and len({question_key(it["question"]) for it in its}) == 160, name
+    train = training_questions(load_stage_config("sft", "cpu").data,
+                               {load_stage_config("grpo", "cpu").data: 0.5, "sample:medmcqa_train": 0.5})
+    kept, dropped = drop_overlapping_items(items, find_overlaps(train, items))
+    assert all(len(its) >= limit for its in kept.values()), dropped
+
+
+def test_medmcqa_train_sample_is_disjoint_from_the_evaluation_samples():
+    from medreason_utils.evaluation import find_overlaps
+
+    train = load_rows("sample:medmcqa_train")
+    evaluation = load_rows("sample:medmcqa")
+    assert len(train) == 300
+    assert not {r["id"] for r in train} & {r["id"] for r in evaluation}
+    keys = [question_key(r["question"]) for r in train]
+    assert len(set(keys)) == 300 and not set(keys) & {question_key(r["question"]) for r in evaluation}
+    # nor does decontamination (exact or 13 words) find a training question in either evaluation sample
+    items = {name: [{"id": str(i), "question": q} for i, q in enumerate(_questions(name, "question"))] for name in ("medqa", "medmcqa")}
+    assert find_overlaps([r["question"] for r in train], items) == []
+
+
+def test_medmcqa_samples_hold_no_medical_o1_question(shared_file):
+    """The medical-o1 data (SFT, verifiable, multiple choice) shares 3 questions with MedMCQA
+    validation word for word; none of them, nor a 13-word overlap, is in the shipped MedMCQA files."""
+    from medreason_utils.data import read_jsonl
+    from medreason_utils.evaluation import find_overlaps
+
+    o1 = _questions("medical_o1_sft", "Question") + _questions("medical_o1_verifiable", "Open-ended Verifiable Question")
+    o1 += [r["question"] for r in read_jsonl(shared_file("medical_o1_mcq_sample.jsonl"))]
+    o1 += [r["Question"] for r in read_jsonl(shared_file("medical_o1_reasoning_sft_sample.jsonl"))]
+    full = read_jsonl(shared_file("medmcqa_validation.jsonl"))
+    exact = {question_key(r["question"]) for r in full} & {question_key(q) for q in o1}
+    assert len(exact) == 3, "the known word-for-word overlaps are still found (the check can fail)"
+    for name in ("medmcqa", "medmcqa_train"):
+        items = [{"id": r["id"], "question": r["question"]} for r in load_rows(f"sample:{name}")]
+        assert find_overlaps(o1, items) == [], name

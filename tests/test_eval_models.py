@@ -57,7 +57,7 @@ def test_reports_and_table(tmp_path, items):
     assert len(recs) == 20
     assert set(recs[0]) >= {"prompt", "completion", "predicted", "gold", "correct", "strict", "lenient", "subject", "sample"}
     md = (tmp_path / "results.md").read_text()
-    assert "| medqa | sft | 20 | 0.800 [" in md
+    assert "| medqa | sft | 20 | grammar | 0.800 [" in md
     # greedy by default
     assert all(c["temperature"] == 0.0 for c in good.calls)
 
@@ -88,9 +88,34 @@ def test_plain_prompt_style_and_subset(tmp_path, items):
     table = evaluate_models({"base": plain}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, limit=10,
                             subset_seed=5, progress=False)
     assert [r["model"] for r in table] == ["base", "base (plain prompt)"]
-    assert all(r["n"] == 10 and r["exact_match"] == 0.0 and r["lenient_match"] == 1.0 for r in table)
+    assert all(r["n"] == 10 and r["exact_match"] == 0.0 and r["lenient_match"] == 1.0 and r["plain_match"] == 1.0 for r in table)
+    # each prompt by the reading that fits it: the suite's by the grammar (0: no <ANSWER> block), the plain one by the letter named
+    assert [(r["reading"], r["score"]) for r in table] == [("grammar", 0.0), ("plain", 1.0)]
     recs = read_items(tmp_path / "items" / "base_plain_prompt__medqa.jsonl")
     assert all(r["prompt"][0]["role"] == "user" and "letter of the correct option" in r["prompt"][0]["content"] for r in recs)
+    assert all(r["plain"] == r["gold"] and r["plain_correct"] for r in recs)
+    md = (tmp_path / "results.md").read_text()
+    assert "| medqa | base (plain prompt) | 10 | plain | 1.000 [" in md and "plain_match" in md
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    [c] = summary["comparisons"]
+    assert (c["reading_a"], c["reading_b"], c["score_a"], c["score_b"], c["only_b"]) == ("grammar", "plain", 0.0, 1.0, 10)
+
+
+def test_records_written_before_the_plain_reading_are_read_on_resume(tmp_path, items):
+    """Per-item files of an earlier version have no plain reading: a resume reads it from the
+    completion instead of generating again."""
+    evaluate_models({"base": Reader(items, fmt="B) {}")}, {"medqa": items}, tmp_path, styles={"base": ["plain"]}, limit=6,
+                    progress=False)
+    path = tmp_path / "items" / "base_plain_prompt__medqa.jsonl"
+    old = [{k: v for k, v in r.items() if k not in ("plain", "plain_correct")} for r in read_items(path)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+
+    def must_not_run(prompts, **_):
+        raise AssertionError("resumed run generated again")
+
+    [row] = evaluate_models({"base": must_not_run}, {"medqa": items}, tmp_path, styles={"base": ["plain"]}, limit=6, progress=False)
+    gold_b = sum(r["gold"] == "B" for r in old)
+    assert row["reading"] == "plain" and row["plain_correct"] == gold_b and row["score"] == gold_b / 6
 
 
 def test_sampling_rules(tmp_path, items):

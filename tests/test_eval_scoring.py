@@ -1,12 +1,12 @@
-"""Scoring (exact match, format compliance, strict subset, lenient), intervals and McNemar."""
+"""Scoring (exact match, format compliance, strict subset, lenient, plain reading, fair score), intervals and McNemar."""
 
 import math
 
 import pytest
 from scipy.stats import binomtest, chi2
 
-from medreason_utils.evaluation import format_compliance, score_mcq
-from medreason_utils.parsing import find_choice_anywhere
+from medreason_utils.evaluation import compare_runs, format_compliance, score_mcq
+from medreason_utils.parsing import find_choice_anywhere, plain_choice
 from medreason_utils.evaluation.stats import mcnemar_paired, mean_and_spread, wilson_interval
 
 OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
@@ -33,6 +33,15 @@ def test_score_tells_wrong_format_from_wrong_answer():
     assert r.ci_low < r.exact_match < r.ci_high
     s = r.summary()
     assert "items" not in s and s["exact_match"] == r.exact_match
+    # the suite's prompt is read by the grammar: its fair score is exact match; the plain reading is shown beside it
+    assert [x.plain for x in r.items] == ["B", "D", "B", None, "B", "B"]
+    assert r.reading == "grammar" and r.score == r.exact_match and (r.score_ci_low, r.score_ci_high) == (r.ci_low, r.ci_high)
+    assert r.plain_correct == 4 and r.plain_match == pytest.approx(4 / 6)
+    plain = score_mcq(completions, ITEMS, benchmark="toy", model="m (plain prompt)", reading="plain")
+    assert plain.reading == "plain" and plain.score == pytest.approx(4 / 6) and plain.exact_match == r.exact_match
+    assert plain.score_ci_low < plain.score < plain.score_ci_high
+    with pytest.raises(ValueError, match="reading"):
+        score_mcq(completions, ITEMS, reading="lenient")
 
 
 def test_score_rejects_mismatched_lengths():
@@ -57,6 +66,34 @@ def test_score_rejects_mismatched_lengths():
 )
 def test_lenient_reading_after_huatuogpt_o1_rules(text, expected):
     assert find_choice_anywhere(text, OPTS) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # answers of the kind SmolLM2-135M-Instruct writes to the plain prompt
+        ("The answer is B.", "B"),
+        ("B) Heparin", "B"),
+        ("I think (C)", "C"),
+        ("A patient with a DVT should be anticoagulated first.", None),  # the article, not option A
+        ("A. Aspirin", "A"),  # a label: the letter and a full stop
+        ("**B.** Heparin is given first", "B"),
+        ("Answer: D", "D"),
+        ("Final Answer: **C**", "C"),  # lm-eval-harness's MedQA regex
+        ("c", "C"),  # nothing but a letter, either case
+        # the first stated answer wins (lm-eval's take_first): the explanation names other options
+        ("B. Heparin. A is wrong because aspirin is an antiplatelet drug, and the answer is not C.", "B"),
+        ("The correct answer is C: Warfarin. Option A would be too weak.", "C"),
+        ("The answer is a vitamin deficiency.", None),  # a lower-case article after "answer is" is not option A
+        ("Answer B is not right here, so I pick (D).", "D"),  # "answer B" states nothing; the letter standing alone
+        ("Heparin, because it acts at once.", "B"),  # the option's text
+        ("<THINK>r</THINK><ANSWER>C. Warfarin</ANSWER>", "C"),  # the grammar read as well
+        ("I do not know.", None),
+        (None, None),
+    ],
+)
+def test_plain_reading_of_free_answers(text, expected):
+    assert plain_choice(text, OPTS) == expected
 
 
 def test_lenient_pronoun_i_with_ten_options():
@@ -108,6 +145,29 @@ def test_mcnemar_chi2_with_continuity_correction_for_many_discordant_pairs():
     assert same.p_value == 1.0 and not same.significant()
     with pytest.raises(ValueError, match="same items"):
         mcnemar_paired([True], [True, False])
+
+
+def _run(model, completions, reading):
+    items = [{"id": f"q{i}", "options": OPTS, "answer": "B"} for i in range(len(completions))]
+    return score_mcq(completions, items, benchmark="toy", model=model, reading=reading)
+
+
+def test_comparisons_pair_each_run_on_its_fair_score():
+    """The base model asked with the plain prompt is right on 12 of 20 items by the plain reading
+    (0 by the grammar, which it was never asked for); the trained model on 4 by the grammar. The
+    comparison pairs 12 against 4, says which reading each side used, and keeps the grammar's figures beside."""
+    base = _run("base (plain prompt)", ["The answer is B."] * 12 + ["The answer is A."] * 8, "plain")
+    sft = _run("sft", ["<THINK>r</THINK><ANSWER>B</ANSWER>"] * 4 + ["<THINK>r</THINK><ANSWER>D</ANSWER>"] * 16, "grammar")
+    assert (base.exact_match, base.score, sft.score) == (0.0, 0.6, 0.2)
+    [c] = compare_runs([base, sft])
+    assert (c["reading_a"], c["reading_b"], c["score_a"], c["score_b"]) == ("plain", "grammar", 0.6, 0.2)
+    assert (c["only_a"], c["only_b"], c["difference"]) == (8, 0, pytest.approx(-0.4))
+    assert c["p_value"] == pytest.approx(binomtest(0, 8, 0.5).pvalue) and c["test"] == "McNemar exact"
+    assert (c["exact_match_a"], c["exact_match_b"]) == (0.0, 0.2)
+    # read by the grammar, the base model would lose every item: the unfair comparison the reading avoids
+    as_grammar = _run("base", [x.completion for x in base.items], "grammar")
+    [unfair] = compare_runs([as_grammar, sft])
+    assert (unfair["reading_a"], unfair["score_a"], unfair["only_b"]) == ("grammar", 0.0, 4)
 
 
 def test_mean_and_spread():

@@ -145,6 +145,35 @@ def test_load_adapter_trainable(base, cpu_runtime, tmp_path):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+@pytest.mark.slow
+def test_merged_adapter_gives_the_same_logits_and_completions(default_model_path, cpu_runtime):
+    """merge_adapter folds the shipped GRPO adapter into the base weights: a plain transformers
+    model (no LoRA branch per layer) whose logits are the peft model's up to float rounding, and
+    whose greedy completion is the same."""
+    from medreason_utils.config import default_checkpoint
+    from medreason_utils.generation import LocalBackend
+
+    unmerged, tok = load_model(adapter=default_checkpoint())
+    merged, _ = load_model(adapter=default_checkpoint(), merge_adapter=True)
+    assert type(unmerged).__name__ == "PeftModelForCausalLM" and not hasattr(merged, "peft_config")
+    with torch.no_grad():
+        expected, got = unmerged(**batch(tok)).logits, merged(**batch(tok)).logits
+        with unmerged.disable_adapter():
+            base_logits = unmerged(**batch(tok)).logits
+    # float rounding: W + (alpha/r) B A summed once instead of per token, through 30 layers (measured up to ~7e-4 on logits of ~10)
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+    assert (base_logits - expected).abs().max() > 100 * (got - expected).abs().max()  # the adapter is in the merged weights
+    prompt = [[{"role": "user", "content": "Which vitamin deficiency causes scurvy?"}]]
+    kw = dict(max_new_tokens=16, progress=False)
+    assert LocalBackend(merged, tok).generate(prompt, **kw) == LocalBackend(unmerged, tok).generate(prompt, **kw)
+
+
+def test_merge_adapter_is_for_generation_on_the_transformers_path(cpu_runtime):
+    with pytest.raises(ValueError, match="trainable"):
+        load_model(adapter="checkpoints/medreason-smollm2-135m-grpo", trainable=True, merge_adapter=True)
+
+
 def test_adapter_errors(tmp_path, cpu_runtime):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_model(adapter=tmp_path)

@@ -114,13 +114,15 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     assert adapter_nonzero(run / "grpo_adapter")["lora_B_abs_sum"] > 0
     assert adapter_nonzero(run / "sft_adapter")["lora_B_abs_sum"] > 0
     models = {(r["model"], r["benchmark"]) for r in ev["table"]}
-    runs = ("base", "base (plain prompt)", "sft", "grpo")
+    base_runs = {"suite": "base", "plain": "base (plain prompt)"}
+    runs = tuple(base_runs[st] for st in ev["config"]["base_styles"]) + ("sft", "grpo")
     assert models == {(m, b) for m in runs for b in ("medqa", "medmcqa")}
     # the same items for every run: at most LIMIT, fewer only by the decontamination drop
     ns = {r["benchmark"]: set() for r in ev["table"]}
     for r in ev["table"]:
         ns[r["benchmark"]].add(r["n"])
         assert r["ci_low"] <= r["exact_match"] <= r["ci_high"]
+        assert r["score"] == (r["plain_match"] if r["model"] == "base (plain prompt)" else r["exact_match"])
     assert all(len(v) == 1 and 0 < v.pop() <= SMOKE_PARAMETERS["03_evaluation.ipynb"]["OVERRIDES"]["limit"] for v in ns.values())
     assert (run / "eval" / "results.png").is_file() and (run / "eval" / "results.md").is_file()
     assert summary["demo"]["checkpoint"].endswith("medreason-smollm2-135m-grpo")

@@ -70,7 +70,20 @@ def test_the_cpu_recipes_hold_the_cpu_profile_the_shipped_checkpoint_was_trained
     assert (grpo.max_completion_length, grpo.learning_rate, grpo.temperature, grpo.loss_type, grpo.beta) == (160, 2e-5, 1.0, "dr_grpo", 0.0)
     assert grpo.rewards == RewardSettings()  # the suite's reward defaults, batch-std scaling
     ev = load_stage_config("eval", "cpu")
-    assert (ev.limit, ev.max_new_tokens, ev.batch_size, ev.benchmarks) == (40, 160, 20, ("medqa", "medmcqa"))
+    assert (ev.limit, ev.max_new_tokens, ev.batch_size, ev.benchmarks) == (100, 160, 20, ("medqa", "medmcqa"))
+    assert ev.base_styles == ("plain",)  # on CPU the base model only with its own chat template (its fair baseline)
+
+
+def test_base_styles_gpu_recipes_score_the_base_model_both_ways():
+    for machine in ("t4", "a100"):
+        assert load_stage_config("eval", machine).base_styles == ("suite", "plain")
+    assert load_stage_config("eval", "cpu", overrides={"base_styles": ["suite", "plain"]}).base_styles == ("suite", "plain")
+    with pytest.raises(ValueError, match="base_styles"):
+        load_stage_config("eval", "cpu", overrides={"base_styles": ["lenient"]})
+    from medreason_utils.config.stages import BASE_STYLES
+    from medreason_utils.evaluation import PROMPT_STYLES
+
+    assert set(BASE_STYLES) == set(PROMPT_STYLES)
 
 
 def test_overrides_merge_and_are_recorded():

@@ -383,14 +383,16 @@ def model_attribute_reads() -> tuple[dict[str, list[str]], set[str]]:
 
 def _non_unsloth_attributes() -> set[str]:
     """Attribute names a model has without Unsloth: those of a real (tiny) transformers Llama and of its
-    peft LoRA wrapper, instances included (``training``, ``config``, ``name_or_path``, ``peft_config``)."""
+    peft LoRA wrapper, instances included (``training``, ``config``, ``name_or_path``, ``peft_config``), and
+    of the LoraModel the wrapper forwards unknown names to (``merge_and_unload``)."""
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     tiny = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     names = set(dir(tiny))
-    names |= set(dir(peft.get_peft_model(tiny, peft.LoraConfig(r=2, target_modules=["q_proj"]))))
+    wrapped = peft.get_peft_model(tiny, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    names |= set(dir(wrapped)) | set(dir(wrapped.base_model))
     return names
 
 

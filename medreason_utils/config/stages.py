@@ -282,8 +282,12 @@ class EvalStageConfig(StageConfig):
         "Models to score: {label: adapter folder or hub id, or None for the base model}. "
         "None: base, RUN_DIR/sft_adapter, RUN_DIR/grpo_adapter.", default=None)
     base_model: str | None = _help("Base model of the runs; None: the adapters' own base (CPU) or the runtime's default.", default=None)
-    base_plain_prompt: bool = _help("Also score the base model with its own chat template (no grammar, the letter asked for).",
-                                    default=True)
+    base_styles: tuple[str, ...] = _help(
+        "Prompt styles the base model (label 'base') is scored with: 'suite' (the suite's system prompt and grammar, read "
+        "by the <ANSWER> block) and/or 'plain' (its own chat template, the letter asked for, no grammar, read by the "
+        "letter the answer names). The base model was never taught the grammar, so its 'suite' row is near 0 by "
+        "construction; its 'plain' row is its fair baseline. [suite, plain] shows both (GPU recipes); [plain] saves "
+        "the suite row's completions on CPU.", default=("suite", "plain"))
     seed: int = _help("Generation seed (used when sampling).", default=3407)
     server: dict[str, Any] | None = _help(
         "Score through a running OpenAI-compatible server (`vllm serve`, with the adapters as --lora-modules) instead "
@@ -293,6 +297,9 @@ class EvalStageConfig(StageConfig):
         default=None)
 
     def __post_init__(self) -> None:
+        unknown = [st for st in self.base_styles if st not in BASE_STYLES]
+        if unknown or not self.base_styles:
+            raise ValueError(f"EvalStageConfig.base_styles: {list(self.base_styles)}; give one or more of {list(BASE_STYLES)}")
         if self.server is not None:
             unknown = sorted(set(self.server) - SERVER_KEYS)
             if unknown:
@@ -300,6 +307,9 @@ class EvalStageConfig(StageConfig):
             if not self.server.get("base_url") or not self.server.get("models"):
                 raise ValueError("EvalStageConfig.server needs base_url and models ({label: served model name})")
 
+
+#: The prompt styles of ``EvalStageConfig.base_styles`` (the keys of ``medreason_utils.evaluation.PROMPT_STYLES``).
+BASE_STYLES = ("suite", "plain")
 
 #: The settings of ``EvalStageConfig.server``.
 SERVER_KEYS = frozenset({"base_url", "models", "concurrency", "timeout", "api_key_env"})

@@ -5,17 +5,25 @@ Modules, in the order of an evaluation:
 * :mod:`.benchmarks`: each benchmark's definition in one place (hub id, split, row layout,
   filter), loaded as multiple-choice items with the suite's prompt and the plain prompt;
 * :mod:`.decontamination`: evaluation items that overlap training questions;
-* :mod:`.scoring`: exact match of the option letter, format compliance, lenient match;
+* :mod:`.scoring`: exact match of the option letter (the grammar's reading), the plain reading,
+  format compliance, lenient match; each run's fair score by the reading its prompt asks for;
 * :mod:`.runner`: :func:`evaluate_models`, several models x several benchmarks, resumable;
 * :mod:`.reports`: McNemar comparisons, per-subject scores, tables, the bar chart;
 * :mod:`.stats`: Wilson intervals, McNemar's test.
 """
 
 from .benchmarks import BENCHMARKS, BenchmarkSpec, columns_layout, load_benchmark, select_items, to_mcq_items
-from .decontamination import Overlap, decontaminate, drop_overlapping_items, find_overlaps, training_questions
+from .decontamination import (
+    Overlap,
+    data_sources,
+    decontaminate,
+    drop_overlapping_items,
+    find_overlaps,
+    training_questions,
+)
 from .reports import compare_runs, plot_results, subject_breakdown, write_tables
-from .runner import PROMPT_STYLES, evaluate_models, read_items
-from .scoring import EvalResult, ItemResult, format_compliance, score_item, score_mcq, summarise_items
+from .runner import PROMPT_STYLES, STYLE_READINGS, evaluate_models, read_items
+from .scoring import READINGS, EvalResult, ItemResult, format_compliance, item_correct, score_item, score_mcq, summarise_items
 from .stats import McNemarResult, mcnemar_paired, mean_and_spread, wilson_interval
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "to_mcq_items",
     "Overlap",
     "training_questions",
+    "data_sources",
     "find_overlaps",
     "decontaminate",
     "drop_overlapping_items",
@@ -37,6 +46,9 @@ __all__ = [
     "score_mcq",
     "summarise_items",
     "PROMPT_STYLES",
+    "STYLE_READINGS",
+    "READINGS",
+    "item_correct",
     "evaluate_models",
     "read_items",
     "compare_runs",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Mapping, Sequence, Union
 
 from ..data import DataError, load_rows, question_key
 
-__all__ = ["Overlap", "training_questions", "find_overlaps", "decontaminate", "drop_overlapping_items"]
+__all__ = ["Overlap", "QUESTION_COLUMNS", "DataSpec", "data_sources", "training_questions", "find_overlaps", "decontaminate",
+           "drop_overlapping_items"]
 
 
 @dataclass(frozen=True)
@@ -113,25 +115,58 @@ def drop_overlapping_items(
     return kept, {b: len(eval_items[b]) - len(kept[b]) for b in eval_items}
 
 
-def training_questions(
-    sft_data: str | None = None,
-    grpo_data: str | None = None,
-    *,
-    sft_column: str = "Question",
-    grpo_column: str = "Open-ended Verifiable Question",
-) -> list[str]:
-    """The question texts a run trains on: the SFT rows' ``sft_column`` and the GRPO rows'
-    ``grpo_column`` (the medical-o1 layouts), read with :func:`medreason_utils.data.load_rows`
-    from the stage configs' ``data`` (``None`` skips a stage). For :func:`find_overlaps`.
+#: Question columns of the training layouts, tried in this order: medical-o1-reasoning-SFT
+#: (``Question``), medical-o1-verifiable-problem (``Open-ended Verifiable Question``), multiple
+#: choice (``question``: MedQA/MedMCQA layouts, the medical-o1 MCQ sample).
+QUESTION_COLUMNS = ("Question", "Open-ended Verifiable Question", "question")
 
-    Raises ``KeyError`` naming the source and the column when a row lacks it.
+#: A stage's ``data`` setting: one source, a list of sources, or ``{source: proportion}`` (mixing).
+DataSpec = Union[str, Path, Sequence[Union[str, Path]], Mapping[str, float], None]
+
+
+def data_sources(spec: DataSpec) -> list[str]:
+    """The sources a stage's ``data`` setting names, in order: a source string (``sample:NAME``, a
+    file, a hub id or a :data:`~medreason_utils.data.HUB_IDS` key) gives itself, a list its items,
+    a mapping ``{source: proportion}`` (GRPO data mixing) its keys; ``None`` gives ``[]``.
+    Raises ``TypeError`` for anything else."""
+    if spec is None:
+        return []
+    if isinstance(spec, (str, Path)):
+        return [str(spec)]
+    if isinstance(spec, Mapping):
+        return [str(k) for k in spec]
+    if isinstance(spec, Sequence):
+        out = []
+        for s in spec:
+            out += data_sources(s)
+        return out
+    raise TypeError(f"training data: expected a source, a list of sources or {{source: proportion}}, got {type(spec).__name__}")
+
+
+def training_questions(
+    sft_data: DataSpec = None,
+    grpo_data: DataSpec = None,
+    *,
+    sft_column: str | Sequence[str] = QUESTION_COLUMNS,
+    grpo_column: str | Sequence[str] = QUESTION_COLUMNS,
+) -> list[str]:
+    """The question texts a run trains on, for :func:`find_overlaps`.
+
+    Each stage's data is a source, a list of sources or a mapping ``{source: proportion}`` (GRPO
+    data mixing; every source is read whole, whatever its proportion: any row may have been drawn),
+    read with :func:`medreason_utils.data.load_rows`; ``None`` skips a stage. The question of a row
+    is its first column among ``sft_column`` / ``grpo_column`` (default :data:`QUESTION_COLUMNS`,
+    which covers the medical-o1 SFT, verifiable and multiple-choice layouts).
+
+    Raises ``KeyError`` naming the source, the row and the columns when a row has none of them.
     """
     out: list[str] = []
-    for source, column in ((sft_data, sft_column), (grpo_data, grpo_column)):
-        if source is None:
-            continue
-        for i, row in enumerate(load_rows(source)):
-            if column not in row:
-                raise KeyError(f"{source} row {i}: no column {column!r} (columns: {sorted(row)})")
-            out.append(str(row[column]))
+    for spec, column in ((sft_data, sft_column), (grpo_data, grpo_column)):
+        columns = (column,) if isinstance(column, str) else tuple(column)
+        for source in data_sources(spec):
+            for i, row in enumerate(load_rows(source)):
+                col = next((c for c in columns if c in row), None)
+                if col is None:
+                    raise KeyError(f"{source} row {i}: no question column {list(columns)} (columns: {sorted(row)})")
+                out.append(str(row[col]))
     return out

@@ -7,7 +7,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .scoring import EvalResult, ItemResult
+from .scoring import EvalResult, ItemResult, item_correct
 from .stats import mcnemar_paired, wilson_interval
 
 __all__ = ["compare_runs", "subject_breakdown", "write_tables", "plot_results"]
@@ -15,9 +15,16 @@ __all__ = ["compare_runs", "subject_breakdown", "write_tables", "plot_results"]
 
 def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, str]] | None = None) -> list[dict]:
     """McNemar's paired test between runs on the same benchmark, over the items both scored
-    (sample 0). ``pairs``: ``(model_a, model_b)`` labels; default every pair, in run order.
-    Returns one dict per comparison: ``benchmark``, ``model_a``, ``model_b``, ``n``, ``exact_match_a``,
-    ``exact_match_b``, ``difference`` (b - a), ``only_a``, ``only_b``, ``p_value``, ``test``."""
+    (sample 0), each run on its fair score (``EvalResult.reading``: the grammar's exact match for
+    the suite's prompt, the plain reading for the plain prompt), so a trained model is compared
+    with the base model's real accuracy and not with a 0 that the base model's prompt makes by
+    construction. ``pairs``: ``(model_a, model_b)`` labels; default every pair, in run order.
+
+    Returns one dict per comparison: ``benchmark``, ``model_a``, ``model_b``, ``n``, ``reading_a``,
+    ``reading_b`` (which reading scored each side), ``score_a``, ``score_b`` (the paired fair
+    scores, in [0, 1]), ``difference`` (``score_b - score_a``), ``only_a``, ``only_b`` (items only
+    that side got right, by its reading), ``p_value``, ``test``, and for reference
+    ``exact_match_a``, ``exact_match_b`` (both by the grammar, on the same items)."""
     by_bench: dict[str, dict[str, EvalResult]] = {}
     for r in results:
         by_bench.setdefault(r.benchmark, {})[r.model] = r
@@ -27,20 +34,25 @@ def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, st
         for a, b in todo:
             if a not in runs or b not in runs:
                 continue
-            ca = {x.id: x.correct for x in runs[a].items if x.sample == 0}
-            cb = {x.id: x.correct for x in runs[b].items if x.sample == 0}
-            ids = [i for i in ca if i in cb]
+            ra, rb = runs[a].reading, runs[b].reading
+            xa = {x.id: x for x in runs[a].items if x.sample == 0}
+            xb = {x.id: x for x in runs[b].items if x.sample == 0}
+            ids = [i for i in xa if i in xb]
             if not ids:
                 continue
-            m = mcnemar_paired([ca[i] for i in ids], [cb[i] for i in ids])
-            out.append({"benchmark": bench, "model_a": a, "model_b": b, "n": m.n, "exact_match_a": (m.both + m.only_a) / m.n,
-                        "exact_match_b": (m.both + m.only_b) / m.n, "difference": m.difference, "only_a": m.only_a,
-                        "only_b": m.only_b, "p_value": m.p_value, "test": "McNemar exact" if m.exact else "McNemar chi2 (corrected)"})
+            m = mcnemar_paired([item_correct(xa[i], ra) for i in ids], [item_correct(xb[i], rb) for i in ids])
+            out.append({"benchmark": bench, "model_a": a, "model_b": b, "n": m.n, "reading_a": ra, "reading_b": rb,
+                        "score_a": (m.both + m.only_a) / m.n, "score_b": (m.both + m.only_b) / m.n, "difference": m.difference,
+                        "only_a": m.only_a, "only_b": m.only_b, "p_value": m.p_value,
+                        "test": "McNemar exact" if m.exact else "McNemar chi2 (corrected)",
+                        "exact_match_a": sum(bool(xa[i].correct) for i in ids) / m.n,
+                        "exact_match_b": sum(bool(xb[i].correct) for i in ids) / m.n})
     return out
 
 
 def subject_breakdown(results: Sequence[EvalResult]) -> list[dict]:
-    """Per-subject exact match (sample 0) with Wilson intervals, for benchmarks whose items have a subject."""
+    """Per-subject scores (sample 0) for benchmarks whose items have a subject: exact match with its
+    Wilson interval, the plain reading, and the run's fair ``score`` by its ``reading``."""
     rows = []
     for r in results:
         groups: dict[str, list[ItemResult]] = {}
@@ -52,8 +64,14 @@ def subject_breakdown(results: Sequence[EvalResult]) -> list[dict]:
             lo, hi = wilson_interval(k, len(xs))
             rows.append({"benchmark": r.benchmark, "model": r.model, "subject": subj, "n": len(xs), "correct": k,
                          "exact_match": k / len(xs), "ci_low": lo, "ci_high": hi,
-                         "format_compliance": sum(x.strict for x in xs) / len(xs)})
+                         "format_compliance": sum(x.strict for x in xs) / len(xs),
+                         "plain_match": sum(bool(x.plain_correct) for x in xs) / len(xs), "reading": r.reading,
+                         "score": sum(item_correct(x, r.reading) for x in xs) / len(xs)})
     return rows
+
+
+def _with_ci(v: float, lo: float, hi: float) -> str:
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def _fmt(v: Any) -> str:
@@ -82,30 +100,46 @@ def write_tables(table: Sequence[Mapping], comparisons: Sequence[Mapping], per_s
     """Write ``results.md``/``results.csv``, ``comparisons.md``/``comparisons.csv`` and ``per_subject.csv`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    md_rows = [{**r, "exact match [95% CI]": f"{r['exact_match']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"} for r in table]
-    cols = ["benchmark", "model", "n", "exact match [95% CI]", "format_compliance", "n_strict", "strict_exact_match", "lenient_match",
-            "answered"]
+    md_rows = [{**r, "reading": r.get("reading", "grammar"),
+                "score [95% CI]": _with_ci(r.get("score", r["exact_match"]), r.get("score_ci_low", r["ci_low"]),
+                                           r.get("score_ci_high", r["ci_high"])),
+                "exact match [95% CI]": _with_ci(r["exact_match"], r["ci_low"], r["ci_high"])} for r in table]
+    cols = ["benchmark", "model", "n", "reading", "score [95% CI]", "exact match [95% CI]", "plain_match", "format_compliance",
+            "n_strict", "strict_exact_match", "lenient_match", "answered"]
     if any(r.get("samples", 1) > 1 for r in table):
         cols += ["samples", "exact_match_std"]
-    note = ("Exact match: option letter read from the <ANSWER> block (95% Wilson interval). format_compliance: share of "
-            "completions in the strict grammar. strict_exact_match: exact match on those only. lenient_match: letter "
-            "found anywhere (HuatuoGPT-o1 scorer rules). answered: share with a letter in the <ANSWER> block.\n\n")
+    note = ("score: each run's fair score, by the reading that fits its prompt (column reading): grammar = exact match, for "
+            "the suite's prompt, which asks for the <THINK>/<ANSWER> grammar; plain = plain_match, for the plain prompt "
+            "(the model's own chat template, the letter asked for, no grammar), whose answers have no <ANSWER> block to read. "
+            "Exact match: option letter read from the <ANSWER> block, the reward's reading (95% Wilson interval). "
+            "plain_match: the letter the answer names (a leading option label, the first 'answer is X' as in "
+            "lm-eval-harness's MedQA regex, then HuatuoGPT-o1's scorer rules). The two side by side show what the grammar "
+            "costs and what training adds. format_compliance: share of completions in the strict grammar. "
+            "strict_exact_match: exact match on those only. lenient_match: letter found anywhere (HuatuoGPT-o1 scorer "
+            "rules). answered: share with a letter in the <ANSWER> block.\n\n")
     (out / "results.md").write_text("# Results\n\n" + note + _markdown(md_rows, cols), encoding="utf-8")
     _csv(list(table), out / "results.csv")
     if comparisons:
-        ccols = ["benchmark", "model_a", "model_b", "n", "exact_match_a", "exact_match_b", "difference", "only_a", "only_b", "p_value", "test"]
+        ccols = ["benchmark", "model_a", "model_b", "n", "reading_a", "reading_b", "score_a", "score_b", "difference", "only_a",
+                 "only_b", "p_value", "test", "exact_match_a", "exact_match_b"]
         (out / "comparisons.md").write_text(
-            "# Paired comparisons (McNemar)\n\nSame items, sample 0. only_a / only_b: items only that run got right. "
-            "difference = exact_match_b - exact_match_a.\n\n" + _markdown([{**c, "p_value": f"{c['p_value']:.3g}"} for c in comparisons], ccols),
+            "# Paired comparisons (McNemar)\n\nSame items, sample 0, each run on its fair score (reading_a / reading_b: "
+            "grammar = letter in the <ANSWER> block, for the suite's prompt; plain = the letter the answer names, for the "
+            "plain prompt). only_a / only_b: items only that run got right. difference = score_b - score_a. "
+            "exact_match_a / exact_match_b: both by the grammar, for reference.\n\n"
+            + _markdown([{**c, "p_value": f"{c['p_value']:.3g}"} for c in comparisons], ccols),
             encoding="utf-8")
         _csv(list(comparisons), out / "comparisons.csv")
     if per_subject:
         _csv(list(per_subject), out / "per_subject.csv")
 
 
-def plot_results(table: Sequence[Mapping], path: str | Path, *, title: str = "Exact match with 95% Wilson intervals") -> Path:
-    """Grouped bar chart (benchmarks on x, one bar per model run) of exact match with Wilson
-    interval error bars; saved as PNG at ``path``. Uses matplotlib's Agg backend (no display)."""
+def plot_results(table: Sequence[Mapping], path: str | Path, *,
+                 title: str = "Fair score (grammar: exact match; plain prompt: plain reading), 95% Wilson intervals") -> Path:
+    """Grouped bar chart (benchmarks on x, one bar per model run) of each run's fair ``score``
+    (its ``reading`` in the legend) with Wilson interval error bars; saved as PNG at ``path``.
+    Rows without ``score`` (tables written before the readings) show ``exact_match``. Uses
+    matplotlib's Agg backend (no display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -117,19 +151,22 @@ def plot_results(table: Sequence[Mapping], path: str | Path, *, title: str = "Ex
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(benches) * max(1, len(models)) ** 0.5), 4))
     for j, m in enumerate(models):
         xs, ys, lo, hi = [], [], [], []
+        reading = "grammar"
         for i, b in enumerate(benches):
             row = next((r for r in table if r["benchmark"] == b and r["model"] == m), None)
             if row is None:
                 continue
+            y = row.get("score", row["exact_match"])
             xs.append(i + (j - (len(models) - 1) / 2) * width)
-            ys.append(row["exact_match"])
-            lo.append(max(0.0, row["exact_match"] - row["ci_low"]))
-            hi.append(max(0.0, row["ci_high"] - row["exact_match"]))
-        ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=3, label=m)
+            ys.append(y)
+            lo.append(max(0.0, y - row.get("score_ci_low", row["ci_low"])))
+            hi.append(max(0.0, row.get("score_ci_high", row["ci_high"]) - y))
+            reading = row.get("reading", "grammar")
+        ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=3, label=f"{m} [{reading}]")
     ax.set_xticks(range(len(benches)))
     ax.set_xticklabels([f"{b}\n(n={next(r['n'] for r in table if r['benchmark'] == b)})" for b in benches])
     ax.set_ylim(0, 1)
-    ax.set_ylabel("exact match")
+    ax.set_ylabel("score (fair reading)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -22,9 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..data import read_jsonl
 from .reports import compare_runs, plot_results, subject_breakdown, write_tables
+from ..parsing import plain_choice
 from .scoring import EvalResult, ItemResult, score_item, summarise_items
 
-__all__ = ["PROMPT_STYLES", "evaluate_models", "read_items"]
+__all__ = ["PROMPT_STYLES", "STYLE_READINGS", "evaluate_models", "read_items"]
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,25 @@ log = logging.getLogger(__name__)
 #: template with no system prompt and "answer with the letter" (``prompts.mcq_prompt(..., plain=True)``).
 PROMPT_STYLES = {"suite": ("prompt", ""), "plain": ("prompt_plain", " (plain prompt)")}
 
+#: The fair reading of each prompt style (:data:`medreason_utils.evaluation.scoring.READINGS`): the
+#: suite's prompt asks for the grammar and is read by the ``<ANSWER>`` block, as the reward reads it;
+#: the plain prompt asks for a letter and no grammar, and is read by the letter the answer names
+#: (:func:`medreason_utils.parsing.plain_choice`). Reading a plain answer for an ``<ANSWER>`` block
+#: it was never asked for would score it 0 by construction.
+STYLE_READINGS = {"suite": "grammar", "plain": "plain"}
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
 
 
-def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, batch_size: int, backend_kwargs: dict):
-    """(backend, release) for one entry of ``models``; ``release()`` frees what was loaded here."""
+def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, batch_size: int, backend_kwargs: dict,
+                 merge_adapters: bool | None = None):
+    """(backend, release) for one entry of ``models``; ``release()`` frees what was loaded here.
+
+    An adapter folder loaded here with transformers + peft is merged into the base weights
+    (``load_model(..., merge_adapter=True)``) when ``merge_adapters`` is True, or when it is
+    ``None`` and there is no CUDA GPU; never on the vLLM path (there the adapter is a LoRA request)."""
     from ..generation import LocalBackend, uses_vllm
 
     if hasattr(spec, "generate") and callable(spec.generate) and not uses_vllm(spec):
@@ -60,9 +73,12 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
                                 **backend_kwargs), lambda: None
         if spec is None and base is not None:
             return LocalBackend(base[0], base[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
-        from ..models import load_model
+        from ..models import detect_runtime, load_model
 
-        model, tokenizer = load_model(base_model, adapter=spec)
+        merge = False
+        if spec is not None:
+            merge = (not detect_runtime().on_gpu) if merge_adapters is None else bool(merge_adapters)
+        model, tokenizer = load_model(base_model, adapter=spec, merge_adapter=merge)
         holder = {"m": model}
 
         def release() -> None:
@@ -114,8 +130,14 @@ def read_items(path: str | Path) -> list[dict]:
     return read_jsonl(path, allow_truncated_tail=True)
 
 
-def _record_to_item(d: Mapping) -> ItemResult:
-    return ItemResult(**{k: d.get(k) for k in ItemResult.__dataclass_fields__ if k in d})
+def _record_to_item(d: Mapping, item: Mapping | None = None) -> ItemResult:
+    """An :class:`ItemResult` from a per-item record; a record written before the plain reading
+    existed gets it from its completion and ``item``'s options."""
+    r = ItemResult(**{k: d.get(k) for k in ItemResult.__dataclass_fields__ if k in d})
+    if "plain" not in d and item is not None:
+        r.plain = plain_choice(r.completion, item["options"])
+        r.plain_correct = r.plain == r.gold
+    return r
 
 
 def evaluate_models(
@@ -141,6 +163,7 @@ def evaluate_models(
     compare: Sequence[tuple[str, str]] | None = None,
     plot: bool = True,
     progress: bool = True,
+    merge_adapters: bool | None = None,
 ) -> list[dict]:
     """Evaluate several models on several benchmarks over the same items; write reports; return the table.
 
@@ -158,7 +181,9 @@ def evaluate_models(
             ``comparisons.md``, ``comparisons.csv``, ``results.png``, ``summary.json``.
         styles: ``{label: ["suite", "plain"]}``; default ``["suite"]`` for every label. "plain"
             scores the model with its own chat template (no grammar, letter asked for); its label
-            gets " (plain prompt)".
+            gets " (plain prompt)". Each run's fair ``score`` is read as its style asks
+            (:data:`STYLE_READINGS`: "suite" by the grammar, "plain" by the plain reading), named
+            in its ``reading`` column; both readings are in every row.
         max_new_tokens: tokens generated at most per completion.
         batch_size: prompts per ``generate`` call of a local model.
         temperature, top_p, num_samples, seed: greedy (``temperature=0``, one sample) by default;
@@ -167,13 +192,18 @@ def evaluate_models(
         resume: reuse the records already in ``items/*.jsonl`` (same settings only, else
             ``ValueError``); ``False`` starts those files over.
         chunk_size: completions generated between two writes (default ``4 * batch_size``).
-        compare: pairs ``(label_a, label_b)`` for McNemar's test; default every pair of runs.
+        compare: pairs ``(label_a, label_b)`` for McNemar's test, each side on its fair score;
+            default every pair of runs.
+        merge_adapters: merge an adapter folder loaded here with transformers + peft into the base
+            weights before generating (faster on CPU, the same completions up to float rounding);
+            ``None``: on when there is no CUDA GPU. Never on the vLLM path.
 
     Returns:
         The results table: a list of dicts, one per (run, benchmark), with ``benchmark``, ``model``,
-        ``n``, ``correct``, ``exact_match``, ``ci_low``, ``ci_high``, ``format_compliance``,
-        ``n_strict``, ``strict_exact_match``, ``lenient_match``, ``answered``, ``samples``,
-        ``exact_match_std``, ``max_new_tokens``, ``temperature``.
+        ``n``, ``reading``, ``score``, ``score_ci_low``, ``score_ci_high``, ``correct``,
+        ``exact_match``, ``ci_low``, ``ci_high``, ``plain_correct``, ``plain_match``,
+        ``format_compliance``, ``n_strict``, ``strict_exact_match``, ``lenient_match``,
+        ``answered``, ``samples``, ``exact_match_std``, ``max_new_tokens``, ``temperature``.
 
     Raises:
         ValueError: sampling without ``seed``, ``num_samples > 1`` with greedy decoding, a benchmark
@@ -235,12 +265,13 @@ def evaluate_models(
                         log.info("%s on %s: %d done, %d to generate", run_label, name, len(done), len(pending))
                         if backend is None:
                             backend, release = _backend_for(spec, label=label, base=base, base_model=base_model,
-                                                            batch_size=batch_size, backend_kwargs=dict(backend_kwargs or {}))
+                                                            batch_size=batch_size, backend_kwargs=dict(backend_kwargs or {}),
+                                                            merge_adapters=merge_adapters)
                     _generate_pending(backend, pending, path, done, field_name=field_name, run_label=run_label, benchmark=name,
                                       chunk=chunk, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                       seed=seed, prefilled_think=prefilled_think, progress=progress)
-                    records = [_record_to_item(done[(s, str(it["id"]))]) for s in range(num_samples) for it in items]
-                    results.append(summarise_items(records, benchmark=name, model=run_label))
+                    records = [_record_to_item(done[(s, str(it["id"]))], it) for s in range(num_samples) for it in items]
+                    results.append(summarise_items(records, benchmark=name, model=run_label, reading=STYLE_READINGS[style]))
         finally:
             backend = None
             release()

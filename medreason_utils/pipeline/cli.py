@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif inv.stage == "grpo":
         section = stages.run_grpo(inv.config, inv.run_dir, runtime=runtime)
     else:
-        training_data = stages.training_data_for_decontamination(inv.recipe or recipe_for_runtime(runtime))
+        training_data = stages.training_data_for_decontamination(inv.recipe or recipe_for_runtime(runtime), run_dir=inv.run_dir)
         section = stages.run_eval(inv.config, inv.run_dir, training_data=training_data, runtime=runtime)
     if state.is_main_process:
         shown = {k: v for k, v in section.items() if k not in ("config", "reward_history", "comparisons")}

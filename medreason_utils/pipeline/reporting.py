@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-__all__ = ["update_summary", "read_summary", "reward_history", "plot_reward_curves", "write_model_card", "Timer"]
+from ..config.paths import repo_root
+
+__all__ = ["update_summary", "read_summary", "relative_paths", "RunTrainingData", "run_training_data", "reward_history",
+           "plot_reward_curves", "write_model_card", "Timer"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -25,6 +31,42 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _roots(run_dir: str | Path) -> list[str]:
+    """The run folder and the repository root, each as given (absolute) and with links resolved;
+    the run folder first, as it usually lies inside the repository."""
+    out: list[str] = []
+    for folder in (Path(run_dir), repo_root()):
+        for form in (os.path.abspath(folder), str(Path(folder).resolve())):
+            form = form.rstrip(os.sep)
+            if form and form not in out:
+                out.append(form)
+    return out
+
+
+def relative_paths(value: Any, run_dir: str | Path) -> Any:
+    """``value`` (a JSON-able structure) with every absolute path under the run folder written
+    relative to the run folder, and every one under the repository root relative to the
+    repository root: ``/home/me/medreason/runs/latest/sft_adapter`` becomes ``sft_adapter``,
+    ``/home/me/medreason/checkpoints/x`` becomes ``checkpoints/x``, the folder itself ``.``.
+    Paths inside longer strings (``"recipes/x.yaml + overrides"``) and mapping keys (a data mix
+    ``{source: proportion}``) are rewritten too; a path elsewhere is kept. So a ``summary.json`` that is shipped names no folder of the machine it
+    was written on."""
+    roots = _roots(run_dir)
+
+    def fix(text: str) -> str:
+        for folder in roots:
+            text = re.sub(re.escape(folder) + r"(/+|(?![\w.\-]))", lambda m: "" if m.group(1) else ".", text)
+        return text
+
+    if isinstance(value, Mapping):  # keys too: a data mix is {source: proportion}
+        return {relative_paths(k, run_dir): relative_paths(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, run_dir) for v in value]
+    if isinstance(value, str) and os.sep in value:
+        return fix(value)
+    return value
+
+
 def read_summary(run_dir: str | Path) -> dict:
     """The run's ``summary.json`` as a dict (empty when there is none yet)."""
     path = Path(run_dir) / "summary.json"
@@ -34,17 +76,92 @@ def read_summary(run_dir: str | Path) -> dict:
 def update_summary(run_dir: str | Path, section: str, data: Mapping[str, Any]) -> dict:
     """Merge ``data`` into section ``section`` of ``run_dir/summary.json`` (created if absent).
 
-    Values that JSON cannot hold are written as strings, NaN as null. The write is atomic
-    (temporary file then rename). Returns the whole summary.
+    Values that JSON cannot hold are written as strings, NaN as null; absolute paths under the run
+    folder or the repository are written relative to them (:func:`relative_paths`). The write is
+    atomic (temporary file then rename). Returns the whole summary.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     summary = read_summary(run)
-    summary.setdefault(section, {}).update(_jsonable(dict(data)))
+    summary.setdefault(section, {}).update(relative_paths(_jsonable(dict(data)), run))
     tmp = run / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
     tmp.replace(run / "summary.json")
     return summary
+
+
+@dataclass(frozen=True)
+class RunTrainingData:
+    """The SFT and GRPO data of a run, and where each was read.
+
+    ``sft`` / ``grpo``: a stage's ``data`` setting (a source, a list, or ``{source: proportion}``:
+    :data:`medreason_utils.evaluation.decontamination.DataSpec`), ``None`` when unknown;
+    ``origin``: ``{stage: "run"}`` (``summary.json`` of the run folder, what the run trained on) or
+    ``{stage: "recipe"}`` (the recipe's default, the run folder has no record of that stage).
+    """
+
+    sft: Any
+    grpo: Any
+    origin: dict
+
+    def describe(self) -> str:
+        """One line per stage: its data and where it was read."""
+        where = {"run": "read from the run's summary.json (what it trained on)",
+                 "recipe": "the recipe's default (the run folder has no record of this stage)"}
+        return "\n".join(f"{stage}: {getattr(self, stage)!r}, {where[self.origin[stage]]}" for stage in ("sft", "grpo"))
+
+
+def _recorded_data(summary: Mapping, stage: str) -> Any:
+    section = summary.get(stage) or {}
+    config = section.get("config") or {}
+    if "data" in config:
+        return config["data"]
+    return section.get("data")  # summaries written before the stage configs held the settings flat
+
+
+def _resolve_recorded(spec: Any, run_dir: Path) -> Any:
+    """A recorded file path, relative to the run folder or the repository (``update_summary`` writes
+    paths so), made usable from here; ``sample:``, hub ids and absolute paths are kept."""
+
+    def one(src: str) -> str:
+        if src.startswith("sample:") or Path(src).is_absolute():
+            return src
+        for base in (run_dir, repo_root()):
+            if (base / src).exists():
+                return str(base / src)
+        return src
+
+    if isinstance(spec, (str, Path)):
+        return one(str(spec))
+    if isinstance(spec, Mapping):
+        return {one(str(k)): v for k, v in spec.items()}
+    if isinstance(spec, Sequence):
+        return [one(str(s)) for s in spec]
+    return spec
+
+
+def run_training_data(run_dir: str | Path, recipe_data: Callable[[str], Any] | Mapping[str, Any] | None = None) -> RunTrainingData:
+    """What a run trained on, for decontamination: ``sft.config.data`` and ``grpo.config.data``
+    from ``run_dir/summary.json`` (written by notebooks 01 and 02, or ``python -m medreason_utils``),
+    and for a stage the run folder has no record of, the recipe's default.
+
+    Args:
+        run_dir: the run folder.
+        recipe_data: the fallback, ``{stage: data}`` or ``stage -> data`` (e.g.
+            ``lambda st: load_stage_config(st, RECIPE, RUNTIME).data``); called only for a stage
+            missing from the summary. ``None``: such a stage is ``None`` (not checked).
+    """
+    run = Path(run_dir)
+    summary = read_summary(run)
+    data, origin = {}, {}
+    for stage in ("sft", "grpo"):
+        recorded = _recorded_data(summary, stage)
+        if recorded is not None:
+            data[stage], origin[stage] = _resolve_recorded(recorded, run), "run"
+        else:
+            fallback = recipe_data.get(stage) if isinstance(recipe_data, Mapping) else (recipe_data(stage) if recipe_data else None)
+            data[stage], origin[stage] = fallback, "recipe"
+    return RunTrainingData(data["sft"], data["grpo"], origin)
 
 
 def reward_history(log_history: Iterable[Mapping[str, Any]], reward_names: Sequence[str]) -> dict[str, list]:
@@ -134,8 +251,11 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
         f"  - format compliance on {sft.get('n_heldout')} held-out questions, greedy: base {sft.get('format_compliance_before')}, after SFT {sft.get('format_compliance_after')}",
     ]
     for row in ev.get("table", []):
+        fair = f"score {row['score']} ({row.get('reading')} reading), " if "score" in row else ""
+        plain = f", plain reading {row['plain_match']}" if "plain_match" in row else ""
         lines.append(
-            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): exact match {row.get('exact_match')}, format compliance {row.get('format_compliance')}"
+            f"  - {row.get('model')} on {row.get('benchmark')} (n={row.get('n')}): {fair}exact match {row.get('exact_match')}{plain}, "
+            f"format compliance {row.get('format_compliance')}"
         )
     lines += ["", "Load it with `medreason_utils.models.load_model(adapter=<this folder>)`.", ""]
     path = Path(adapter_dir) / "README.md"

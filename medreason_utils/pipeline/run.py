@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import platform
 import shutil
@@ -21,7 +22,7 @@ from typing import Any, Mapping
 
 from ..config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
 from .notebook_cells import NOTEBOOKS
-from .reporting import read_summary, update_summary, write_model_card
+from .reporting import read_summary, relative_paths, update_summary, write_model_card
 
 __all__ = ["SMOKE_PARAMETERS", "RECIPE_NOTEBOOKS", "run_notebooks", "publish_checkpoint", "main"]
 
@@ -107,7 +108,9 @@ def run_notebooks(
 
 def publish_checkpoint(run_dir: str | Path, *, date: str | None = None) -> Path:
     """Copy ``run_dir/grpo_adapter`` to ``checkpoints/medreason-smollm2-135m-grpo`` with a model card
-    and the run's summary. Raises ``FileNotFoundError`` when the run has no GRPO adapter."""
+    and the run's summary, its paths relative to the run folder or the repository
+    (:func:`~medreason_utils.pipeline.reporting.relative_paths`: no folder of the training machine).
+    Raises ``FileNotFoundError`` when the run has no GRPO adapter."""
     run = Path(run_dir)
     src = run / "grpo_adapter"
     if not (src / "adapter_model.safetensors").is_file():
@@ -116,8 +119,8 @@ def publish_checkpoint(run_dir: str | Path, *, date: str | None = None) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint-*", "*.pt", "training_args.bin"))
-    summary = read_summary(run)
-    (dst / "summary.json").write_text((run / "summary.json").read_text())
+    summary = relative_paths(read_summary(run), run)  # a summary written before update_summary made paths relative
+    (dst / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     write_model_card(
         dst, summary, machine=summary.get("run", {}).get("machine", "unknown"), date=date or _dt.date.today().isoformat()
     )

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .reporting import Timer, plot_reward_curves, reward_history, update_summary
+from .reporting import Timer, plot_reward_curves, reward_history, run_training_data, update_summary
 
 __all__ = ["run_sft", "run_grpo", "run_eval", "eval_models", "training_data_for_decontamination", "process_state"]
 
@@ -189,23 +189,33 @@ def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
     return section
 
 
-def training_data_for_decontamination(recipe: str | Path) -> list[str]:
-    """The SFT and GRPO data of the recipe an evaluation belongs to (what notebook 03 checks for overlaps).
+def training_data_for_decontamination(recipe: str | Path, run_dir: str | Path | None = None) -> list:
+    """The SFT and GRPO data an evaluation checks for overlaps (as notebook 03): what the run in
+    ``run_dir`` trained on (``sft.config.data`` / ``grpo.config.data`` of its ``summary.json``,
+    :func:`~medreason_utils.pipeline.reporting.run_training_data`), and for a stage the run folder has no
+    record of (or with ``run_dir=None``), the data of the recipe the evaluation belongs to. Prints
+    which was used. Returns ``[sft_data, grpo_data]`` (each a source, a list, or ``{source: proportion}``).
 
     ``recipe``: a machine class (``cpu``, ``t4``, ``a100``) or an evaluation YAML file whose folder
-    holds ``sft.yaml`` and ``grpo.yaml``. Raises ``FileNotFoundError`` naming the missing file.
+    holds ``sft.yaml`` and ``grpo.yaml``. Raises ``FileNotFoundError`` naming the missing file
+    (only when the recipe is needed).
     """
     from ..config import MACHINE_CLASSES, read_recipe, recipe_path
 
-    if str(recipe) in MACHINE_CLASSES:
-        paths = [recipe_path(stage, recipe) for stage in ("sft", "grpo")]
-    else:
-        folder = Path(recipe).parent
-        paths = [folder / "sft.yaml", folder / "grpo.yaml"]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"decontamination needs the training recipes next to {recipe}: {missing} do not exist")
-    return [read_recipe(p)["data"] for p in paths]
+    def from_recipe(stage: str):
+        if str(recipe) in MACHINE_CLASSES:
+            path = recipe_path(stage, recipe)
+        else:
+            path = Path(recipe).parent / f"{stage}.yaml"
+            if not path.is_file():
+                raise FileNotFoundError(f"decontamination needs the training recipe next to {recipe}: {path} does not exist")
+        return read_recipe(path)["data"]
+
+    if run_dir is None:
+        return [from_recipe("sft"), from_recipe("grpo")]
+    found = run_training_data(run_dir, from_recipe)
+    print(f"decontamination, training data:\n{found.describe()}", flush=True)
+    return [found.sft, found.grpo]
 
 
 def eval_models(config: Any) -> dict[str, Any]:
@@ -231,12 +241,13 @@ def run_eval(config: Any, run_dir: str | Path, *, training_data: Sequence[str] =
     """Notebook 03 as a function: the same items for every model, decontaminated, scored, reported.
 
     ``training_data``: the SFT and GRPO data to check for overlaps
-    (:func:`training_data_for_decontamination`). Writes ``run_dir/eval/`` (per-item JSONL, which a
+    (:func:`training_data_for_decontamination`); the items are drawn (``config.limit``) from what
+    decontamination keeps, so ``limit`` items remain where the benchmark has enough. Writes ``run_dir/eval/`` (per-item JSONL, which a
     rerun resumes, tables, comparisons, ``results.png``) and the ``eval`` section of
     ``summary.json``, which it returns. Raises ``ValueError`` when started in several processes
     (scale the evaluation with ``vllm serve`` and ``config.server`` instead).
     """
-    from ..evaluation import drop_overlapping_items, evaluate_models, find_overlaps, load_benchmark, training_questions
+    from ..evaluation import drop_overlapping_items, evaluate_models, find_overlaps, load_benchmark, select_items, training_questions
     from ..models import detect_runtime, load_model
 
     runtime = runtime or detect_runtime()
@@ -248,14 +259,13 @@ def run_eval(config: Any, run_dir: str | Path, *, training_data: Sequence[str] =
     eval_dir = run / "eval"
     items = {}
     for name in config.benchmarks:
-        items[name], _ = load_benchmark(name, config.data.get(name), limit=config.limit, seed=config.subset_seed,
-                                        on_bad_row="skip")
+        items[name], _ = load_benchmark(name, config.data.get(name), on_bad_row="skip")
     overlaps = find_overlaps(training_questions(*training_data), items) if training_data else []
     items, dropped = drop_overlapping_items(items, overlaps)
+    items = {name: select_items(its, config.limit, config.subset_seed) for name, its in items.items()}
     models = eval_models(config)
     base = load_model(config.base_model) if (runtime.on_gpu and config.server is None) else None
-    plain = "base" in models and config.base_plain_prompt
-    table = evaluate_models(models, items, eval_dir, styles={"base": ["suite", "plain"]} if plain else None,
+    table = evaluate_models(models, items, eval_dir, styles={"base": list(config.base_styles)} if "base" in models else None,
                             base=base, base_model=config.base_model, max_new_tokens=config.max_new_tokens,
                             batch_size=config.batch_size, seed=config.seed)
     section = {"config": config.to_dict(), "table": table, "overlaps_dropped": dropped,
