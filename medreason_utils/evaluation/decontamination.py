@@ -115,7 +115,7 @@ def drop_overlapping_items(
 
 def training_questions(
     sft_data: str | None = None,
-    grpo_data: str | None = None,
+    grpo_data: "str | Mapping[str, float] | None" = None,
     *,
     sft_column: str = "Question",
     grpo_column: str = "Open-ended Verifiable Question",
@@ -124,14 +124,19 @@ def training_questions(
     ``grpo_column`` (the medical-o1 layouts), read with :func:`medreason_utils.data.load_rows`
     from the stage configs' ``data`` (``None`` skips a stage). For :func:`find_overlaps`.
 
+    ``grpo_data`` may be a GRPO data mix ``{source: proportion}``: every source is read; rows of
+    a multiple-choice source (MedQA's or MedMCQA's layout, no ``grpo_column``) give their ``question``.
+
     Raises ``KeyError`` naming the source and the column when a row lacks it.
     """
     out: list[str] = []
-    for source, column in ((sft_data, sft_column), (grpo_data, grpo_column)):
+    grpo_sources = list(grpo_data) if isinstance(grpo_data, Mapping) else [grpo_data]
+    for source, column in [(sft_data, sft_column)] + [(g, grpo_column) for g in grpo_sources]:
         if source is None:
             continue
         for i, row in enumerate(load_rows(source)):
-            if column not in row:
+            col = column if column in row or column == sft_column else "question"
+            if col not in row:
                 raise KeyError(f"{source} row {i}: no column {column!r} (columns: {sorted(row)})")
-            out.append(str(row[column]))
+            out.append(str(row[col]))
     return out
