@@ -10,6 +10,7 @@ rollouts with vLLM.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -20,7 +21,7 @@ from .sft import precision_kwargs
 
 __all__ = [
     "GRPOPrompts", "source_prompts", "mix_counts", "grpo_prompts", "order_by_pass_rate", "grpo_config_kwargs", "grpo_config",
-    "grpo_trainer", "last_checkpoint", "completions_table",
+    "grpo_trainer", "last_checkpoint", "completions_table", "evaluate_rewards",
 ]
 
 #: The columns of every GRPO prompt row: TRL passes all but ``prompt`` to the reward functions.
@@ -356,3 +357,31 @@ def completions_table(output_dir: str | Path, path: str | Path | None = None, *,
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(path, index=False)
     return df
+
+
+def evaluate_rewards(config: Any, prompts: Any, adapters: Mapping[str, str | Path], *, model: Any = None,
+                     tokenizer: Any = None, verifier: Any = None, progress: bool = True) -> tuple[dict[str, Any], Any]:
+    """Notebook 02's reward evaluation on ``prompts``: ``grpo.heldout_prompts(config.reward_eval_prompts)``
+    (:meth:`GRPOPrompts.heldout_prompts`, the mix's forms and proportions; take them before training so a
+    source with too few held-out rows stops the run at once), ``config.reward_eval_k``
+    completions each at the rollouts' ``temperature`` and ``max_completion_length`` with ``config.seed``,
+    scored by freshly built reward functions of ``config.rewards`` (the training's, so its counters stay
+    apart) and weighted by its weights; ``adapters`` = ``{"before": SFT adapter, "after": GRPO adapter}``.
+
+    ``model``, ``tokenizer``: on a GPU, the trained model whose vLLM engine serves both adapters as LoRA
+    requests (:func:`medreason_utils.evaluation.reward_eval.reward_eval`); ``None`` on CPU (each adapter
+    loaded with transformers + peft). Returns ``(record for summary.json grpo.reward_eval, {"before",
+    "after"} RewardScores)``. Raises ``ValueError`` for no prompts and what the steps raise.
+    """
+    from ..evaluation.reward_eval import reward_eval
+
+    if len(prompts) < 1:
+        raise ValueError("no held-out prompts to evaluate (reward_eval_prompts is 0: the reward evaluation is off)")
+    funcs = config.rewards.reward_funcs(verifier)
+    record, scores = reward_eval(adapters, prompts, funcs, config.rewards.weights, k=config.reward_eval_k,
+                                 temperature=config.temperature, max_new_tokens=config.max_completion_length,
+                                 seed=config.seed, batch_size=config.batch_size, model=model, tokenizer=tokenizer,
+                                 progress=progress)
+    record["sources"] = dict(Counter(prompts["source"]))
+    record["adapters"] = {k: Path(v).name for k, v in adapters.items()}  # folder names: no machine's absolute path
+    return record, scores
