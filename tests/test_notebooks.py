@@ -81,7 +81,7 @@ def test_grpo_notebook_trains_with_dr_grpo_no_kl_batch_scaling_from_its_config()
     nb = nbformat.read(str(NB_DIR / "02_grpo_training.ipynb"), as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "RewardPlayground(CONFIG.rewards" in code and "CONFIG = CONFIG.replace(rewards=playground.settings)" in code
-    assert "grpo_trainer(model, tokenizer, grpo.prompts, CONFIG," in code
+    assert "grpo_trainer(model, tokenizer, train_prompts, CONFIG," in code and "train_prompts = grpo.prompts" in code
     for machine in ("cpu", "t4", "a100"):
         kw = grpo_config_kwargs(load_stage_config("grpo", machine), output_dir="x", runtime=None)
         assert (kw["loss_type"], kw["beta"], kw["scale_rewards"]) == ("dr_grpo", 0.0, "batch"), machine
