@@ -110,6 +110,15 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     history = grpo["reward_history"]
     for reward in ("strict_format_reward", "partial_format_reward", "correctness_reward"):
         assert len(history[reward]) == grpo["steps"], f"{reward} not logged every step"
+    for metric in ("frac_reward_zero_std", "completion_length"):  # plotted beside the rewards
+        assert len(history[metric]) == grpo["steps"] and all(v is not None for v in history[metric]), metric
+    # the reward evaluation on held-out prompts (SFT adapter vs GRPO adapter), the completions table, the data mix
+    smoke = SMOKE_PARAMETERS["02_grpo_training.ipynb"]["OVERRIDES"]
+    reward_eval = grpo["reward_eval"]
+    assert (reward_eval["n_prompts"], reward_eval["k"]) == (smoke["reward_eval_prompts"], smoke["reward_eval_k"])
+    assert {"before", "after", "p_value", "per_reward"} <= set(reward_eval) and reward_eval["before"] is not None
+    assert (run / "grpo_completions.csv").stat().st_size > 0 and grpo["completions_table"] == "grpo_completions.csv"
+    assert set(grpo["data_mix"]) == set(grpo["config"]["data"])
     assert (run / "grpo_rewards.png").stat().st_size > 1000
     assert adapter_nonzero(run / "grpo_adapter")["lora_B_abs_sum"] > 0
     assert adapter_nonzero(run / "sft_adapter")["lora_B_abs_sum"] > 0
