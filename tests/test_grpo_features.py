@@ -304,3 +304,22 @@ def test_a_run_resumed_from_its_step_1_checkpoint_continues_to_max_steps(tmp_pat
     assert (out / "checkpoint-2").is_dir()
     assert adapter_nonzero(save_adapter(model, tok, tmp_path / "at_step_2")) != at_1  # step 2 changed the adapter
     assert sorted(p.name for p in (out / "completions").glob("*.parquet")) == ["completions_00001.parquet", "completions_00002.parquet"]
+
+
+@pytest.mark.slow
+def test_easy_to_hard_orders_the_prompts_by_the_sft_models_pass_rate(default_model_path):
+    from medreason_utils.evaluation import score_prompts
+    from medreason_utils.models import load_model
+    from medreason_utils.training import order_by_pass_rate
+
+    config = grpo_cfg(data=MIX, n_prompts=4, curriculum="easy_to_hard", curriculum_k=2, max_completion_length=12)
+    prompts = grpo_prompts(config).prompts
+    model, tok = load_model(adapter=CHECKPOINT)
+    funcs = config.rewards.reward_funcs()
+    ordered = order_by_pass_rate(prompts, model, tok, config, funcs, progress=False)
+    rates = ordered["pass_rate"]
+    assert sorted(ordered["question"]) == sorted(prompts["question"]) and rates == sorted(rates, reverse=True)
+    # the pass rate is the mean weighted total over curriculum_k samples, as the reward evaluation measures it
+    scores = score_prompts(model, tok, prompts, funcs, config.rewards.weights, k=2, temperature=config.temperature,
+                           max_new_tokens=12, seed=config.seed, batch_size=config.eval_batch_size, progress=False)
+    assert sorted(rates, reverse=True) == sorted(scores.total, reverse=True)

@@ -289,6 +289,10 @@ class GRPOStageConfig(StageConfig):
         default=0)
     reward_eval_k: int = _help("Completions sampled per held-out prompt in the reward evaluation (the rollouts' "
                                "temperature and max_completion_length, the seed).", default=4)
+    eval_batch_size: int = _help(
+        "Completions per generate call in the reward evaluation and the curriculum's pass rate (transformers; vLLM "
+        "batches itself). Measured on 2 CPU cores: 16 completions of 160 tokens in batches of 16 took 43 s, of 4 76 s.",
+        default=16)
     save_steps: int | None = _help(
         "Save a checkpoint (adapter, optimizer, scheduler, RNG) every N steps into RUN_DIR/grpo_trainer/checkpoint-N "
         "(TRL/transformers checkpoints), so RESUME=True continues after a disconnect. None: no checkpoints.", default=None)
@@ -307,7 +311,7 @@ class GRPOStageConfig(StageConfig):
         object.__setattr__(self, "data", data_proportions(self.data))  # validated; a single source stays a string
         if self.curriculum not in CURRICULA:
             raise ValueError(f"GRPOStageConfig.curriculum must be one of {CURRICULA}, got {self.curriculum!r}")
-        for name in ("curriculum_k", "reward_eval_k", "save_total_limit"):
+        for name in ("curriculum_k", "reward_eval_k", "save_total_limit", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GRPOStageConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.reward_eval_prompts < 0:

@@ -233,7 +233,7 @@ def order_by_pass_rate(prompts: Any, model: Any, tokenizer: Any, config: Any, re
     funcs = list(reward_funcs)
     scores = score_prompts(model, tokenizer, prompts, funcs, config.rewards.weights, k=config.curriculum_k,
                            temperature=config.temperature, max_new_tokens=config.max_completion_length, seed=config.seed,
-                           batch_size=config.batch_size, lora_request=lora_request, progress=progress, desc="pass rate")
+                           batch_size=config.eval_batch_size, lora_request=lora_request, progress=progress, desc="pass rate")
     rate = [float("-inf") if t is None else t for t in scores.total]
     order = sorted(range(len(rate)), key=lambda i: -rate[i])
     out = prompts.add_column("pass_rate", [None if t is None else float(t) for t in scores.total])
@@ -380,7 +380,7 @@ def evaluate_rewards(config: Any, prompts: Any, adapters: Mapping[str, str | Pat
     funcs = config.rewards.reward_funcs(verifier)
     record, scores = reward_eval(adapters, prompts, funcs, config.rewards.weights, k=config.reward_eval_k,
                                  temperature=config.temperature, max_new_tokens=config.max_completion_length,
-                                 seed=config.seed, batch_size=config.batch_size, model=model, tokenizer=tokenizer,
+                                 seed=config.seed, batch_size=config.eval_batch_size, model=model, tokenizer=tokenizer,
                                  progress=progress)
     record["sources"] = dict(Counter(prompts["source"]))
     record["adapters"] = {k: Path(v).name for k, v in adapters.items()}  # folder names: no machine's absolute path
