@@ -37,7 +37,7 @@ run: setup
 two-processes: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
 	  --dynamo_backend no -m medreason_utils.pipeline.cli grpo --config recipes/cpu/grpo.yaml \
-	  --sft_adapter checkpoints/medreason-smollm2-135m-grpo --max_steps 2 --output_dir $(RUN_DIR)
+	  --sft_adapter checkpoints/medreason-smollm2-135m-grpo --max_steps 2 --reward_eval_prompts 0 --output_dir $(RUN_DIR)
 
 # Every test, the notebooks and the browser tests included (smallest settings).
 test: setup chromium

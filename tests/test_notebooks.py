@@ -81,7 +81,7 @@ def test_grpo_notebook_trains_with_dr_grpo_no_kl_batch_scaling_from_its_config()
     nb = nbformat.read(str(NB_DIR / "02_grpo_training.ipynb"), as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "RewardPlayground(CONFIG.rewards" in code and "CONFIG = CONFIG.replace(rewards=playground.settings)" in code
-    assert "grpo_trainer(model, tokenizer, grpo.prompts, CONFIG," in code
+    assert "grpo_trainer(model, tokenizer, train_prompts, CONFIG," in code and "train_prompts = grpo.prompts" in code
     for machine in ("cpu", "t4", "a100"):
         kw = grpo_config_kwargs(load_stage_config("grpo", machine), output_dir="x", runtime=None)
         assert (kw["loss_type"], kw["beta"], kw["scale_rewards"]) == ("dr_grpo", 0.0, "batch"), machine
@@ -110,6 +110,15 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     history = grpo["reward_history"]
     for reward in ("strict_format_reward", "partial_format_reward", "correctness_reward"):
         assert len(history[reward]) == grpo["steps"], f"{reward} not logged every step"
+    for metric in ("frac_reward_zero_std", "completion_length"):  # plotted beside the rewards
+        assert len(history[metric]) == grpo["steps"] and all(v is not None for v in history[metric]), metric
+    # the reward evaluation on held-out prompts (SFT adapter vs GRPO adapter), the completions table, the data mix
+    smoke = SMOKE_PARAMETERS["02_grpo_training.ipynb"]["OVERRIDES"]
+    reward_eval = grpo["reward_eval"]
+    assert (reward_eval["n_prompts"], reward_eval["k"]) == (smoke["reward_eval_prompts"], smoke["reward_eval_k"])
+    assert {"before", "after", "p_value", "per_reward"} <= set(reward_eval) and reward_eval["before"] is not None
+    assert (run / "grpo_completions.csv").stat().st_size > 0 and grpo["completions_table"] == "grpo_completions.csv"
+    assert set(grpo["data_mix"]) == set(grpo["config"]["data"])
     assert (run / "grpo_rewards.png").stat().st_size > 1000
     assert adapter_nonzero(run / "grpo_adapter")["lora_B_abs_sum"] > 0
     assert adapter_nonzero(run / "sft_adapter")["lora_B_abs_sum"] > 0

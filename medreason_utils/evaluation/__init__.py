@@ -9,7 +9,8 @@ Modules, in the order of an evaluation:
   format compliance, lenient match; each run's fair score by the reading its prompt asks for;
 * :mod:`.runner`: :func:`evaluate_models`, several models x several benchmarks, resumable;
 * :mod:`.reports`: McNemar comparisons, per-subject scores, tables, the bar chart;
-* :mod:`.stats`: Wilson intervals, McNemar's test.
+* :mod:`.reward_eval`: GRPO's rewards on held-out prompts, SFT adapter vs GRPO adapter, paired tests;
+* :mod:`.stats`: Wilson intervals, McNemar's test, paired tests (Wilcoxon signed-rank, t).
 """
 
 from .benchmarks import BENCHMARKS, BenchmarkSpec, columns_layout, load_benchmark, select_items, to_mcq_items
@@ -22,9 +23,10 @@ from .decontamination import (
     training_questions,
 )
 from .reports import compare_runs, plot_results, subject_breakdown, write_tables
+from .reward_eval import RewardScores, compare_reward_scores, reward_eval, score_completions, score_prompts
 from .runner import PROMPT_STYLES, STYLE_READINGS, evaluate_models, read_items
 from .scoring import READINGS, EvalResult, ItemResult, format_compliance, item_correct, score_item, score_mcq, summarise_items
-from .stats import McNemarResult, mcnemar_paired, mean_and_spread, wilson_interval
+from .stats import McNemarResult, PairedTestResult, mcnemar_paired, mean_and_spread, paired_tests, wilson_interval
 
 __all__ = [
     "BENCHMARKS",
@@ -59,4 +61,11 @@ __all__ = [
     "McNemarResult",
     "mcnemar_paired",
     "mean_and_spread",
+    "PairedTestResult",
+    "paired_tests",
+    "RewardScores",
+    "score_completions",
+    "score_prompts",
+    "compare_reward_scores",
+    "reward_eval",
 ]

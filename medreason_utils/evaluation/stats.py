@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["wilson_interval", "McNemarResult", "mcnemar_paired", "mean_and_spread"]
+__all__ = ["wilson_interval", "McNemarResult", "mcnemar_paired", "mean_and_spread", "PairedTestResult", "paired_tests"]
 
 
 def wilson_interval(correct: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -96,3 +96,48 @@ def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
     if len(values) == 1:
         return m, 0.0
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+@dataclass(frozen=True)
+class PairedTestResult:
+    """Two paired tests of ``after - before`` over the same units (prompts): ``n`` finite pairs, the
+    mean difference, the Wilcoxon signed-rank two-sided p-value (``p_value``) and the paired t-test's
+    (``t_p_value``); a p-value is 1.0 when every difference is 0 and NaN for fewer than 2 pairs (the
+    t-test's also when all differences are equal)."""
+
+    n: int
+    mean_difference: float
+    p_value: float
+    t_p_value: float
+
+
+def paired_tests(before: Sequence[float | None], after: Sequence[float | None]) -> PairedTestResult:
+    """Wilcoxon's signed-rank test (two-sided, zero differences dropped: ``zero_method="wilcox"``) and
+    Student's paired t-test on ``after[i] - before[i]``, pairs with a ``None``/NaN side left out.
+
+    Wilcoxon, F. (1945), *Individual comparisons by ranking methods*, Biometrics Bulletin 1(6):80-83
+    (``scipy.stats.wilcoxon``, exact distribution for small n without ties); the paired t-test is
+    ``scipy.stats.ttest_rel``. Wilcoxon is the one reported as ``p_value``: per-prompt reward means
+    are bounded and often skewed, which the t-test's normality assumption does not fit.
+
+    Raises ``ValueError`` when the sequences differ in length.
+    """
+    from scipy import stats
+
+    if len(before) != len(after):
+        raise ValueError(f"paired tests need as many values before as after, got {len(before)} and {len(after)}")
+    pairs = [(float(b), float(a)) for b, a in zip(before, after)
+             if b is not None and a is not None and not math.isnan(float(b)) and not math.isnan(float(a))]
+    n = len(pairs)
+    diffs = [a - b for b, a in pairs]
+    mean_diff = sum(diffs) / n if n else float("nan")
+    if n < 2:
+        return PairedTestResult(n, mean_diff, float("nan"), float("nan"))
+    if all(d == 0 for d in diffs):
+        return PairedTestResult(n, mean_diff, 1.0, 1.0)
+    p = float(stats.wilcoxon(diffs, zero_method="wilcox", alternative="two-sided").pvalue)
+    if len(set(diffs)) == 1:  # a constant non-zero difference: no variance, the t statistic is undefined
+        t_p = float("nan")
+    else:
+        t_p = float(stats.ttest_rel([a for _, a in pairs], [b for b, _ in pairs]).pvalue)
+    return PairedTestResult(n, mean_diff, p, t_p)

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 __all__ = ["Invocation", "build_parser", "parse", "main"]
 
 #: Options of the command itself (not settings of a stage config).
-_OWN = {"config", "output_dir", "dry_run"}
+_OWN = {"config", "output_dir", "dry_run", "resume"}
 
 
 def _value(text: str) -> Any:
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "DIR/sft_adapter unless --sft_adapter is given, the evaluation scores DIR's adapters")
         p.add_argument("--dry_run", action="store_true", default=False,
                        help="print the resolved settings and stop (nothing is loaded)")
+        if stage == "grpo":
+            p.add_argument("--resume", action="store_true", default=False,
+                           help="continue from the last checkpoint in DIR/grpo_trainer (saved every save_steps steps)")
         group = p.add_argument_group(f"settings ({cls.__name__}; a value is read as YAML)")
         for name, text in _settings(cls):
             group.add_argument(f"--{name}", dest=f"set:{name}", metavar="VALUE", help=text.replace("%", "%%"))
@@ -121,6 +124,7 @@ class Invocation:
     run_dir: Path
     recipe: str | None
     dry_run: bool
+    resume: bool = False
 
 
 def parse(argv: Sequence[str] | None = None) -> Invocation:
@@ -141,7 +145,7 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
     overrides.update(_dotted_extras(extras, cls, parser.error))
     run_dir = Path(args.output_dir)
     config = load_stage_config(args.stage, args.config, None, overrides or None, run_dir=run_dir)
-    return Invocation(args.stage, config, run_dir, args.config, bool(args.dry_run))
+    return Invocation(args.stage, config, run_dir, args.config, bool(args.dry_run), bool(getattr(args, "resume", False)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if inv.stage == "sft":
         section = stages.run_sft(inv.config, inv.run_dir, runtime=runtime)
     elif inv.stage == "grpo":
-        section = stages.run_grpo(inv.config, inv.run_dir, runtime=runtime)
+        section = stages.run_grpo(inv.config, inv.run_dir, runtime=runtime, resume=inv.resume)
     else:
         training_data = stages.training_data_for_decontamination(inv.recipe or recipe_for_runtime(runtime), run_dir=inv.run_dir)
         section = stages.run_eval(inv.config, inv.run_dir, training_data=training_data, runtime=runtime)

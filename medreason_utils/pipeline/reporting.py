@@ -169,18 +169,31 @@ def reward_history(log_history: Iterable[Mapping[str, Any]], reward_names: Seque
 
     TRL's GRPOTrainer logs ``rewards/<reward __name__>/mean`` once per logging step (set
     ``logging_steps=1`` for one point per step). Returns ``{"step": [...], name: [...], ...,
-    "reward": [...]}`` (``reward`` is the weighted total TRL logs); a missing value is ``None``.
+    "reward": [...], "frac_reward_zero_std": [...], "completion_length": [...]}``: ``reward`` is the
+    weighted total TRL logs, ``frac_reward_zero_std`` the fraction of groups whose rewards are all
+    equal (advantage 0: nothing to learn from them; TRL's ``frac_reward_zero_std``) and
+    ``completion_length`` the mean completion length in tokens (TRL's ``completions/mean_length``).
+    A missing value is ``None``.
     """
     rows = [r for r in log_history if any(k.startswith("rewards/") for k in r)]
     out: dict[str, list] = {"step": [r.get("step") for r in rows]}
     for name in reward_names:
         out[name] = [r.get(f"rewards/{name}/mean") for r in rows]
     out["reward"] = [r.get("reward") for r in rows]
+    for key, logged in HISTORY_METRICS.items():
+        out[key] = [r.get(logged) for r in rows]
     return out
 
 
+#: Training metrics kept beside the rewards: history key -> TRL 1.16 GRPOTrainer's log key.
+HISTORY_METRICS = {"frac_reward_zero_std": "frac_reward_zero_std", "completion_length": "completions/mean_length"}
+_PANEL_TITLES = {"reward": "total (weighted)", "frac_reward_zero_std": "groups with equal rewards (fraction)",
+                 "completion_length": "mean completion length (tokens)"}
+
+
 def plot_reward_curves(history: Mapping[str, Sequence], path: str | Path, *, title: str = "GRPO rewards per step") -> Path:
-    """Plot each reward's mean per step (one panel per reward) and save a PNG. Returns the path.
+    """Plot each reward's mean per step (one panel per reward), the weighted total, the fraction of groups
+    with equal rewards and the mean completion length beside them, and save a PNG. Returns the path.
 
     ``history`` is what :func:`reward_history` returns. Raises ``ValueError`` when it has no steps.
     """
@@ -193,11 +206,15 @@ def plot_reward_curves(history: Mapping[str, Sequence], path: str | Path, *, tit
     if not steps:
         raise ValueError("no logged steps to plot (was logging_steps=1 and did training run?)")
     names = [k for k in history if k != "step"]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         ys = [float("nan") if v is None else v for v in history[name]]
         ax.plot(steps, ys, marker="o", ms=3)
-        ax.set_title(name.replace("_reward", ""), fontsize=9)
+        ax.set_title(_PANEL_TITLES.get(name, name.replace("_reward", "")), fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)

@@ -40,7 +40,8 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
         },
     },
     "02_grpo_training.ipynb": {
-        "OVERRIDES": {"n_prompts": 8, "max_steps": 2, "max_completion_length": 24},  # two GRPO steps, one group of 4 each
+        # two GRPO steps, one group of 4 each; the reward evaluation on 2 held-out prompts x 2 completions
+        "OVERRIDES": {"n_prompts": 8, "max_steps": 2, "max_completion_length": 24, "reward_eval_prompts": 2, "reward_eval_k": 2},
     },
     "03_evaluation.ipynb": {"OVERRIDES": {"limit": 4, "max_new_tokens": 24}},  # 4 items per benchmark
     "04_inference_demo.ipynb": {"MAX_NEW_TOKENS": 24},

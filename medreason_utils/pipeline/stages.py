@@ -138,20 +138,22 @@ def run_sft(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
     return section
 
 
-def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
+def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: bool = False) -> dict:
     """Notebook 02 as a function: GRPO from ``config.sft_adapter`` with the rewards of ``config.rewards``.
 
     Leaves out the questions in ``run_dir/heldout_questions.json`` when it exists (notebook 01's),
     builds the verifier and the reward functions from ``config.rewards`` (what the notebook does
-    after its playground), trains, and writes (main process) ``run_dir/grpo_adapter``,
-    ``run_dir/grpo_rewards.png`` and the ``grpo`` section of ``summary.json``, which it returns.
-    ``reward_history`` holds TRL's logged reward means: over the completions of every process
-    (TRL gathers the rewards before it logs them). Raises ``ValueError`` when ``sft_adapter`` is
-    unset, for several GPU processes without ``engine: transformers``, when the saved adapter is
-    all zero, and what the steps raise.
+    after its playground), orders the prompts easy to hard when ``config.curriculum`` is set, trains
+    (from the last checkpoint in ``run_dir/grpo_trainer`` when ``resume``), and writes (main process)
+    ``run_dir/grpo_adapter``, ``run_dir/grpo_rewards.png``, ``run_dir/grpo_completions.csv`` (with
+    ``log_completions``), the reward evaluation (``reward_eval_prompts`` > 0) and the ``grpo`` section
+    of ``summary.json``, which it returns. ``reward_history`` holds TRL's logged reward means: over the
+    completions of every process (TRL gathers the rewards before it logs them). Raises ``ValueError``
+    when ``sft_adapter`` is unset, for several GPU processes without ``engine: transformers``, when the
+    saved adapter is all zero; ``FileNotFoundError`` for ``resume`` without a checkpoint; and what the steps raise.
     """
     from ..models import adapter_nonzero, detect_runtime, load_model
-    from ..training import grpo_prompts, grpo_trainer
+    from ..training import completions_table, evaluate_rewards, grpo_prompts, grpo_trainer, last_checkpoint, order_by_pass_rate
     from ..verifiers import make_verifier
 
     runtime = runtime or detect_runtime()
@@ -161,22 +163,30 @@ def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
         raise ValueError("GRPO continues an SFT adapter: set sft_adapter (a folder or hub id; the shipped "
                          "checkpoints/medreason-smollm2-135m-grpo works on CPU) or give the SFT run's folder as output_dir")
     run = Path(run_dir)
+    trainer_dir = run / "grpo_trainer"
+    checkpoint = last_checkpoint(trainer_dir, save_steps=config.save_steps) if resume else None
     model, tokenizer = load_model(adapter=config.sft_adapter, trainable=True, load_in_4bit=config.load_in_4bit,
                                   engine=config.engine, runtime=runtime)
     held = run / "heldout_questions.json"
     grpo = grpo_prompts(config, exclude=json.loads(held.read_text()) if held.is_file() else [])
+    eval_prompts = grpo.heldout_prompts(config.reward_eval_prompts) if config.reward_eval_prompts > 0 else None
     verifier = make_verifier(config.rewards.verifier)
     reward_funcs = config.rewards.reward_funcs(verifier)
-    trainer = grpo_trainer(model, tokenizer, grpo.prompts, config, output_dir=run / "grpo_trainer", runtime=runtime,
+    prompts = grpo.prompts
+    if config.curriculum:
+        prompts = order_by_pass_rate(prompts, model, tokenizer, config, config.rewards.reward_funcs(verifier),
+                                     progress=state.is_main_process)
+    trainer = grpo_trainer(model, tokenizer, prompts, config, output_dir=trainer_dir, runtime=runtime,
                            reward_funcs=reward_funcs)
     with Timer() as grpo_time:
-        train_out = trainer.train()
+        train_out = trainer.train(resume_from_checkpoint=checkpoint)
 
     history = reward_history(trainer.state.log_history, [f.__name__ for f in reward_funcs])
     grpo_dir = _save_trained_adapter(trainer, model, tokenizer, run / "grpo_adapter", state)
     section: dict[str, Any] = {"config": config.to_dict(), "steps": train_out.global_step, "train_seconds": grpo_time.seconds,
                                "verifier": repr(verifier), "reward_history": history, "processes": state.num_processes,
-                               "completions_per_step": config.batch_size * config.grad_accum * state.num_processes}
+                               "completions_per_step": config.batch_size * config.grad_accum * state.num_processes,
+                               "data_mix": grpo.sources, "resumed_from": Path(checkpoint).name if checkpoint else None}
     if state.is_main_process:
         plot_reward_curves(history, run / "grpo_rewards.png")
         check = adapter_nonzero(grpo_dir)
@@ -184,6 +194,14 @@ def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
             raise ValueError(f"the saved adapter {grpo_dir} is all zero")
         correctness = next((f for f in reward_funcs if f.__name__ == "correctness_reward"), None)
         section.update(adapter=check, unscored_items=getattr(getattr(correctness, "counter", None), "unscored", None))
+        if config.log_completions:
+            completions_table(trainer_dir, run / "grpo_completions.csv", reward_names=[f.__name__ for f in reward_funcs])
+            section["completions_table"] = "grpo_completions.csv"
+        if eval_prompts is not None:
+            with Timer() as eval_time:
+                record, _ = evaluate_rewards(config, eval_prompts, {"before": config.sft_adapter, "after": grpo_dir},
+                                             model=model, tokenizer=tokenizer, verifier=verifier)
+            section["reward_eval"] = {**record, "seconds": eval_time.seconds}
         update_summary(run, "grpo", section)
     state.wait_for_everyone()
     return section

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-__all__ = ["RewardFunc", "named"]
+__all__ = ["RewardFunc", "named", "has_options"]
 
 #: TRL's reward-function signature: ``(completions, **dataset_columns) -> list[float | None]``.
 RewardFunc = Callable[..., list]
@@ -23,3 +23,11 @@ def named(fn: Callable, name: str, *, doc: str | None = None, **attrs: Any) -> C
     for k, v in attrs.items():
         setattr(fn, k, v)
     return fn
+
+
+def has_options(options: Any) -> bool:
+    """Whether a row's ``options`` value holds at least one option text (an open-ended row has none)."""
+    if not options:
+        return False
+    values = options.values() if isinstance(options, Mapping) else options if isinstance(options, (list, tuple)) else [options]
+    return any(v is not None and str(v).strip() for v in values)

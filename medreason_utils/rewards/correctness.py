@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ..parsing import parse_completion
 from ..prompts import DEFAULT_TAGS, Tags
 from ..verifiers import RuleBasedVerifier, Verifier
-from .base import RewardFunc, named
+from .base import RewardFunc, has_options, named
 
 __all__ = [
     "CorrectnessTiers",
@@ -72,7 +72,8 @@ _DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p 
     verifier's p gives, first match wins: {tiers}; else {below:g}. The reference answers come
     from the dataset column ``{answer_key}`` (and questions, when present, from ``{question_key}``).
     An item the verifier cannot score gives ``None``; a call leaving more than
-    {max_unscored_fraction:.0%} of its items unscored raises ``UnscoredError``.
+    {max_unscored_fraction:.0%} of its items unscored raises ``UnscoredError``. A multiple-choice row
+    (non-empty ``options`` column) gives ``None``: the MCQ reward grades it.
 
     Args:
         completions: plain strings or conversational completions, as TRL passes them.
@@ -115,6 +116,7 @@ def make_correctness_reward(
     *,
     answer_key: str = "answer",
     question_key: str = "question",
+    options_key: str = "options",
     prefilled_think: bool = False,
     tags: Tags = DEFAULT_TAGS,
     max_unscored_fraction: float = 0.5,
@@ -127,6 +129,11 @@ def make_correctness_reward(
     present, the questions from ``question_key``. For each completion the ANSWER block is
     parsed; no answer gives ``tiers.no_answer`` without calling the verifier; otherwise the
     verifier's probability goes through ``tiers``.
+
+    Multiple-choice rows (a non-empty ``options_key`` column: a GRPO data mix with multiple-choice
+    sources, whose ``answer`` is the gold letter) are not this reward's to grade: they give ``None``
+    (TRL sums the other rewards of the row; ``mcq_exact_match_reward`` grades them), are not sent
+    to the verifier and are not counted as unscored.
 
     Fault semantics: an item the verifier returns ``None`` (or a non-number, NaN) for, and every
     item of a call where the verifier raises (after its own retries), gives ``None``. Counts are
@@ -178,8 +185,12 @@ def make_correctness_reward(
         questions = kwargs.get(question_key)
         if questions is not None and len(questions) != len(completions):
             questions = None  # a question column of another length is not ours to align; the verifiers do not need it
-        answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer for c in completions]
-        rewards: list[float | None] = [tiers.no_answer] * len(answers)
+        options = kwargs.get(options_key)
+        options = list(options) if options is not None and len(options) == len(completions) else [None] * len(completions)
+        applies = [not has_options(opts) for opts in options]  # a multiple-choice row: None, graded by the MCQ reward
+        answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer if a else None
+                   for c, a in zip(completions, applies)]
+        rewards: list[float | None] = [tiers.no_answer if a else None for a in applies]
         idx = [i for i, a in enumerate(answers) if a is not None]
         unscored_idx: list[int] = []
         if idx:
@@ -208,10 +219,11 @@ def make_correctness_reward(
             if unscored_idx and errors and not raised:
                 counter.last_error = str(errors[-1])
         unscored = len(unscored_idx)
+        n_applies = sum(applies)
         counter.calls += 1
-        counter.items += len(answers)
+        counter.items += n_applies
         counter.unscored += unscored
-        fraction = unscored / len(answers) if answers else 0.0
+        fraction = unscored / n_applies if n_applies else 0.0
         counter.history.append(fraction)
         correctness_reward.last_unscored = unscored_idx
         last["completions"], last["rewards"] = completions, list(rewards)
@@ -221,7 +233,7 @@ def make_correctness_reward(
             log_metric("correctness/unscored", float(unscored))
         if fraction > max_unscored_fraction:
             raise UnscoredError(
-                f"{name}: {unscored} of {len(answers)} items unscored ({fraction:.0%} > "
+                f"{name}: {unscored} of {n_applies} items unscored ({fraction:.0%} > "
                 f"max_unscored_fraction={max_unscored_fraction:.0%}); last verifier error: {counter.last_error}"
             )
         return rewards

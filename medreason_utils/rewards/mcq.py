@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from ..parsing import choice_from_completion
 from ..prompts import DEFAULT_TAGS, Tags
-from .base import RewardFunc, named
+from .base import RewardFunc, has_options, named
 
 __all__ = ["make_mcq_exact_match_reward", "mcq_exact_match_reward"]
 
@@ -67,10 +67,14 @@ def make_mcq_exact_match_reward(
         golds, options = columns[answer_key], columns[options_key]
         out: list[float | None] = []
         for c, gold, opts in zip(completions, golds, options):
-            if not opts or not isinstance(gold, str):
+            if not has_options(opts) or not isinstance(gold, str) or not gold.strip():
                 out.append(None)
                 continue
-            letter, _ = choice_from_completion(c, opts, prefilled_think=prefilled_think, tags=tags)
+            try:
+                letter, _ = choice_from_completion(c, opts, prefilled_think=prefilled_think, tags=tags)
+            except (ValueError, TypeError):  # options that are no options (all empty, bad keys): not applicable
+                out.append(None)
+                continue
             out.append(float(value) if letter is not None and letter == gold.strip().upper() else 0.0)
         return out
 

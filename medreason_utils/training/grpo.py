@@ -9,47 +9,252 @@ rollouts with vLLM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from ..data import MappingReport, exclude_questions, load_rows, to_question_prompts
+from ..config.stages import data_proportions
+from ..data import DataError, MappingReport, load_rows, question_key, to_question_prompts
 from .sft import precision_kwargs
 
-__all__ = ["GRPOPrompts", "grpo_prompts", "grpo_config_kwargs", "grpo_config", "grpo_trainer"]
+__all__ = [
+    "GRPOPrompts", "source_prompts", "mix_counts", "grpo_prompts", "order_by_pass_rate", "grpo_config_kwargs", "grpo_config",
+    "grpo_trainer", "last_checkpoint", "completions_table", "evaluate_rewards",
+]
+
+#: The columns of every GRPO prompt row: TRL passes all but ``prompt`` to the reward functions.
+PROMPT_COLUMNS = ("prompt", "answer", "options", "question", "source")
+#: The column of the shipped multiple-choice sample that names the item's open-ended form (medical_o1_verifiable.jsonl).
+LINK_COLUMN = "open_ended_question"
+_OPEN_COLUMNS = ("Open-ended Verifiable Question", "Ground-True Answer")
 
 
 @dataclass
 class GRPOPrompts:
-    """The prompts of one GRPO run: ``prompts`` (``datasets.Dataset`` with ``prompt``, ``answer``,
-    ``question``), the mapping ``report``, and ``n_excluded`` held-out questions left out."""
+    """The prompts of one GRPO run.
+
+    Attributes:
+        prompts: ``datasets.Dataset`` with ``prompt`` (conversational), ``answer`` (reference text of an
+            open-ended row, gold letter of a multiple-choice row), ``options`` (``{letter: text}``, ``None``
+            on open-ended rows), ``question`` and ``source`` (the data spec the row came from).
+        report: the rows kept and skipped (all sources).
+        n_excluded: rows left out as notebook 01's held-out questions (all sources).
+        sources: per source: ``rows`` (mapped), ``excluded``, ``drawn``, ``proportion``, ``layout``.
+        heldout: per source, the rows never trained on, in the order the reward evaluation takes them:
+            the source's rows of notebook 01's held-out questions, or, for a source holding none of them,
+            the rows the GRPO draw left (see :func:`grpo_prompts`).
+        proportions: ``{source: proportion}`` (``{source: 1.0}`` for a single source).
+    """
 
     prompts: Any
     report: MappingReport
     n_excluded: int
+    sources: dict[str, dict] = field(default_factory=dict)
+    heldout: dict[str, Any] = field(default_factory=dict)
+    proportions: dict[str, float] = field(default_factory=dict)
+
+    def heldout_prompts(self, n: int):
+        """``n`` held-out prompts split by the mix's proportions (:func:`mix_counts`), as one ``datasets.Dataset``.
+
+        Raises ``ValueError`` naming the source whose held-out rows are fewer than its share of ``n``.
+        """
+        import datasets
+
+        parts = []
+        for source, count in mix_counts(self.proportions, n).items():
+            pool = self.heldout.get(source)
+            have = 0 if pool is None else len(pool)
+            if count > have:
+                raise ValueError(
+                    f"reward evaluation: source {source!r} has {have} held-out rows, fewer than its share {count} of "
+                    f"reward_eval_prompts={n}; lower reward_eval_prompts or hold out more questions in notebook 01 (n_heldout)")
+            if count:
+                parts.append(pool.select(range(count)))
+        return datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([])
+
+
+def _layout(columns: Sequence[str]) -> str:
+    cols = set(columns)
+    if set(_OPEN_COLUMNS) <= cols:
+        return "open"
+    if {"opa", "opb", "opc", "opd", "cop"} <= cols:
+        return "medmcqa"
+    if {"question", "options", "answer_idx"} <= cols:
+        return "medqa"
+    return ""
+
+
+def source_prompts(source: str, *, tags: Any = None, system: str | None = None) -> tuple[Any, MappingReport, list[set[str]], str]:
+    """One GRPO data source as prompt rows, read by its columns.
+
+    Layouts: open-ended (``Open-ended Verifiable Question``, ``Ground-True Answer``:
+    :func:`medreason_utils.data.to_question_prompts`), or multiple choice in MedQA's layout (``question``,
+    ``options``, ``answer_idx``; GBaker/MedQA-USMLE-4-options, ``sample:medical_o1_mcq``) or MedMCQA's
+    (``opa``-``opd``, ``cop``; openlifescienceai/medmcqa), mapped by the evaluation's
+    :func:`medreason_utils.evaluation.benchmarks.to_mcq_items` and asked with the evaluation's prompt
+    (``prompts.mcq_prompt``). Bad rows are skipped and counted.
+
+    Returns ``(dataset with PROMPT_COLUMNS, report, keys, layout)``: ``keys[i]`` holds the question keys
+    of row ``i`` (:func:`medreason_utils.data.question_key` of its question and, for the shipped MCQ
+    sample, of its open-ended form in ``open_ended_question``). Raises :class:`DataError` naming the source
+    and its columns when they fit no layout, and what :func:`medreason_utils.data.load_rows` raises.
+    """
+    import datasets
+
+    from ..evaluation.benchmarks import MCQ_LAYOUTS, to_mcq_items
+    from ..prompts import DEFAULT_TAGS
+
+    tags = tags or DEFAULT_TAGS
+    raw = load_rows(source)
+    layout = _layout(raw.column_names)
+    if not layout:
+        raise DataError(
+            f"GRPO data {source!r}: columns {sorted(raw.column_names)} fit no layout: open-ended "
+            f"{list(_OPEN_COLUMNS)}, MedQA (question, options, answer_idx) or MedMCQA (opa, opb, opc, opd, cop)")
+    if layout == "open":
+        ds, report = to_question_prompts(raw, on_bad_row="skip", source=source, tags=tags, system=system)
+        rows = [{"prompt": r["prompt"], "answer": r["answer"], "options": None, "question": r["question"], "source": source}
+                for r in ds]
+        keys = [{question_key(r["question"])} for r in rows]
+        return datasets.Dataset.from_list(rows), report, keys, layout
+
+    base = MCQ_LAYOUTS[layout]
+
+    def indexed(row: Any, src: str, i: int):  # the row index as id, to find the raw row (and its link column) again
+        q, opts, letter, extra = base(row, src, i)
+        return q, opts, letter, {**extra, "id": str(i)}
+
+    items, report = to_mcq_items(raw, indexed, tags=tags, system=system, on_bad_row="skip", source=source)
+    letters = sorted({L for it in items for L, t in it["options"].items() if t is not None})
+    rows, keys = [], []
+    for it in items:
+        raw_row = raw[int(it["id"])]
+        rows.append({"prompt": it["prompt"], "answer": it["answer"], "source": source, "question": it["question"],
+                     "options": {L: it["options"].get(L) for L in letters}})
+        k = {question_key(it["question"])}
+        if raw_row.get(LINK_COLUMN):
+            k.add(question_key(raw_row[LINK_COLUMN]))
+        keys.append(k)
+    return datasets.Dataset.from_list(rows), report, keys, layout
+
+
+def mix_counts(proportions: Mapping[str, float], n: int) -> dict[str, int]:
+    """``n`` split by ``proportions`` into whole counts summing to ``n``: each source gets
+    ``floor(n * p)``, and the rest go one each to the largest remainders (ties: the order given)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    exact = {s: n * p for s, p in proportions.items()}
+    counts = {s: int(math.floor(v + 1e-9)) for s, v in exact.items()}
+    rest = n - sum(counts.values())
+    for s in sorted(exact, key=lambda s: -(exact[s] - counts[s]))[:max(rest, 0)]:
+        counts[s] += 1
+    return counts
+
+
+def _pad_options(ds: Any, letters: Sequence[str]) -> Any:
+    """The rows of ``ds`` with every ``options`` dict holding the same letters (Arrow needs one struct type)."""
+    rows = []
+    for r in ds:
+        r = dict(r)
+        if r["options"] is not None:
+            r["options"] = {L: r["options"].get(L) for L in letters}
+        rows.append(r)
+    return rows
 
 
 def grpo_prompts(config: Any, *, exclude: Iterable[str] = ()) -> GRPOPrompts:
-    """Load ``config.data`` as question prompts, leave out the questions ``exclude`` names (the same
-    question, :func:`medreason_utils.data.question_key`; notebook 01's held-out questions), shuffle
-    with ``config.seed`` and keep ``config.n_prompts``. Bad rows are skipped and counted."""
-    prompts, report = to_question_prompts(load_rows(config.data), on_bad_row="skip", source="grpo data")
-    prompts, n_excluded = exclude_questions(prompts, list(exclude))
-    prompts = prompts.shuffle(seed=config.seed).select(range(min(config.n_prompts, len(prompts))))
-    return GRPOPrompts(prompts, report, n_excluded)
+    """The GRPO prompts of ``config.data``: one source, or a mix ``{source: proportion}``.
+
+    Every source is read by :func:`source_prompts`; its rows of the questions ``exclude`` names
+    (notebook 01's held-out questions, compared by :func:`medreason_utils.data.question_key`; a row of
+    the shipped MCQ sample also by its open-ended form) are left out. ``config.n_prompts`` is split
+    by the proportions (:func:`mix_counts`); each source is shuffled with ``config.seed`` and its share
+    drawn; the drawn rows are shuffled together with the seed. A single source keeps at most
+    ``n_prompts`` (fewer when it has fewer rows).
+
+    The held-out prompts of the reward evaluation (:meth:`GRPOPrompts.heldout_prompts`): per source,
+    its rows of the excluded questions (never trained on by SFT or GRPO), shuffled with the seed;
+    a source holding none of them (e.g. a MedMCQA file next to medical-o1 SFT data) gives the rows
+    its GRPO draw left instead, which GRPO never sees and which are assumed to be outside the SFT data.
+
+    Raises ``ValueError`` naming the source when, in a mix, it has fewer rows than its share, and
+    what :func:`source_prompts` and :func:`medreason_utils.config.stages.data_proportions` raise.
+    """
+    import datasets
+
+    data = data_proportions(config.data)
+    single = isinstance(data, str)
+    proportions = {data: 1.0} if single else dict(data)
+    counts = mix_counts(proportions, config.n_prompts)
+    banned = {question_key(q) for q in exclude}
+    parts, heldout, sources, reports = [], {}, {}, []
+    for source, p in proportions.items():
+        ds, report, keys, layout = source_prompts(source)
+        reports.append(report)
+        held = [i for i, k in enumerate(keys) if k & banned]
+        held_set = set(held)
+        pool = ds.select([i for i in range(len(ds)) if i not in held_set]).shuffle(seed=config.seed)
+        want = min(counts[source], len(pool)) if single else counts[source]
+        if want > len(pool):
+            raise ValueError(
+                f"GRPO data source {source!r} has {len(pool)} rows after notebook 01's held-out questions are left out "
+                f"({len(held)}), fewer than its share {want} of n_prompts={config.n_prompts} (proportion {p:g}): lower "
+                f"n_prompts or its proportion")
+        parts.append(pool.select(range(want)))
+        heldout[source] = (ds.select(held).shuffle(seed=config.seed) if held
+                           else pool.select(range(want, len(pool))))
+        sources[source] = {"rows": len(ds), "excluded": len(held), "drawn": want, "proportion": p, "layout": layout}
+    letters = sorted({L for part in parts + list(heldout.values()) for r in part if r["options"]
+                      for L, t in r["options"].items() if t is not None})
+    prompts = datasets.Dataset.from_list([r for part in parts for r in _pad_options(part, letters)])
+    if not single:
+        prompts = prompts.shuffle(seed=config.seed)
+    heldout = {s: datasets.Dataset.from_list(_pad_options(h, letters)) if len(h) else h for s, h in heldout.items()}
+    report = MappingReport(" + ".join(proportions), kept=sum(r.kept for r in reports),
+                           skipped=[(i, f"{r.source}: {why}") for r in reports for i, why in r.skipped])
+    return GRPOPrompts(prompts, report, sum(s["excluded"] for s in sources.values()), sources, heldout, proportions)
+
+
+def order_by_pass_rate(prompts: Any, model: Any, tokenizer: Any, config: Any, reward_funcs: Sequence[Any], *,
+                       lora_request: Any = None, progress: bool = True) -> Any:
+    """The prompts ordered easy to hard for a curriculum: highest pass rate of ``model`` first.
+
+    The pass rate of a prompt is the model's mean weighted total reward over ``config.curriculum_k``
+    completions sampled at the rollouts' temperature and length with ``config.seed``
+    (:func:`medreason_utils.evaluation.reward_eval.score_prompts`, the training's rewards and
+    weights); prompts no reward could score go last. Returns the dataset reordered (stable for
+    ties) with a column ``pass_rate``. Train it with ``shuffle_dataset=False`` (``grpo_config_kwargs``
+    sets it when ``config.curriculum`` is set), or TRL's sampler shuffles the order away.
+    """
+    from ..evaluation.reward_eval import score_prompts
+
+    funcs = list(reward_funcs)
+    scores = score_prompts(model, tokenizer, prompts, funcs, config.rewards.weights, k=config.curriculum_k,
+                           temperature=config.temperature, max_new_tokens=config.max_completion_length, seed=config.seed,
+                           batch_size=config.eval_batch_size, lora_request=lora_request, progress=progress, desc="pass rate")
+    rate = [float("-inf") if t is None else t for t in scores.total]
+    order = sorted(range(len(rate)), key=lambda i: -rate[i])
+    out = prompts.add_column("pass_rate", [None if t is None else float(t) for t in scores.total])
+    return out.select(order)
 
 
 def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
     """The keyword arguments of TRL's ``GRPOConfig`` for ``config`` on ``runtime`` (``reward_weights``
     and ``scale_rewards`` from ``config.rewards``; ``use_vllm`` and TRL's ``vllm_*`` fields from
-    ``config.vllm`` when set, e.g. ``{"mode": "server"}`` -> ``vllm_mode="server"``)."""
+    ``config.vllm`` when set, e.g. ``{"mode": "server"}`` -> ``vllm_mode="server"``; checkpoints every
+    ``config.save_steps`` steps, at most ``config.save_total_limit`` kept; ``shuffle_dataset=False``
+    under a curriculum)."""
     kwargs = dict(
         output_dir=str(output_dir), max_steps=config.max_steps, learning_rate=config.learning_rate,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         temperature=config.temperature, beta=config.beta,
         **config.rewards.grpo_config_kwargs(config.loss_type),  # loss_type, reward_weights, scale_rewards (dr_grpo + group refused)
-        lr_scheduler_type=config.lr_scheduler_type, logging_steps=1, save_strategy="no", report_to="none", seed=config.seed,
+        lr_scheduler_type=config.lr_scheduler_type, logging_steps=1, report_to="none", seed=config.seed,
+        **_save_kwargs(config),
+        shuffle_dataset=getattr(config, "curriculum", None) is None,  # a curriculum's order must survive TRL's sampler
         chat_template_kwargs={"enable_thinking": False},  # Qwen3 templates otherwise open their own <think> block
         **precision_kwargs(runtime),
     )
@@ -59,6 +264,13 @@ def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> 
         kwargs["use_vllm"] = True
         kwargs.update({f"vllm_{key}": value for key, value in config.vllm.items()})
     return kwargs
+
+
+def _save_kwargs(config: Any) -> dict[str, Any]:
+    steps = getattr(config, "save_steps", None)
+    if not steps:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": steps, "save_total_limit": getattr(config, "save_total_limit", 2)}
 
 
 def grpo_config(config: Any, *, output_dir: str | Path, runtime: Any):
@@ -90,3 +302,86 @@ def grpo_trainer(
         raise ValueError(f"{len(funcs)} reward functions for {len(config.rewards.weights)} reward weights")
     return GRPOTrainer(model=model, args=grpo_config(config, output_dir=output_dir, runtime=runtime),
                        reward_funcs=funcs, train_dataset=train_dataset, processing_class=tokenizer)
+
+
+def last_checkpoint(output_dir: str | Path, *, save_steps: int | None = None) -> str:
+    """The newest checkpoint folder (``checkpoint-N``) the trainer saved in ``output_dir``, for
+    ``trainer.train(resume_from_checkpoint=...)`` after a disconnect (transformers' ``get_last_checkpoint``).
+
+    Raises ``FileNotFoundError`` saying what to do when there is none: the run saved no checkpoint
+    (``save_steps`` unset, or it stopped before the first save) or ``output_dir`` is another run's.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(output_dir)
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if found is None:
+        why = ("save_steps is not set, so the run saved none" if not save_steps else
+               f"the run stopped before its first save (every {save_steps} steps), or RUN_DIR names another run")
+        raise FileNotFoundError(
+            f"RESUME: no checkpoint-* folder in {folder} ({why}). Set save_steps (e.g. OVERRIDES={{'save_steps': 10}}) "
+            "and train from the start with RESUME=False.")
+    return found
+
+
+def completions_table(output_dir: str | Path, path: str | Path | None = None, *, reward_names: Sequence[str] | None = None):
+    """TRL's per-step completion logs (``log_completions=True``: ``output_dir/completions/completions_<step>.parquet``,
+    TRL 1.16 ``GRPOTrainer.log``) as one ``pandas.DataFrame``, written to ``path`` as CSV when given.
+
+    Columns: ``step``, ``prompt`` (the last user message's text), ``completion`` (text), one column per
+    reward (``reward_names``, default every column TRL logged; NaN where a reward gave ``None``) and
+    ``advantage`` (TRL's, after the group baseline and scaling). Sorted by step.
+    Raises ``FileNotFoundError`` when there are no completion logs (``log_completions`` off).
+    """
+    import pandas as pd
+
+    files = sorted(Path(output_dir, "completions").glob("completions_*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no completion logs in {Path(output_dir, 'completions')}: set log_completions: true")
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    def text(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        msgs = list(value) if value is not None else []
+        users = [m for m in msgs if isinstance(m, Mapping) and m.get("role") == "user"]
+        pick = users[-1] if users else (msgs[-1] if msgs else {})
+        return str(pick.get("content", "")) if isinstance(pick, Mapping) else str(pick)
+
+    df["prompt"] = df["prompt"].map(text)
+    df["completion"] = df["completion"].map(text)
+    rewards = list(reward_names) if reward_names is not None else [c for c in df.columns if c not in ("step", "prompt", "completion", "advantage")]
+    df = df[["step", "prompt", "completion", *[c for c in rewards if c in df.columns], "advantage"]]
+    df = df.sort_values("step", kind="stable").reset_index(drop=True)
+    if path is not None:  # pandas quotes fields with line breaks (CSV, RFC 4180)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(path, index=False)
+    return df
+
+
+def evaluate_rewards(config: Any, prompts: Any, adapters: Mapping[str, str | Path], *, model: Any = None,
+                     tokenizer: Any = None, verifier: Any = None, progress: bool = True) -> tuple[dict[str, Any], Any]:
+    """Notebook 02's reward evaluation on ``prompts``: ``grpo.heldout_prompts(config.reward_eval_prompts)``
+    (:meth:`GRPOPrompts.heldout_prompts`, the mix's forms and proportions; take them before training so a
+    source with too few held-out rows stops the run at once), ``config.reward_eval_k``
+    completions each at the rollouts' ``temperature`` and ``max_completion_length`` with ``config.seed``,
+    scored by freshly built reward functions of ``config.rewards`` (the training's, so its counters stay
+    apart) and weighted by its weights; ``adapters`` = ``{"before": SFT adapter, "after": GRPO adapter}``.
+
+    ``model``, ``tokenizer``: on a GPU, the trained model whose vLLM engine serves both adapters as LoRA
+    requests (:func:`medreason_utils.evaluation.reward_eval.reward_eval`); ``None`` on CPU (each adapter
+    loaded with transformers + peft). Returns ``(record for summary.json grpo.reward_eval, {"before",
+    "after"} RewardScores)``. Raises ``ValueError`` for no prompts and what the steps raise.
+    """
+    from ..evaluation.reward_eval import reward_eval
+
+    if len(prompts) < 1:
+        raise ValueError("no held-out prompts to evaluate (reward_eval_prompts is 0: the reward evaluation is off)")
+    funcs = config.rewards.reward_funcs(verifier)
+    record, scores = reward_eval(adapters, prompts, funcs, config.rewards.weights, k=config.reward_eval_k,
+                                 temperature=config.temperature, max_new_tokens=config.max_completion_length,
+                                 seed=config.seed, batch_size=config.eval_batch_size, model=model, tokenizer=tokenizer,
+                                 progress=progress)
+    record["sources"] = dict(Counter(prompts["source"]))
+    record["adapters"] = {k: Path(v).name for k, v in adapters.items()}  # folder names: no machine's absolute path
+    return record, scores
