@@ -410,14 +410,14 @@ def test_eval_samples_leave_the_cpu_limit_after_decontamination():
     training data (and the 300 MedMCQA training rows, a possible GRPO source) at least the CPU
     evaluation's ``limit`` items remain per benchmark."""
     from medreason_utils.config import load_stage_config
-    from medreason_utils.evaluation import drop_overlapping_items, find_overlaps, load_benchmark, training_questions
+    from medreason_utils.evaluation import data_sources, drop_overlapping_items, find_overlaps, load_benchmark, training_questions
 
     limit = load_stage_config("eval", "cpu").limit
     items = {name: load_benchmark(name, f"sample:{name}")[0] for name in ("medqa", "medmcqa")}
     for name, its in items.items():
         assert len(its) == 160 and len({question_key(it["question"]) for it in its}) == 160, name
     train = training_questions(load_stage_config("sft", "cpu").data,
-                               {load_stage_config("grpo", "cpu").data: 0.5, "sample:medmcqa_train": 0.5})
+                               [*data_sources(load_stage_config("grpo", "cpu").data), "sample:medmcqa_train"])
     kept, dropped = drop_overlapping_items(items, find_overlaps(train, items))
     assert all(len(its) >= limit for its in kept.values()), dropped
 

@@ -123,7 +123,9 @@ def test_curriculum_and_checkpoints_reach_trls_config(tmp_path):
 def test_each_reward_gives_none_where_it_does_not_apply():
     """A mixed batch: the correctness reward grades open-ended rows only (MCQ rows are not unscored items),
     the MCQ reward multiple-choice rows only; gating by exclude_unscored keeps that."""
-    config = grpo_cfg()
+    # a mix with open-ended rows: the CPU recipe's rewards plus the two that grade and shape open-ended answers
+    config = grpo_cfg(rewards={"rewards": ["strict_format", "partial_format", "correctness", "mcq_exact_match"],
+                               "weights": [1, 1, 1, 1], "mcq_value": 1.0})
     funcs = dict(zip(config.rewards.rewards, config.rewards.reward_funcs()))
     opts = {"A": "Measles", "B": "Rubella", "C": "Mumps", "D": "Roseola", "E": None}
     completions = [answer("A. Measles"), answer("B"), answer("Measles"), "no tags"]

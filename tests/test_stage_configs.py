@@ -60,17 +60,19 @@ def test_recipe_follows_the_runtime():
 
 
 def test_the_cpu_recipes_hold_the_cpu_profile_the_shipped_checkpoint_was_trained_with():
-    """The values of the former CPU profile (config.PROFILES, commit cb33495), which trained the shipped checkpoint."""
+    """The CPU recipes' values: SFT as the former CPU profile (config.PROFILES, commit cb33495); GRPO as sized by
+    the sweep of docs/cpu-path.md (multiple-choice prompts, 16 steps of 8 completions, lr 3e-4, temperature 0.8)."""
     sft = load_stage_config("sft", "cpu")
     assert (sft.n_train, sft.n_heldout, sft.max_reasoning_tokens, sft.max_response_tokens, sft.epochs, sft.max_steps) == (96, 40, 64, 48, 2, -1)
     assert (sft.learning_rate, sft.batch_size, sft.grad_accum, sft.lora_rank, sft.max_seq_length) == (5e-4, 4, 1, 16, 512)
     assert (sft.eval_max_new_tokens, sft.eval_batch_size, sft.seed, sft.warmup_steps, sft.optim) == (256, 20, 3407, 2, "adamw_torch")
     grpo = load_stage_config("grpo", "cpu")
-    assert (grpo.n_prompts, grpo.max_steps, grpo.num_generations, grpo.batch_size, grpo.grad_accum) == (64, 8, 4, 4, 1)
-    assert (grpo.max_completion_length, grpo.learning_rate, grpo.temperature, grpo.loss_type, grpo.beta) == (160, 2e-5, 1.0, "dr_grpo", 0.0)
-    # the suite's reward defaults, batch-std scaling, with the MCQ reward for the multiple-choice rows of the data mix
-    assert grpo.rewards == RewardSettings(rewards=("strict_format", "partial_format", "correctness", "mcq_exact_match"))
-    assert grpo.data == {"sample:medical_o1_mcq": 0.75, "sample:medical_o1_verifiable": 0.25}
+    assert (grpo.n_prompts, grpo.max_steps, grpo.num_generations, grpo.batch_size, grpo.grad_accum) == (64, 16, 4, 8, 1)
+    assert (grpo.max_completion_length, grpo.learning_rate, grpo.temperature, grpo.loss_type, grpo.beta) == (96, 3e-4, 0.8, "dr_grpo", 0.0)
+    # strict format and the MCQ reward, 3.0 each, batch-std scaling; two multiple-choice sources
+    assert grpo.rewards == RewardSettings(rewards=("strict_format", "mcq_exact_match"), mcq_value=3.0)
+    assert grpo.data == {"sample:medical_o1_mcq": 0.5, "sample:medmcqa_train": 0.5}
+    assert (grpo.reward_eval_prompts, grpo.reward_eval_k) == (32, 2)
     ev = load_stage_config("eval", "cpu")
     assert (ev.limit, ev.max_new_tokens, ev.batch_size, ev.benchmarks) == (100, 160, 20, ("medqa", "medmcqa"))
     assert ev.base_styles == ("plain",)  # on CPU the base model only with its own chat template (its fair baseline)
@@ -89,8 +91,8 @@ def test_base_styles_gpu_recipes_score_the_base_model_both_ways():
 
 
 def test_overrides_merge_and_are_recorded():
-    c = load_stage_config("grpo", "cpu", overrides={"max_steps": 2, "rewards": {"verifier": {"kind": "rule"}}, "rewards.weights": [1, 0, 2, 1]})
-    assert c.max_steps == 2 and c.rewards.verifier == {"kind": "rule"} and c.rewards.weights == (1.0, 0.0, 2.0, 1.0)
+    c = load_stage_config("grpo", "cpu", overrides={"max_steps": 2, "rewards": {"verifier": {"kind": "rule"}}, "rewards.weights": [1, 2]})
+    assert c.max_steps == 2 and c.rewards.verifier == {"kind": "rule"} and c.rewards.weights == (1.0, 2.0)
     assert c.rewards.strict_value == 3.0  # the rest of the section is kept
     assert c.recipe.startswith("recipes/cpu/grpo.yaml + overrides") and "max_steps=2" in c.recipe
     e = load_stage_config("eval", "cpu", overrides={"data": {"medqa": "x.jsonl"}})
@@ -137,10 +139,10 @@ def test_trainer_configs_built_from_the_cpu_recipes_are_real_trl_configs(tmp_pat
     assert (sft.num_train_epochs, sft.learning_rate, sft.max_length, sft.warmup_steps, sft.seed) == (2, 5e-4, 512, 2, 3407)
     assert sft.bf16 is False and sft.fp16 is False and sft.lr_scheduler_type == "linear"
     grpo = grpo_config(load_stage_config("grpo", "cpu"), output_dir=tmp_path / "g", runtime=CPU)
-    assert (grpo.loss_type, grpo.beta, grpo.scale_rewards, grpo.reward_weights) == ("dr_grpo", 0.0, "batch", [1.0, 1.0, 1.0, 1.0])
-    assert (grpo.num_generations, grpo.max_completion_length, grpo.per_device_train_batch_size) == (4, 160, 4)
+    assert (grpo.loss_type, grpo.beta, grpo.scale_rewards, grpo.reward_weights) == ("dr_grpo", 0.0, "batch", [1.0, 1.0])
+    assert (grpo.num_generations, grpo.max_completion_length, grpo.per_device_train_batch_size) == (4, 96, 8)
     # checkpoints every save_steps (RESUME), completions logged, TRL shuffles the prompts (no curriculum)
-    assert (grpo.save_strategy, grpo.save_steps, grpo.save_total_limit) == ("steps", 10, 2)
+    assert (grpo.save_strategy, grpo.save_steps, grpo.save_total_limit) == ("steps", 8, 2)
     assert grpo.log_completions is True and grpo.shuffle_dataset is True
     assert grpo.chat_template_kwargs == {"enable_thinking": False}
 
