@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .generation.vllm_engine import adapter_rank, resolve_adapter_dir
+
 __all__ = [
     "RuntimeInfo",
     "detect_runtime",
@@ -313,35 +315,9 @@ def _adapter_config(adapter: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def adapter_folder(adapter: str | Path) -> Path:
-    """The local folder of an adapter: ``adapter`` itself when it exists, else a hub id ``owner/name``
-    downloaded with ``huggingface_hub.snapshot_download`` (needs the network).
-
-    Raises ``FileNotFoundError`` for a path that is neither a folder nor ``owner/name``, or a folder
-    without ``adapter_config.json``; whatever ``snapshot_download`` raises offline.
-    """
-    if not Path(adapter).exists():
-        a = str(adapter)
-        if a.count("/") != 1 or a.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
-        from huggingface_hub import snapshot_download
-
-        adapter = snapshot_download(repo_id=a)
-    if _adapter_config(adapter) is None:
-        raise FileNotFoundError(f"adapter folder {adapter} has no adapter_config.json")
-    return Path(adapter)
-
-
-def adapter_rank(adapter: str | Path) -> int:
-    """The LoRA rank of a saved adapter: the largest of ``r`` and the values of ``rank_pattern`` in its
-    ``adapter_config.json`` (peft's per-module ranks). Raises ``FileNotFoundError`` (see :func:`adapter_folder`)
-    and ``ValueError`` when the config has no integer ``r``."""
-    folder = adapter_folder(adapter)
-    cfg = _adapter_config(folder) or {}
-    r = cfg.get("r")
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise ValueError(f"{folder / 'adapter_config.json'}: field 'r' (LoRA rank) is {r!r}, expected a positive integer")
-    return max([r, *[v for v in (cfg.get("rank_pattern") or {}).values() if isinstance(v, int)]])
+#: The local folder of an adapter (a hub id ``owner/name`` is downloaded) and its LoRA rank: one
+#: implementation, in the generation layer that vLLM's LoRA requests need it in.
+adapter_folder = resolve_adapter_dir
 
 
 def max_lora_rank_for(adapters: Sequence[str | Path | None] = (), lora_rank: int | None = None) -> int | None:

@@ -100,20 +100,28 @@ def resolve_adapter_dir(adapter: str | Path) -> Path:
     if not p.exists():
         s = str(adapter)
         if s.count("/") != 1 or s.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"LoRA adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
+            raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
         from huggingface_hub import snapshot_download
 
         p = Path(snapshot_download(repo_id=s))
     if not (p / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"LoRA adapter folder {p} has no adapter_config.json")
+        raise FileNotFoundError(f"adapter folder {p} has no adapter_config.json")
     return p
 
 
-def adapter_rank(adapter_dir: str | Path) -> int:
-    """The largest LoRA rank of a saved peft adapter: ``r`` and any ``rank_pattern`` value of its ``adapter_config.json``."""
-    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    ranks = [int(cfg.get("r") or 0)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
-    return max(ranks)
+def adapter_rank(adapter: str | Path) -> int:
+    """The LoRA rank of a saved peft adapter: the largest of ``r`` and the values of ``rank_pattern``
+    in its ``adapter_config.json`` (peft's per-module ranks); vLLM's ``max_lora_rank`` must reach it.
+
+    Raises ``FileNotFoundError`` as :func:`resolve_adapter_dir`, and ``ValueError`` naming the file
+    when the config has no positive integer ``r``.
+    """
+    folder = resolve_adapter_dir(adapter)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    r = cfg.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ValueError(f"{folder / 'adapter_config.json'}: field 'r' (LoRA rank) is {r!r}, expected a positive integer")
+    return max([r, *[v for v in (cfg.get("rank_pattern") or {}).values() if isinstance(v, int)]])
 
 
 def _weights_file(folder: Path) -> Path:
