@@ -168,6 +168,19 @@ def test_comparisons_pair_each_run_on_its_fair_score():
     as_grammar = _run("base", [x.completion for x in base.items], "grammar")
     [unfair] = compare_runs([as_grammar, sft])
     assert (unfair["reading_a"], unfair["score_a"], unfair["only_b"]) == ("grammar", 0.0, 4)
+    # format compliance is compared only where both prompts ask for the grammar
+    assert (c["format_a"], c["format_b"], c["format_p_value"]) == (0.0, 1.0, None)
+
+
+def test_comparisons_pair_format_compliance_of_grammar_runs():
+    """SFT closes its answer on 6 of 20 items, GRPO on all 20: format compliance differs on 14 items,
+    all one way (McNemar exact p = 2 * 0.5**14)."""
+    cut = "<THINK>r</THINK><ANSWER>B"  # no closing tag: not in the strict grammar
+    sft = _run("sft", ["<THINK>r</THINK><ANSWER>B</ANSWER>"] * 6 + [cut] * 14, "grammar")
+    grpo = _run("grpo", ["<THINK>r</THINK><ANSWER>B</ANSWER>"] * 20, "grammar")
+    [c] = compare_runs([sft, grpo])
+    assert (c["format_a"], c["format_b"], c["format_only_a"], c["format_only_b"]) == (0.3, 1.0, 0, 14)
+    assert c["format_p_value"] == pytest.approx(binomtest(0, 14, 0.5).pvalue)
 
 
 def test_mean_and_spread():

@@ -24,7 +24,11 @@ def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, st
     ``reading_b`` (which reading scored each side), ``score_a``, ``score_b`` (the paired fair
     scores, in [0, 1]), ``difference`` (``score_b - score_a``), ``only_a``, ``only_b`` (items only
     that side got right, by its reading), ``p_value``, ``test``, and for reference
-    ``exact_match_a``, ``exact_match_b`` (both by the grammar, on the same items)."""
+    ``exact_match_a``, ``exact_match_b`` (both by the grammar, on the same items); and format
+    compliance paired the same way (McNemar exact on "strictly formatted or not"):
+    ``format_a``, ``format_b`` (fractions in [0, 1]), ``format_only_a``, ``format_only_b``,
+    ``format_p_value`` (``None`` when either side is a plain-prompt run, which is not asked for
+    the grammar)."""
     by_bench: dict[str, dict[str, EvalResult]] = {}
     for r in results:
         by_bench.setdefault(r.benchmark, {})[r.model] = r
@@ -46,7 +50,20 @@ def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, st
                         "only_a": m.only_a, "only_b": m.only_b, "p_value": m.p_value,
                         "test": "McNemar exact" if m.exact else "McNemar chi2 (corrected)",
                         "exact_match_a": sum(bool(xa[i].correct) for i in ids) / m.n,
-                        "exact_match_b": sum(bool(xb[i].correct) for i in ids) / m.n})
+                        "exact_match_b": sum(bool(xb[i].correct) for i in ids) / m.n,
+                        **_format_comparison([bool(xa[i].strict) for i in ids], [bool(xb[i].strict) for i in ids],
+                                             asked=ra == "grammar" and rb == "grammar")})
+    return out
+
+
+def _format_comparison(strict_a: Sequence[bool], strict_b: Sequence[bool], *, asked: bool) -> dict:
+    """Format compliance of two runs on the same items, with McNemar's test when both prompts ask for the grammar."""
+    n = len(strict_a)
+    out = {"format_a": sum(strict_a) / n, "format_b": sum(strict_b) / n, "format_only_a": None, "format_only_b": None,
+           "format_p_value": None}
+    if asked:
+        f = mcnemar_paired(strict_a, strict_b)
+        out.update(format_only_a=f.only_a, format_only_b=f.only_b, format_p_value=f.p_value)
     return out
 
 
@@ -121,13 +138,16 @@ def write_tables(table: Sequence[Mapping], comparisons: Sequence[Mapping], per_s
     _csv(list(table), out / "results.csv")
     if comparisons:
         ccols = ["benchmark", "model_a", "model_b", "n", "reading_a", "reading_b", "score_a", "score_b", "difference", "only_a",
-                 "only_b", "p_value", "test", "exact_match_a", "exact_match_b"]
+                 "only_b", "p_value", "test", "exact_match_a", "exact_match_b", "format_a", "format_b", "format_p_value"]
         (out / "comparisons.md").write_text(
             "# Paired comparisons (McNemar)\n\nSame items, sample 0, each run on its fair score (reading_a / reading_b: "
             "grammar = letter in the <ANSWER> block, for the suite's prompt; plain = the letter the answer names, for the "
             "plain prompt). only_a / only_b: items only that run got right. difference = score_b - score_a. "
-            "exact_match_a / exact_match_b: both by the grammar, for reference.\n\n"
-            + _markdown([{**c, "p_value": f"{c['p_value']:.3g}"} for c in comparisons], ccols),
+            "exact_match_a / exact_match_b: both by the grammar, for reference. format_a / format_b: format compliance; "
+            "format_p_value: McNemar exact on it (- where a side is the plain prompt, which does not ask for the grammar).\n\n"
+            + _markdown([{**c, "p_value": f"{c['p_value']:.3g}",
+                          "format_p_value": None if c.get("format_p_value") is None else f"{c['format_p_value']:.3g}"}
+                         for c in comparisons], ccols),
             encoding="utf-8")
         _csv(list(comparisons), out / "comparisons.csv")
     if per_subject:
