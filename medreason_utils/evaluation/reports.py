@@ -25,7 +25,7 @@ def compare_runs(results: Sequence[EvalResult], *, pairs: Sequence[tuple[str, st
     scores, in [0, 1]), ``difference`` (``score_b - score_a``), ``only_a``, ``only_b`` (items only
     that side got right, by its reading), ``p_value``, ``test``, and for reference
     ``exact_match_a``, ``exact_match_b`` (both by the grammar, on the same items); and format
-    compliance paired the same way (McNemar exact on "strictly formatted or not"):
+    compliance paired the same way (McNemar's exact binomial test on "strictly formatted or not", whatever the count):
     ``format_a``, ``format_b`` (fractions in [0, 1]), ``format_only_a``, ``format_only_b``,
     ``format_p_value`` (``None`` when either side is a plain-prompt run, which is not asked for
     the grammar)."""
@@ -62,7 +62,7 @@ def _format_comparison(strict_a: Sequence[bool], strict_b: Sequence[bool], *, as
     out = {"format_a": sum(strict_a) / n, "format_b": sum(strict_b) / n, "format_only_a": None, "format_only_b": None,
            "format_p_value": None}
     if asked:
-        f = mcnemar_paired(strict_a, strict_b)
+        f = mcnemar_paired(strict_a, strict_b, exact=True)  # the exact binomial test whatever the count (valid for any n)
         out.update(format_only_a=f.only_a, format_only_b=f.only_b, format_p_value=f.p_value)
     return out
 

