@@ -31,8 +31,11 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
     ),
     "02_grpo_training.ipynb": (
         "2. GRPO: reward the grammar and correct answers",
-        "GRPO (Dr. GRPO loss, no KL, batch-std advantages) on medical-o1-verifiable-problem with three "
-        "reward functions: strict format, partial format, and answer correctness graded by a verifier.",
+        "GRPO (Dr. GRPO loss, no KL, batch-std advantages) on a mix of sources: open-ended questions of "
+        "medical-o1-verifiable-problem, graded by a verifier (correctness), and multiple-choice questions, graded by "
+        "the option letter (MCQ exact match); with strict and partial format rewards. The GPU recipes train on the "
+        "open-ended questions, the CPU recipe on multiple choice (a 135M model can reach that signal); then the "
+        "rewards are measured on held-out prompts, SFT adapter against GRPO adapter.",
     ),
     "03_evaluation.ipynb": (
         "3. Evaluation: exact match and format compliance",
