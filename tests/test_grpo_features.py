@@ -25,6 +25,17 @@ def grpo_cfg(**overrides):
     return load_stage_config("grpo", "cpu", overrides=overrides)
 
 
+#: The rewards of a mix with open-ended rows (the CPU recipe trains on multiple choice with two of them):
+#: correctness grades the open-ended rows, the MCQ reward (1.0 a right letter) the multiple-choice ones.
+MIXED_REWARDS = {"rewards": ["strict_format", "partial_format", "correctness", "mcq_exact_match"], "weights": [1, 1, 1, 1],
+                 "mcq_value": 1.0}
+
+
+def mixed_cfg(**overrides):
+    """The CPU recipe with :data:`MIX` and :data:`MIXED_REWARDS`, then ``overrides``."""
+    return grpo_cfg(**{"data": MIX, "rewards": MIXED_REWARDS, **overrides})
+
+
 def heldout_questions(n: int = 40) -> list[str]:
     """What notebook 01 writes to heldout_questions.json: SFT questions (here the first n of the shipped sample)."""
     return list(load_rows("sample:medical_o1_sft")["Question"][:n])
@@ -124,8 +135,7 @@ def test_each_reward_gives_none_where_it_does_not_apply():
     """A mixed batch: the correctness reward grades open-ended rows only (MCQ rows are not unscored items),
     the MCQ reward multiple-choice rows only; gating by exclude_unscored keeps that."""
     # a mix with open-ended rows: the CPU recipe's rewards plus the two that grade and shape open-ended answers
-    config = grpo_cfg(rewards={"rewards": ["strict_format", "partial_format", "correctness", "mcq_exact_match"],
-                               "weights": [1, 1, 1, 1], "mcq_value": 1.0})
+    config = mixed_cfg()
     funcs = dict(zip(config.rewards.rewards, config.rewards.reward_funcs()))
     opts = {"A": "Measles", "B": "Rubella", "C": "Mumps", "D": "Roseola", "E": None}
     completions = [answer("A. Measles"), answer("B"), answer("Measles"), "no tags"]
@@ -209,7 +219,7 @@ def test_one_trl_step_on_a_mixed_batch_sums_the_rewards_that_apply_and_logs_a_co
             logprobs.append([0.0] * len(ids))
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
-    config = grpo_cfg()
+    config = mixed_cfg()
     funcs = config.rewards.reward_funcs()
     names = [f.__name__ for f in funcs]
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_steps=1,
@@ -241,7 +251,7 @@ def test_reward_eval_on_the_small_model_is_deterministic_and_pairs_the_same_prom
     from medreason_utils.evaluation import reward_eval, score_prompts
     from medreason_utils.models import load_model
 
-    config = grpo_cfg(data=MIX)
+    config = mixed_cfg()
     grpo = grpo_prompts(config, exclude=heldout_questions(4))
     prompts = grpo.heldout_prompts(4)  # 3 MCQ + 1 open-ended
     funcs = config.rewards.reward_funcs()
@@ -275,7 +285,9 @@ def test_a_run_resumed_from_its_step_1_checkpoint_continues_to_max_steps(tmp_pat
     from medreason_utils.models import adapter_nonzero, detect_runtime, load_model, save_adapter
     from medreason_utils.training import grpo_trainer
 
-    config = grpo_cfg(sft_adapter=str(CHECKPOINT), n_prompts=2, max_steps=2, num_generations=2, batch_size=2,
+    # partial format and temperature 1.2: completions of 8 tokens that differ in reward (the recipe's strict format and
+    # MCQ rewards are 0 for every such completion, and at 0.8 the two of a group can be the same)
+    config = mixed_cfg(sft_adapter=str(CHECKPOINT), n_prompts=2, max_steps=2, num_generations=2, batch_size=2, temperature=1.2,
                       max_completion_length=8, save_steps=1, save_total_limit=2, log_completions=True)
     out = tmp_path / "grpo_trainer"
     runtime = detect_runtime()
