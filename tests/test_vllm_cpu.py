@@ -241,6 +241,28 @@ def test_playground_samples_k_distinct_completions_with_the_adapter(engine, toke
     assert len(set(copies)) == 1
 
 
+def test_reward_eval_serves_both_adapters_as_lora_requests_on_the_shared_engine(engine, tokenizer):
+    """Notebook 02's reward evaluation on the GPU path: both adapters are LoRA requests on the policy's engine (no
+    second model loaded); the same adapter and seed sample the same groups (p = 1), which are the adapter's, not the base's."""
+    from medreason_utils.config import load_stage_config
+    from medreason_utils.evaluation import reward_eval, score_prompts
+    from medreason_utils.training import grpo_prompts
+
+    config = load_stage_config("grpo", "cpu", overrides={"n_prompts": 4})  # 4 multiple-choice prompts of the recipe's mix
+    prompts = grpo_prompts(config).prompts
+    funcs = config.rewards.reward_funcs()
+    gen = dict(k=2, temperature=1.0, max_new_tokens=24, seed=5, batch_size=8, progress=False)
+    record, scores = reward_eval({"before": ADAPTER, "after": ADAPTER}, prompts, funcs, config.rewards.weights,
+                                 model=engine, tokenizer=tokenizer, **gen)
+    assert (record["n_prompts"], record["k"], record["p_value"]) == (4, 2, 1.0)
+    assert scores["before"].completions == scores["after"].completions
+    assert all(len(g) == 2 for g in scores["before"].completions)
+    with_adapter = score_prompts(engine, tokenizer, prompts, funcs, config.rewards.weights,
+                                 lora_request=vllm_lora_request(engine, ADAPTER), **gen)
+    base = score_prompts(engine, tokenizer, prompts, funcs, config.rewards.weights, **gen)
+    assert with_adapter.completions == scores["before"].completions and base.completions != with_adapter.completions
+
+
 # --------------------------------------------------------------------------------------------
 # defect 4: the demo with a hub-id checkpoint attaches the downloaded folder
 # --------------------------------------------------------------------------------------------
