@@ -119,40 +119,27 @@ def score_completions(rows: Sequence[Mapping], completions: Sequence[Sequence[st
                       weights: Sequence[float] | None = None) -> RewardScores:
     """Score ``completions[i]`` (the k completions of ``rows[i]``) with ``reward_funcs`` as TRL calls them.
 
-    Each function gets ``prompts``, ``completions`` (conversational when the prompt is, as TRL
-    passes them) and every other column of the rows, one value per completion. The weighted total
-    of a completion is the ``nansum`` of ``weight * reward`` over the rewards that gave a number
-    (TRL 1.16); ``None`` when none did. Returns a :class:`RewardScores`.
+    The scoring is :func:`medreason_utils.rewards.scoring.score_groups` (the suite's one scorer: TRL's call,
+    ``None`` kept as not applicable, the weighted ``nansum`` total); this reduces its per-completion values
+    to per-prompt means. Returns a :class:`RewardScores`.
 
-    Raises ``ValueError`` when ``weights`` and ``reward_funcs`` differ in length or a reward function
-    returns a list of another length (what the reward functions raise passes through).
+    Raises ``ValueError`` when ``weights`` and ``reward_funcs`` differ in length, the groups differ in size or
+    a reward function returns a list of another length (what the reward functions raise passes through).
     """
+    from ..rewards.scoring import score_groups
+
     rows = list(rows)
-    weights = [1.0] * len(reward_funcs) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(reward_funcs):
-        raise ValueError(f"{len(weights)} weights for {len(reward_funcs)} reward functions")
     k = len(completions[0]) if completions else 0
     if len(completions) != len(rows) or any(len(c) != k for c in completions):
         raise ValueError(f"need {len(rows)} prompts x k completions, got {[len(c) for c in completions]}")
-    flat_rows = [r for r in rows for _ in range(k)]
-    prompts = [r["prompt"] for r in flat_rows]
+    if weights is not None and len(weights) != len(reward_funcs):
+        raise ValueError(f"{len(weights)} weights for {len(reward_funcs)} reward functions")
     flat = [c for group in completions for c in group]
-    convo = [[{"role": "assistant", "content": c}] if not isinstance(p, str) else c for p, c in zip(prompts, flat)]
-    columns = {key: [r.get(key) for r in flat_rows] for key in rows[0] if key != "prompt"} if rows else {}
-    names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
-    values: dict[str, list[float | None]] = {}
-    for name, fn in zip(names, reward_funcs):
-        out = list(fn(prompts=prompts, completions=convo, **columns))
-        if len(out) != len(flat):
-            raise ValueError(f"reward {name} returned {len(out)} values for {len(flat)} completions")
-        values[name] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in out]
-    totals: list[float | None] = []
-    for j in range(len(flat)):
-        parts = [w * values[name][j] for name, w in zip(names, weights) if values[name][j] is not None]
-        totals.append(sum(parts) if parts else None)
-    per_prompt = {name: [_mean(values[name][i * k:(i + 1) * k]) for i in range(len(rows))] for name in names}
-    total = [_mean(totals[i * k:(i + 1) * k]) for i in range(len(rows))]
-    return RewardScores(names, weights, k, per_prompt, total, [list(c) for c in completions])
+    scores = score_groups(reward_funcs, weights, rows, flat, max(k, 1), scale_rewards="none")
+    means = scores.group_means() if k else {name: [None] * len(rows) for name in (*scores.names, "total")}
+    names = list(scores.names)
+    return RewardScores(names, list(scores.weights), k, {name: means[name] for name in names}, means["total"],
+                        [list(c) for c in completions])
 
 
 def score_prompts(

@@ -12,7 +12,8 @@ playground): ``RewardSettings().reward_funcs()``, which goes through the registr
 
 Modules: :mod:`.format` (strict and partial format), :mod:`.correctness` (verifier tiers,
 unscored items), :mod:`.mcq` (option-letter exact match), :mod:`.registry`, :mod:`.settings`,
-:mod:`.advantages` (GRPO advantages as TRL computes them).
+:mod:`.advantages` (GRPO advantages as TRL computes them), :mod:`.scoring` (:func:`score_groups`, the one
+scorer: groups of completions scored as TRL's ``GRPOTrainer`` scores them).
 """
 
 from .advantages import compute_advantages
@@ -22,6 +23,7 @@ from .format import make_partial_format_reward, make_strict_format_reward, parti
 from .mcq import make_mcq_exact_match_reward, mcq_exact_match_reward
 from .perplexity import NORMALISATIONS, make_perplexity_reward
 from .registry import REWARD_REGISTRY, RegisteredReward, get_reward_funcs
+from .scoring import GroupScores, score_groups
 from .settings import DEFAULT_REWARDS, SCALE_OPTIONS, RewardSettings
 
 __all__ = [
@@ -45,5 +47,7 @@ __all__ = [
     "SCALE_OPTIONS",
     "UnscoredError",
     "compute_advantages",
+    "GroupScores",
+    "score_groups",
     "exclude_unscored",
 ]

@@ -307,20 +307,19 @@ def sample_rollout(
 
 
 def score_rollout(reward_funcs: Sequence[Callable], rollout: Rollout) -> list[list[float | None]]:
-    """Step 2: call each reward function the way TRL does, ``fn(prompts=..., completions=..., **columns)``.
+    """Step 2: call each reward function the way TRL does, ``fn(prompts=..., completions=..., completion_ids=..., **columns)``.
 
+    The call is the suite's one scorer, :func:`medreason_utils.rewards.scoring.score_groups` (rows: one per
+    completion, with the sampled ids up to the end of sequence as ``completion_ids``).
     Returns ``B x n_funcs`` rewards (``None`` where a function could not score an item), rows in completion order.
     What a reward function raises propagates (the suite's rewards raise only on a verifier outage past
     ``max_unscored_fraction``).
     """
-    completions = rollout.completions()
-    per_func = []
-    for fn in reward_funcs:
-        values = list(fn(prompts=rollout.prompts, completions=completions, **rollout.columns))
-        if len(values) != rollout.size:
-            raise ValueError(f"reward {getattr(fn, '__name__', fn)!r} returned {len(values)} values for {rollout.size} completions")
-        per_func.append([None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values])
-    return [[per_func[j][i] for j in range(len(per_func))] for i in range(rollout.size)]
+    from ..rewards.scoring import score_groups
+
+    rows = [{"prompt": p, **{k: v[i] for k, v in rollout.columns.items()}} for i, p in enumerate(rollout.prompts)]
+    ids = [[int(t) for t, m in zip(row, mask) if m] for row, mask in zip(rollout.completion_ids.tolist(), rollout.completion_mask.tolist())]
+    return score_groups(reward_funcs, None, rows, rollout.texts, 1, "none", completion_ids=ids).rewards
 
 
 def rollout_advantages(rewards_per_func, weights, *, num_generations: int, scale_rewards: str):

@@ -6,8 +6,11 @@ config), builds the reward functions from it the way training does
 (``settings.reward_funcs()``, through the reward registry), calls them the way TRL's
 ``GRPOTrainer`` does (completions plus the dataset columns ``answer`` and ``question`` as
 keyword arguments) and computes totals and advantages with
-:func:`~medreason_utils.rewards.compute_advantages` (TRL's ``reward_weights`` and
-``scale_rewards`` semantics). What the user ends with is the same kind of object, which the
+:func:`~medreason_utils.rewards.scoring.score_groups`, the suite's one scorer (TRL's call, its
+``reward_weights`` and ``scale_rewards`` semantics), which training and the reward evaluation call too.
+Given ``rows`` (the GRPO prompts of the stage config, :func:`medreason_utils.training.grpo_prompts`), the
+playground offers the recipe's own prompts, multiple-choice options included, so every reward the recipe
+trains with (``mcq_exact_match`` on multiple-choice rows) scores what it scores in training. What the user ends with is the same kind of object, which the
 GRPO cell puts back into the stage config::
 
     config = config.replace(rewards=playground.settings)
@@ -20,10 +23,12 @@ import html
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..data import SAMPLES_DIR, read_jsonl
-from ..rewards import SCALE_OPTIONS, CorrectnessTiers, RewardSettings, compute_advantages
+from ..prompts import DEFAULT_TAGS, render_options
+from ..rewards import SCALE_OPTIONS, CorrectnessTiers, RewardSettings
+from ..rewards.scoring import score_groups
 from ..verifiers import Verifier, make_verifier
 from .html import score_table_html
 
@@ -35,6 +40,8 @@ __all__ = [
     "example_questions",
     "split_completions",
     "join_completions",
+    "parse_options",
+    "row_examples",
     "ScoreTable",
     "score_completions",
     "RewardPlayground",
@@ -90,6 +97,59 @@ def join_completions(completions: Sequence[str]) -> str:
     return f"\n{COMPLETION_SEPARATOR}\n".join(c.strip("\n") for c in completions)
 
 
+def parse_options(text: str) -> dict[str, str] | None:
+    """Options from the text box, one a line as ``A. text`` (what :func:`medreason_utils.prompts.render_options`
+    writes); a line that does not start a new option continues the one before it. ``None`` for a blank box (an
+    open-ended question). Raises ``ValueError`` naming the line when the first line is no ``<letter>. <text>`` or a
+    letter is given twice."""
+    out: dict[str, str] = {}
+    last = None
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        head, sep, rest = line.strip().partition(".")
+        letter = head.strip().upper()
+        if sep and len(letter) == 1 and letter.isalpha() and rest.strip():
+            if letter in out:
+                raise ValueError(f"options line {n}: letter {letter} given twice")
+            out[letter], last = rest.strip(), letter
+        elif last is None:
+            raise ValueError(f"options line {n} {line.strip()[:40]!r} is not '<letter>. <text>'")
+        else:
+            out[last] += "\n" + line.strip()
+    return out or None
+
+
+def row_examples(row: Mapping[str, Any], tags: Any = DEFAULT_TAGS) -> list[dict]:
+    """Example completions for a GRPO prompt row of a multiple-choice item (``options`` a ``{letter: text}``
+    dict, ``answer`` the gold letter): well-formed with the right letter, well-formed with a wrong letter,
+    the right letter without the grammar's tags, and reasoning without an answer block. Dicts as
+    :func:`load_examples` gives (``question``, ``answer``, ``kind``, ``completion``, plus ``options``).
+    An open-ended row (no options) gives the right answer well-formed and without tags. Raises ``ValueError``
+    for a row without ``question`` or ``answer``."""
+    question, gold = row.get("question"), row.get("answer")
+    if not isinstance(question, str) or not isinstance(gold, str):
+        raise ValueError(f"a playground row needs 'question' and 'answer' strings, got columns {sorted(row)}")
+    options = {L: t for L, t in (row.get("options") or {}).items() if t is not None}
+
+    def formed(think: str, answer: str) -> str:
+        return f"{tags.think_open}\n{think}\n{tags.think_close}\n{tags.answer_open}\n{answer}\n{tags.answer_close}"
+
+    base = {"question": question, "answer": gold, "options": options or None}
+    if not options:
+        return [{**base, "kind": "well-formed, correct", "completion": formed("Recall the key facts.", gold)},
+                {**base, "kind": "correct, no tags", "completion": gold}]
+    right = f"{gold}. {options.get(gold, '')}".strip()
+    wrong_letter = next((L for L in options if L != gold), gold)
+    wrong = f"{wrong_letter}. {options[wrong_letter]}"
+    return [
+        {**base, "kind": "well-formed, right letter", "completion": formed("Weigh each option against the findings.", right)},
+        {**base, "kind": "well-formed, wrong letter", "completion": formed("The first plausible option fits.", wrong)},
+        {**base, "kind": "right letter, no tags", "completion": f"The answer is {right}"},
+        {**base, "kind": "reasoning, no answer", "completion": f"{tags.think_open}\nWeigh each option.\n{tags.think_close}"},
+    ]
+
+
 @dataclass
 class ScoreTable:
     """Scores of one group: per completion, each reward, the weighted total and the advantage.
@@ -135,21 +195,27 @@ def score_completions(
     question: str | None = None,
     settings: RewardSettings | None = None,
     *,
+    options: Mapping[str, str | None] | None = None,
     verifier: Any = None,
     labels: Sequence[str] | None = None,
     extra_rewards: Sequence[tuple[Any, float]] = (),
 ) -> ScoreTable:
     """Score one group of completions for one prompt, as the GRPO trainer would.
 
-    Each reward function of ``settings.reward_funcs(verifier)`` gets the completions and the
-    columns ``answer`` and ``question`` repeated once per completion; totals and advantages come
-    from :func:`~medreason_utils.rewards.compute_advantages` with the whole list as one group
-    (so ``"batch"`` and ``"group"`` scaling agree here). Malformed completions never raise.
-    ``extra_rewards`` are ``(reward function, weight)`` pairs scored after the three (e.g. the perplexity reward of
+    The prompt row is what GRPO trains on (:data:`medreason_utils.training.grpo.PROMPT_COLUMNS`): ``prompt``
+    (:func:`medreason_utils.prompts.mcq_prompt` with ``options``, else ``question_prompt``), ``answer`` (the
+    gold letter of a multiple-choice item, the reference text otherwise), ``options`` (``{letter: text}`` or
+    ``None``) and ``question``; the reward functions of ``settings.reward_funcs(verifier)`` score it through
+    :func:`medreason_utils.rewards.scoring.score_groups` with the whole list as one group (so ``"batch"``
+    and ``"group"`` scaling agree here). A reward that does not apply to the row (``mcq_exact_match``
+    without options, ``correctness`` with them) shows ``None``. Malformed completions never raise.
+    ``extra_rewards`` are ``(reward function, weight)`` pairs scored after the settings' rewards (e.g. the perplexity reward of
     :func:`medreason_utils.rewards.perplexity.make_perplexity_reward`); they add columns and count in the totals.
 
     Raises ``ValueError`` for no completions or a label count that does not match.
     """
+    from ..prompts import mcq_prompt, question_prompt
+
     settings = settings or RewardSettings()
     completions = list(completions)
     if not completions:
@@ -157,15 +223,18 @@ def score_completions(
     labels = list(labels) if labels is not None else [f"completion {i + 1}" for i in range(len(completions))]
     if len(labels) != len(completions):
         raise ValueError(f"{len(labels)} labels for {len(completions)} completions")
-    n = len(completions)
-    columns = {"answer": [answer] * n, "question": [question or ""] * n}
+    opts = {L: t for L, t in options.items() if t is not None} if options else None
+    q = question or ""
+    try:
+        prompt = (mcq_prompt(q, opts) if opts else question_prompt(q)) if q.strip() else q
+    except ValueError:  # a prompt the grammar refuses (blank question): the rewards read the columns, not the prompt
+        prompt = q
+    row = {"prompt": prompt, "answer": answer, "options": opts or None, "question": q}
     funcs = list(settings.reward_funcs(verifier)) + [fn for fn, _ in extra_rewards]
     weights = settings.reward_weights + [float(w) for _, w in extra_rewards]
-    per_func = [fn(completions, **columns) for fn in funcs]
-    rows = [[per_func[j][i] for j in range(len(per_func))] for i in range(n)]
-    totals, advantages = compute_advantages(rows, weights, num_generations=n, scale_rewards=settings.scale_rewards)
+    scores = score_groups(funcs, weights, [row], completions, len(completions), settings.scale_rewards)
     names = tuple(settings.func_names) + tuple(getattr(fn, "__name__", f"extra_{k}") for k, (fn, _) in enumerate(extra_rewards))
-    return ScoreTable(completions, labels, rows, totals, advantages, settings, names=names)
+    return ScoreTable(completions, labels, scores.rewards, scores.totals, scores.advantages, settings, names=names)
 
 
 class RewardPlayground:
@@ -186,6 +255,11 @@ class RewardPlayground:
         verifier_options: ``(label, spec)`` pairs for the verifier dropdown (default
             :data:`VERIFIER_OPTIONS`).
         examples: example rows (default :func:`load_examples`).
+        rows: GRPO prompt rows (``prompt``, ``answer``, ``options``, ``question``), the prompts the recipe trains on:
+            ``grpo_prompts(config).prompts`` (:func:`medreason_utils.training.grpo_prompts`). Given, the example
+            dropdown offers these items (multiple-choice options included, with :func:`row_examples` as
+            completions) instead of the shipped examples, so ``mcq_exact_match`` scores as in training.
+        max_rows: how many of ``rows`` to offer (the first; GRPO's rows are already shuffled with the seed).
         adapter: vLLM only: a LoRA adapter folder (or hub id) to sample from; made into a LoRA
             request with :func:`medreason_utils.models.vllm_lora_request` (which raises when the
             engine cannot take it). ``None``: the adapter the model was loaded with, if any.
@@ -207,6 +281,8 @@ class RewardPlayground:
         adapter: Any = None,
         lora_request: Any = None,
         extra_rewards: Sequence[tuple[Any, float]] = (),
+        rows: Any = None,
+        max_rows: int = 24,
     ):
         import ipywidgets as w
 
@@ -215,7 +291,11 @@ class RewardPlayground:
         s = settings or RewardSettings()
         self._initial = s
         self.model, self.tokenizer, self.lora_request, self.adapter = model, tokenizer, lora_request, adapter
-        self.examples = list(examples) if examples is not None else load_examples()
+        if rows is not None:
+            picked = [dict(r) for _, r in zip(range(max_rows), rows)]
+            self.examples = [ex for r in picked for ex in row_examples(r)]
+        else:
+            self.examples = list(examples) if examples is not None else load_examples()
         self._verifiers: dict[str, Verifier] = {}
         self._labels: dict[str, str] = {}
         self.table: ScoreTable | None = None
@@ -228,7 +308,10 @@ class RewardPlayground:
         num = dict(layout=w.Layout(width="170px"), style={"description_width": "95px"})
         self.example_pick = w.Dropdown(options=[(q[:90], q) for q in example_questions(self.examples)], description="example", layout=w.Layout(width="98%"))
         self.question = w.Textarea(description="question", layout=w.Layout(width="98%", height="50px"))
-        self.answer = w.Text(description="reference", layout=w.Layout(width="98%"))
+        self.answer = w.Text(description="reference", layout=w.Layout(width="98%"),
+                             tooltip="the reference answer; the gold letter of a multiple-choice item")
+        self.options = w.Textarea(description="options", placeholder="multiple choice: one option a line, 'A. text'; empty: open-ended",
+                                  layout=w.Layout(width="98%", height="80px"))
         self.completions = w.Textarea(
             description="completions", placeholder="one completion per block; blocks separated by a line '---'",
             layout=w.Layout(width="98%", height="220px"), continuous_update=False,
@@ -241,6 +324,8 @@ class RewardPlayground:
                                       tooltip="needs model and tokenizer" if model is None else "")
         self.strict_value = w.FloatText(value=s.strict_value, description="strict", **num)
         self.partial_per_tag = w.FloatText(value=s.partial_per_tag, description="partial/tag", **num)
+        self.mcq_value = w.FloatSlider(value=s.mcq_value, min=0.0, max=max(10.0, 2 * s.mcq_value), step=0.5,
+                                       description="mcq right", layout=w.Layout(width="300px"), style={"description_width": "95px"})
         self.tier_thresholds = [w.BoundedFloatText(value=t, min=0.0, max=1.0, step=0.05, description="p >", **num) for t, _ in s.tiers.thresholds]
         self.tier_rewards = [w.FloatText(value=r, description="reward", **num) for _, r in s.tiers.thresholds]
         self.tier_below = w.FloatText(value=s.tiers.below, description="below", **num)
@@ -253,9 +338,9 @@ class RewardPlayground:
         self.status = w.HTML()
         self.output = w.HTML()
 
-        controls = [self.strict_value, self.partial_per_tag, *self.tier_thresholds, *self.tier_rewards,
+        controls = [self.strict_value, self.partial_per_tag, self.mcq_value, *self.tier_thresholds, *self.tier_rewards,
                     self.tier_below, self.tier_no_answer, *self.weights, self.verifier, self.scale_rewards,
-                    self.prefilled_think, self.question, self.answer, self.completions]
+                    self.prefilled_think, self.question, self.answer, self.options, self.completions]
         for c in controls:
             c.observe(lambda _change: self.refresh(), names="value")
         self.example_pick.observe(lambda change: self.load_example(change["new"]), names="value")
@@ -265,10 +350,11 @@ class RewardPlayground:
         tiers = w.VBox([w.HBox([t, r]) for t, r in zip(self.tier_thresholds, self.tier_rewards)] + [w.HBox([self.tier_below, self.tier_no_answer])])
         self.widget = w.VBox([
             H("<b>Prompt and completions</b> (pick an example, type or paste, or sample from the model)"),
-            self.example_pick, self.question, self.answer, self.completions,
+            self.example_pick, self.question, self.answer, self.options, self.completions,
             w.HBox([self.sample_button, self.n_samples, self.sample_temperature, self.sample_tokens, self.sample_seed]),
             w.HBox([
-                w.VBox([H("<b>Format rewards</b>"), self.strict_value, self.partial_per_tag, self.prefilled_think]),
+                w.VBox([H("<b>Format and letter rewards</b>"), self.strict_value, self.partial_per_tag, self.mcq_value,
+                        self.prefilled_think]),
                 w.VBox([H("<b>Correctness tiers</b> (first p &gt; threshold wins)"), tiers]),
                 w.VBox([H("<b>Weights and advantage</b>"), *self.weights, self.verifier, self.scale_rewards]),
             ]),
@@ -292,6 +378,7 @@ class RewardPlayground:
             self._initial,  # settings without a control here (max_unscored_fraction, rewards, ...) are kept
             strict_value=self.strict_value.value,
             partial_per_tag=self.partial_per_tag.value,
+            mcq_value=self.mcq_value.value,
             tiers=tiers,
             weights=tuple(x.value for x in self.weights),
             verifier=self._verifier_specs[self.verifier.value],
@@ -315,6 +402,7 @@ class RewardPlayground:
         try:
             self.question.value = question
             self.answer.value = rows[0]["answer"]
+            self.options.value = render_options(rows[0]["options"]) if rows[0].get("options") else ""
             self.completions.value = join_completions([r["completion"] for r in rows])
         finally:
             self._quiet = False
@@ -341,7 +429,7 @@ class RewardPlayground:
         try:
             settings = self.settings
             table = score_completions(
-                completions, self.answer.value, self.question.value, settings,
+                completions, self.answer.value, self.question.value, settings, options=parse_options(self.options.value),
                 verifier=self._verifier(settings.verifier), labels=labels, extra_rewards=self.extra_rewards,
             )
         except (ValueError, KeyError) as exc:
@@ -367,12 +455,13 @@ class RewardPlayground:
             raise RuntimeError("RewardPlayground was built without model and tokenizer; pass them to sample")
         from ..generation import sample_completions
         from ..models import vllm_lora_request
-        from ..prompts import question_prompt
+        from ..prompts import mcq_prompt, question_prompt
 
         if self.lora_request is None and self.adapter is not None:
             self.lora_request = vllm_lora_request(self.model, self.adapter)  # None without a vLLM engine
         self.status.value = "sampling…"
-        prompt = question_prompt(self.question.value)
+        options = parse_options(self.options.value)
+        prompt = mcq_prompt(self.question.value, options) if options else question_prompt(self.question.value)
         texts = sample_completions(
             self.model, self.tokenizer, prompt, self.n_samples.value, max_new_tokens=self.sample_tokens.value,
             temperature=self.sample_temperature.value, seed=self.sample_seed.value, lora_request=self.lora_request,
