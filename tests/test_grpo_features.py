@@ -244,6 +244,21 @@ def test_one_trl_step_on_a_mixed_batch_sums_the_rewards_that_apply_and_logs_a_co
     logged = next(h for h in trainer.state.log_history if "rewards/mcq_exact_match_reward/mean" in h)
     assert logged["rewards/mcq_exact_match_reward/mean"] == pytest.approx(0.5)  # over the MCQ rows only
     assert logged["frac_reward_zero_std"] == 0.0 and logged["completions/mean_length"] > 0
+    # the suite's one scorer, on the same rows and completions, gives what TRL computed and logged
+    from medreason_utils.rewards import score_groups
+
+    groups = [table[is_mcq], table[~is_mcq]]
+    scores = score_groups(config.rewards.reward_funcs(), config.rewards.reward_weights, [mcq, open_row],
+                          [c for g in groups for c in g["completion"]], 2, "batch")
+    trl_rewards = [[None if math.isnan(v) else v for v in row] for g in groups for row in g[names].itertuples(index=False)]
+    assert len(scores.rewards) == len(trl_rewards) == 4
+    for mine, theirs in zip(scores.rewards, trl_rewards):
+        assert [m is None for m in mine] == [t is None for t in theirs]
+        assert [m for m in mine if m is not None] == pytest.approx([t for t in theirs if t is not None])
+    assert scores.advantages == pytest.approx([a for g in groups for a in g["advantage"]], abs=1e-4)
+    assert scores.means()["total"] == pytest.approx(logged["reward"], abs=1e-5)
+    for name in names:
+        assert scores.means()[name] == pytest.approx(logged[f"rewards/{name}/mean"])
 
 
 @pytest.mark.slow
