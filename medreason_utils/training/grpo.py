@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..config.stages import data_proportions
-from ..data import DataError, MappingReport, load_rows, question_key, to_question_prompts
+from ..data import DataError, MappingReport, load_rows, question_key
 from .sft import precision_kwargs
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 PROMPT_COLUMNS = ("prompt", "answer", "options", "question", "source")
 #: The column of the shipped multiple-choice sample that names the item's open-ended form (medical_o1_verifiable.jsonl).
 LINK_COLUMN = "open_ended_question"
-_OPEN_COLUMNS = ("Open-ended Verifiable Question", "Ground-True Answer")
 
 
 @dataclass
@@ -75,26 +74,15 @@ class GRPOPrompts:
         return datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([])
 
 
-def _layout(columns: Sequence[str]) -> str:
-    cols = set(columns)
-    if set(_OPEN_COLUMNS) <= cols:
-        return "open"
-    if {"opa", "opb", "opc", "opd", "cop"} <= cols:
-        return "medmcqa"
-    if {"question", "options", "answer_idx"} <= cols:
-        return "medqa"
-    return ""
-
-
 def source_prompts(source: str, *, tags: Any = None, system: str | None = None) -> tuple[Any, MappingReport, list[set[str]], str]:
     """One GRPO data source as prompt rows, read by its columns.
 
-    Layouts: open-ended (``Open-ended Verifiable Question``, ``Ground-True Answer``:
-    :func:`medreason_utils.data.to_question_prompts`), or multiple choice in MedQA's layout (``question``,
-    ``options``, ``answer_idx``; GBaker/MedQA-USMLE-4-options, ``sample:medical_o1_mcq``) or MedMCQA's
-    (``opa``-``opd``, ``cop``; openlifescienceai/medmcqa), mapped by the evaluation's
-    :func:`medreason_utils.evaluation.benchmarks.to_mcq_items` and asked with the evaluation's prompt
-    (``prompts.mcq_prompt``). Bad rows are skipped and counted.
+    The source's task is found by its columns (:func:`medreason_utils.tasks.task_for_columns`): open-ended
+    (``Open-ended Verifiable Question``, ``Ground-True Answer``), or multiple choice in MedQA's layout
+    (``question``, ``options``, ``answer_idx``; GBaker/MedQA-USMLE-4-options, ``sample:medical_o1_mcq``) or
+    MedMCQA's (``opa``-``opd``, ``cop``; openlifescienceai/medmcqa); the task maps the rows
+    (:meth:`medreason_utils.tasks.Task.items`, the evaluation's prompt for multiple choice). Bad rows are
+    skipped and counted.
 
     Returns ``(dataset with PROMPT_COLUMNS, report, keys, layout)``: ``keys[i]`` holds the question keys
     of row ``i`` (:func:`medreason_utils.data.question_key` of its question and, for the shipped MCQ
@@ -103,30 +91,29 @@ def source_prompts(source: str, *, tags: Any = None, system: str | None = None) 
     """
     import datasets
 
-    from ..evaluation.benchmarks import MCQ_LAYOUTS, to_mcq_items
     from ..prompts import DEFAULT_TAGS
+    from ..tasks import OPEN_COLUMNS, task_for_columns
 
     tags = tags or DEFAULT_TAGS
     raw = load_rows(source)
-    layout = _layout(raw.column_names)
-    if not layout:
+    task = task_for_columns(raw.column_names)
+    if task is None:
         raise DataError(
             f"GRPO data {source!r}: columns {sorted(raw.column_names)} fit no layout: open-ended "
-            f"{list(_OPEN_COLUMNS)}, MedQA (question, options, answer_idx) or MedMCQA (opa, opb, opc, opd, cop)")
-    if layout == "open":
-        ds, report = to_question_prompts(raw, on_bad_row="skip", source=source, tags=tags, system=system)
+            f"{list(OPEN_COLUMNS)}, MedQA (question, options, answer_idx) or MedMCQA (opa, opb, opc, opd, cop)")
+    layout = "open" if task.kind == "open" else task.name
+    if task.kind == "open":
+        ds, report = task.items(raw, on_bad_row="skip", source=source, tags=tags, system=system)
         rows = [{"prompt": r["prompt"], "answer": r["answer"], "options": None, "question": r["question"], "source": source}
                 for r in ds]
         keys = [{question_key(r["question"])} for r in rows]
         return datasets.Dataset.from_list(rows), report, keys, layout
 
-    base = MCQ_LAYOUTS[layout]
-
     def indexed(row: Any, src: str, i: int):  # the row index as id, to find the raw row (and its link column) again
-        q, opts, letter, extra = base(row, src, i)
+        q, opts, letter, extra = task.layout(row, src, i)
         return q, opts, letter, {**extra, "id": str(i)}
 
-    items, report = to_mcq_items(raw, indexed, tags=tags, system=system, on_bad_row="skip", source=source)
+    items, report = task.items(raw, layout=indexed, tags=tags, system=system, on_bad_row="skip", source=source)
     letters = sorted({L for it in items for L, t in it["options"].items() if t is not None})
     rows, keys = [], []
     for it in items:
