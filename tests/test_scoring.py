@@ -106,6 +106,9 @@ def test_the_playground_built_from_the_cpu_recipe_scores_its_multiple_choice_pro
     first = grpo_prompts(config).prompts[0]
     assert pg.question.value == first["question"] and pg.answer.value == first["answer"]
     assert parse_options(pg.options.value) == {L: t for L, t in first["options"].items() if t is not None}
+    from medreason_utils.prompts import mcq_prompt
+
+    assert mcq_prompt(pg.question.value, parse_options(pg.options.value)) == first["prompt"]  # sample() asks what GRPO asks
     table = pg.refresh()
     mcq = [r["mcq_exact_match_reward"] for r in table.records()]
     assert None not in mcq and sorted(set(mcq)) == [0.0, config.rewards.mcq_value]
