@@ -68,3 +68,11 @@ def test_the_open_ended_task_grades_with_its_verifier_and_rewards_with_correctne
     it = ds[0]
     assert task.score_item(_answer(it["answer"]), it) == pytest.approx(1.0)
     assert task.score_item("no answer block", it) == 0.0
+
+
+def test_every_benchmark_names_a_multiple_choice_task_whose_reward_is_the_letter_match():
+    from medreason_utils.tasks import BENCHMARKS
+
+    for spec in BENCHMARKS.values():
+        task = TASKS[spec.layout]
+        assert task.kind == "mcq" and task.reward == "mcq_exact_match", spec.name
