@@ -169,7 +169,7 @@ def test_columns_layout_any_mcq_set(tmp_path):
     assert items[0]["answer"] == "B"
     # a bad row is named
     bad = [{"stem": "Q?", "o1": "a", "o2": "b", "o3": "c", "gold": "zzz", "area": None}]
-    with pytest.raises(DataError, match=r"row 0: column 'gold'"):
+    with pytest.raises(DataError, match=r"bad.jsonl:1\): column 'gold'"):
         load_benchmark(spec, source=_write(tmp_path, "bad.jsonl", bad))
     items, report = load_benchmark(spec, source=_write(tmp_path, "bad2.jsonl", rows + bad), on_bad_row="skip")
     assert len(items) == 2 and report.n_skipped == 1

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from medreason_utils.data import (
+    ABSENT_COLUMN,
+    ORIGIN_COLUMN,
     HUB_IDS,
     DataError,
     MappingReport,
@@ -238,7 +240,7 @@ def test_bad_medqa_row_raises_naming_row(tmp_path, bad_index, field):
     with pytest.raises(DataError) as info:
         to_mcq_items(load_rows(path), "medqa", source="bad.jsonl")
     message = str(info.value)
-    assert "bad.jsonl row 1" in message and field in message
+    assert "bad.jsonl:2)" in message and field in message  # the file's line 2, not the row index
 
 
 def test_bad_rows_skipped_and_counted(tmp_path):
@@ -253,7 +255,7 @@ def test_bad_rows_skipped_and_counted(tmp_path):
 
 def test_missing_column_named(tmp_path):
     path = write_jsonl(tmp_path / "sft.jsonl", [{"Question": "Q?", "Complex_CoT": "r"}])
-    with pytest.raises(DataError, match=r"row 0: field 'Response' is missing"):
+    with pytest.raises(DataError, match=r"sft.jsonl:1\): field 'Response' is missing"):
         to_sft_conversations(load_rows(path))
 
 
@@ -266,7 +268,7 @@ def test_bad_sft_and_grpo_rows(tmp_path):
             {"Question": None, "Complex_CoT": "r", "Response": "a"},
         ],
     )
-    with pytest.raises(DataError, match=r"row 1: field 'Complex_CoT' is empty"):
+    with pytest.raises(DataError, match=r"sft.jsonl:2\): field 'Complex_CoT' is empty"):
         to_sft_conversations(load_rows(sft))
     ds, report = to_sft_conversations(load_rows(sft), on_bad_row="skip")
     assert report.kept == 1 and [i for i, _ in report.skipped] == [1, 2] and "'Question'" in report.skipped[1][1]
@@ -275,7 +277,7 @@ def test_bad_sft_and_grpo_rows(tmp_path):
         tmp_path / "grpo.jsonl",
         [{"Open-ended Verifiable Question": "Q?", "Ground-True Answer": " "}, {"Open-ended Verifiable Question": "Q?", "Ground-True Answer": "a"}],
     )
-    with pytest.raises(DataError, match=r"row 0: field 'Ground-True Answer' is empty"):
+    with pytest.raises(DataError, match=r"grpo.jsonl:1\): field 'Ground-True Answer' is empty"):
         to_question_prompts(load_rows(grpo))
     ds, report = to_question_prompts(load_rows(grpo), on_bad_row="skip")
     assert report.kept == 1 and ds[0]["answer"] == "a"
@@ -377,6 +379,8 @@ def test_local_jsonl_reads_as_the_hub_layout_the_datasets_builder_gave():
     for name in ("medqa", "medmcqa", "medical_o1_sft", "medical_o1_verifiable"):
         ours = load_rows(f"sample:{name}")
         builder = datasets.load_dataset("json", data_files=str(sample_path(name)), split="train")
+        assert ours[ORIGIN_COLUMN][:2] == [f"{sample_path(name)}:1", f"{sample_path(name)}:2"]
+        ours = ours.remove_columns([c for c in (ORIGIN_COLUMN, ABSENT_COLUMN) if c in ours.column_names])
         assert ours.features == builder.features and ours.to_list() == builder.to_list()
 
 
