@@ -285,6 +285,8 @@ def _load_local(path: Path):
     else:
         builder = _LOCAL_BUILDERS[suffix]
         text = _decode(path) if builder == "csv" else None
+        if builder == "csv" and not _csv_record_lines(path, text or ""):
+            raise DataError(f"{path}: the file holds no rows (a header at most)")
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:  # datasets wraps the reader's error (pandas, pyarrow) in its own

@@ -226,7 +226,7 @@ def test_training_questions_take_a_source_a_list_or_a_data_mix():
     assert len(training_questions(None, ["sample:medical_o1_verifiable", "sample:medmcqa_train"])) == verifiable + mcq
     mixed = training_questions("sample:medical_o1_sft", {"sample:medical_o1_verifiable": 0.75, "sample:medmcqa_train": 0.25})
     assert len(mixed) == sft + verifiable + mcq and mixed[-1] == load_rows("sample:medmcqa_train")[-1]["question"]
-    with pytest.raises(KeyError, match="no question column"):
+    with pytest.raises(DataError, match=r"medical_passages.jsonl:1\): no question column"):
         training_questions("sample:medical_passages")
 
 

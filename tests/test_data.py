@@ -455,3 +455,94 @@ def test_medmcqa_samples_hold_no_medical_o1_question(shared_file):
     for name in ("medmcqa", "medmcqa_train"):
         items = [{"id": r["id"], "question": r["question"]} for r in load_rows(f"sample:{name}")]
         assert find_overlaps(o1, items) == [], name
+
+
+# --------------------------------------------------------------------------------------------
+# Bad files (issue 17): the file and its own line, missing vs empty, no usable row is an error
+# --------------------------------------------------------------------------------------------
+
+SFT_ROW = {"Question": "A 30-year-old has fever.", "Complex_CoT": "Think about infection.", "Response": "Sepsis."}
+
+
+def test_sft_file_with_a_field_missing_on_line_5_names_line_5_after_the_shuffled_split(tmp_path):
+    from types import SimpleNamespace
+
+    from medreason_utils.training.sft import sft_data
+
+    rows = [dict(SFT_ROW, Question=f"Question {k}?") for k in range(8)]
+    del rows[4]["Response"]  # file line 5
+    path = write_jsonl(tmp_path / "sft.jsonl", rows)
+    config = SimpleNamespace(data=str(path), n_heldout=2, seed=0, n_train=10, max_reasoning_tokens=None, max_response_tokens=None)
+    data = sft_data(config)
+    reasons = [r for _, r in data.train_report.skipped + data.heldout_report.skipped]
+    assert len(reasons) == 1 and f"{path}:5)" in reasons[0] and "field 'Response' is missing" in reasons[0], reasons
+
+
+def test_jsonl_null_field_is_empty_and_absent_field_is_missing(tmp_path):
+    path = write_jsonl(tmp_path / "sft.jsonl", [SFT_ROW, dict(SFT_ROW, Response=None), {k: v for k, v in SFT_ROW.items() if k != "Response"}])
+    rows = load_rows(path)
+    with pytest.raises(DataError, match=r"sft.jsonl:2\): field 'Response' is empty \(null\)"):
+        to_sft_conversations(rows.select([1]))
+    with pytest.raises(DataError, match=r"sft.jsonl:3\): field 'Response' is missing"):
+        to_sft_conversations(rows.select([2]))
+
+
+def test_jsonl_file_whose_every_row_is_bad_is_an_error_naming_the_file(tmp_path):
+    path = write_jsonl(tmp_path / "allbad.jsonl", [{"Question": "q", "Complex_CoT": "", "Response": "r"}] * 3)
+    with pytest.raises(DataError, match=r"allbad.jsonl.*no usable row among 3 row\(s\); every row is bad, the first: .*allbad.jsonl:1\)"):
+        to_sft_conversations(load_rows(path), on_bad_row="skip")
+
+
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("empty.csv", "Question,Response\n"),
+                                        ("empty.json", "[]")])
+def test_data_file_with_no_rows_is_an_error_naming_it(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"{name}: the file holds no rows"):
+        load_rows(path)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "json"])
+def test_data_file_with_invalid_utf8_on_line_3_names_file_and_line(tmp_path, suffix):
+    good = {"jsonl": b'{"a": "x"}\n{"a": "y"}\n', "csv": b"a\nx\n", "json": b'[{"a": "x"},\n{"a": "y"},\n'}[suffix]
+    bad = {"jsonl": b'{"a": "caf\xe9"}\n', "csv": b"caf\xe9\n", "json": b'{"a": "caf\xe9"}]\n'}[suffix]
+    path = tmp_path / f"latin1.{suffix}"
+    path.write_bytes(good + bad)
+    with pytest.raises(DataError, match=rf"latin1.{suffix}:3: not UTF-8 text"):
+        load_rows(path)
+
+
+def test_jsonl_with_a_list_in_a_text_column_names_file_line_and_field(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [SFT_ROW, SFT_ROW, dict(SFT_ROW, Question=["a", "list"])])
+    with pytest.raises(DataError, match=r"mixed.jsonl:3: field 'Question' holds a list where .*mixed.jsonl:1 holds a text"):
+        load_rows(path)
+
+
+def test_csv_rows_carry_the_line_they_start_on_across_quoted_line_breaks(tmp_path):
+    path = tmp_path / "sft.csv"
+    path.write_text('Question,Complex_CoT,Response\n"two\nline question",cot,resp\n\nq2,,resp2\n')
+    rows = load_rows(path)
+    assert rows[ORIGIN_COLUMN] == [f"{path}:2", f"{path}:5"]
+    with pytest.raises(DataError, match=r"sft.csv:5\): field 'Complex_CoT' is empty"):
+        to_sft_conversations(rows, on_bad_row="raise")
+
+
+def test_parquet_and_json_rows_are_named_by_their_1_based_row(tmp_path):
+    import datasets
+
+    pq = tmp_path / "d.parquet"
+    datasets.Dataset.from_list([SFT_ROW, dict(SFT_ROW, Response="")]).to_parquet(str(pq))
+    with pytest.raises(DataError, match=r"d.parquet row 2\): field 'Response' is empty"):
+        to_sft_conversations(load_rows(pq))
+    js = tmp_path / "d.json"
+    js.write_text(json.dumps({"data": [SFT_ROW, {"Question": "q"}]}))
+    with pytest.raises(DataError, match=r"d.json row 2\): field 'Complex_CoT' is missing"):
+        to_sft_conversations(load_rows(js))
+
+
+def test_benchmark_file_whose_rows_are_all_bad_is_an_error_naming_it(tmp_path):
+    from medreason_utils.evaluation.benchmarks import load_benchmark
+
+    path = write_jsonl(tmp_path / "medqa.jsonl", [{"question": "q", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}] * 2)
+    with pytest.raises(DataError, match=r"medqa.jsonl.*no usable row among 2"):
+        load_benchmark("medqa", source=path, on_bad_row="skip")
