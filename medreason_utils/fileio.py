@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = [
     "UserInputError",
@@ -34,6 +34,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_directory",
+    "atomic_write_with",
     "read_json",
 ]
 
@@ -106,6 +107,26 @@ def atomic_write_json(path: str | Path, obj: Any, **dump_kwargs: Any) -> Path:
     """``json.dumps(obj, **dump_kwargs)`` written with :func:`atomic_write_text`. Raises ``TypeError``
     for an object JSON cannot hold (before anything is written) and ``OSError`` as above."""
     return atomic_write_text(path, json.dumps(obj, **dump_kwargs))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path`` (same suffix, so a writer that reads the
+    format from it, e.g. ``Figure.savefig`` or ``DataFrame.to_csv``, still does), then rename it over
+    ``path``. Creates the parent folders; returns ``path``. On an exception the temporary file is
+    removed, ``path`` is left as it was, and the exception propagates."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:  # what the writer wrote is on disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 @contextmanager

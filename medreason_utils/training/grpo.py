@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..config.stages import data_proportions
 from ..data import DataError, MappingReport, load_rows, question_key, to_question_prompts
+from ..fileio import atomic_write_with
 from .sft import precision_kwargs
 
 __all__ = [
@@ -351,8 +352,7 @@ def completions_table(output_dir: str | Path, path: str | Path | None = None, *,
     df = df[["step", "prompt", "completion", *[c for c in rewards if c in df.columns], "advantage"]]
     df = df.sort_values("step", kind="stable").reset_index(drop=True)
     if path is not None:  # pandas quotes fields with line breaks (CSV, RFC 4180)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(path, index=False)
+        atomic_write_with(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
