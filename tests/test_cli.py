@@ -403,3 +403,59 @@ def test_engine_names_are_checked_before_anything_loads():
         load_model(engine="unsloth", runtime=cpu)
     with pytest.raises(ValueError, match="SFTStageConfig.engine must be one of"):
         load_stage_config("sft", "cpu", overrides={"engine": "deepspeed"})
+
+
+# -- exit codes of the real command: a user error is one line and status 2, a bug a traceback and status 1 ------------
+
+
+def _medreason(*args, run_dir, code=None, timeout=300):
+    """The real ``medreason`` command in a subprocess (``python -m medreason_utils.pipeline.cli``); ``code`` runs
+    before it, in the same process (to plant a bug)."""
+    prog = (code or "") + "\nimport sys\nfrom medreason_utils.pipeline.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("MEDREASON_TRACEBACK", None)
+    return subprocess.run([sys.executable, "-c", prog, *args, "--output_dir", str(run_dir)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_error_line(out, *needles):
+    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), out.stderr[-3000:]
+    return lines[0]
+
+
+def test_cli_benchmarks_given_as_a_scalar_exits_2_saying_it_must_be_a_list(tmp_path):
+    line = _one_error_line(_medreason("eval", "--config", "cpu", "--benchmarks", "medqa", "--dry_run", run_dir=tmp_path),
+                           "benchmarks must be a list", "'medqa'")
+    assert "unknown benchmark 'm'" not in line
+
+
+def test_cli_unknown_benchmark_exits_2_naming_it(tmp_path):
+    _one_error_line(_medreason("eval", "--config", "cpu", "--benchmarks", "[medqaa]", run_dir=tmp_path), "medqaa", "known:")
+
+
+def test_cli_grpo_without_the_sft_adapter_exits_2_naming_the_folder(tmp_path):
+    _one_error_line(_medreason("grpo", "--config", "cpu", "--max_steps", "1", run_dir=tmp_path),
+                    "medreason grpo: error:", str(tmp_path / "sft_adapter"), "does not exist")
+
+
+def test_cli_sft_data_file_whose_every_row_is_bad_exits_2_naming_the_file(tmp_path):
+    bad = tmp_path / "bad sft.jsonl"
+    bad.write_text("".join(json.dumps({"Question": f"q{k}", "Complex_CoT": "", "Response": "r"}) + "\n" for k in range(6)))
+    _one_error_line(_medreason("sft", "--config", "cpu", "--data", str(bad), "--n_heldout", "2", "--max_steps", "1",
+                               run_dir=tmp_path / "run"), "no usable row", str(bad))
+
+
+def test_cli_eval_with_a_truncated_summary_json_exits_2_naming_the_file(tmp_path):
+    (tmp_path / "summary.json").write_text('{"sft": {"config": {"data": "sample:medical_o1_sft"')  # cut off mid-write
+    _one_error_line(_medreason("eval", "--config", "cpu", "--limit", "2", run_dir=tmp_path),
+                    str(tmp_path / "summary.json"), "not valid JSON")
+
+
+def test_cli_bug_after_parsing_keeps_its_traceback_and_exits_1(tmp_path):
+    plant = ("import medreason_utils.pipeline.stages as s\n"
+             "def run_sft(*a, **k):\n    raise KeyError('a bug in our code')\ns.run_sft = run_sft")
+    out = _medreason("sft", "--config", "cpu", "--max_steps", "1", run_dir=tmp_path, code=plant)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError: 'a bug in our code'" in out.stderr, out.stderr[-3000:]

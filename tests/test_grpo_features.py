@@ -287,7 +287,7 @@ def test_a_run_resumed_from_its_step_1_checkpoint_continues_to_max_steps(tmp_pat
 
     # partial format and temperature 1.2: completions of 8 tokens that differ in reward (the recipe's strict format and
     # MCQ rewards are 0 for every such completion, and at 0.8 the two of a group can be the same)
-    config = mixed_cfg(sft_adapter=str(CHECKPOINT), n_prompts=2, max_steps=2, num_generations=2, batch_size=2, temperature=1.2,
+    config = mixed_cfg(sft_adapter=str(CHECKPOINT), n_prompts=2, max_steps=2, num_generations=2, per_device_train_batch_size=2, temperature=1.2,
                       max_completion_length=8, save_steps=1, save_total_limit=2, log_completions=True)
     out = tmp_path / "grpo_trainer"
     runtime = detect_runtime()
