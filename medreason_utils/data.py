@@ -103,7 +103,8 @@ def _columns(row: Mapping) -> list[str]:
 
 @dataclass
 class MappingReport:
-    """What a mapper kept and skipped: ``skipped`` holds ``(row_index, reason)`` pairs."""
+    """What a mapper kept and skipped: ``skipped`` holds ``(row_index, reason)`` pairs; ``row_index`` is the
+    row's index in what was mapped (maybe a shuffled split), the reason names the file and line."""
 
     source: str
     kept: int = 0
@@ -115,7 +116,7 @@ class MappingReport:
 
     def __str__(self) -> str:
         return f"{self.source}: kept {self.kept}, skipped {self.n_skipped}" + (
-            f" (first: row {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+            f" (first: {self.skipped[0][1]})" if self.skipped else ""  # the reason names the file and line
         )
 
 
