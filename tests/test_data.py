@@ -250,7 +250,7 @@ def test_bad_rows_skipped_and_counted(tmp_path):
     assert report.kept == 2 and len(ds) == 2
     assert [i for i, _ in report.skipped] == [1, 2, 3, 4]
     assert [d["question"] for d in ds] == ["Which vitamin?", "Which organ?"]
-    assert "kept 2, skipped 4" in str(report) and "row 1" in str(report)
+    assert "kept 2, skipped 4" in str(report) and "bad.jsonl:2)" in str(report)  # file line 2, row index 1
 
 
 def test_missing_column_named(tmp_path):
