@@ -14,10 +14,17 @@ tests use), or ``"sample:NAME"`` for the small real samples shipped in the packa
 Multiple-choice benchmarks (their hub ids, row layouts and the mapping to items) are defined in
 :mod:`medreason_utils.evaluation.benchmarks`, which uses :func:`map_rows` and :func:`require_field`.
 
-A bad row (missing or empty field) raises :class:`DataError` naming the source, the row index and
-the field; with ``on_bad_row="skip"`` it is skipped and counted in the returned
-:class:`MappingReport`. JSON Lines files are read by one reader, :func:`read_jsonl`, whose errors
-name the file and the line.
+Errors name the file and the file's own line. A local file's rows carry where they came from in
+the column :data:`ORIGIN_COLUMN` (``"data/x.jsonl:5"``; CSV: the line the record starts on;
+JSON arrays and Parquet: ``"data/x.parquet row 5"``, 1-based), and, for JSON/JSONL, the fields a
+line did not have in :data:`ABSENT_COLUMN`; both survive shuffling and splitting, so a bad row is
+reported by its place in the file, never by its index in a shuffled split. A bad row raises
+:class:`DataError` naming the file and line and whether the field is *missing* (the line has no such
+key) or *empty* (null or blank); with ``on_bad_row="skip"`` it is skipped and counted in the
+returned :class:`MappingReport`. A mapping that keeps no row at all is an error naming the file.
+A file that is not UTF-8, not JSON, empty, or mixes types in a column (a list where other lines
+hold text) raises :class:`DataError` naming the file and the line. JSON Lines files are read by one
+reader, :func:`read_jsonl`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
+from .fileio import UserInputError
 from .parsing import normalize_answer
 from .prompts import DEFAULT_TAGS, Tags, question_prompt, sft_messages
 
@@ -38,6 +46,9 @@ __all__ = [
     "SAMPLES_DIR",
     "HUB_IDS",
     "OnBadRow",
+    "ORIGIN_COLUMN",
+    "ABSENT_COLUMN",
+    "row_location",
     "sample_path",
     "read_jsonl",
     "load_rows",
@@ -65,13 +76,35 @@ HUB_IDS: dict[str, tuple[str, str | None, str]] = {
 OnBadRow = Literal["raise", "skip"]
 
 
-class DataError(ValueError):
-    """A row that cannot be mapped; the message names the source, the row index and the field."""
+#: Column of a local file's rows holding where the row is in the file (``"path:LINE"`` or ``"path row N"``).
+ORIGIN_COLUMN = "_origin"
+#: Column of a JSON/JSONL file's rows listing the fields that line did not have (Arrow fills them with null).
+ABSENT_COLUMN = "_absent"
+_HIDDEN = (ORIGIN_COLUMN, ABSENT_COLUMN)
+
+
+class DataError(UserInputError, ValueError):
+    """Bad data: the message names the file and line (or the source and row index) and the field."""
+
+
+def row_location(row: Mapping, source: str, index: int) -> str:
+    """Where ``row`` is, for a message: ``"sft data (data/x.jsonl:5)"`` when the row carries its
+    :data:`ORIGIN_COLUMN` (a local file read by :func:`load_rows`), else ``"sft data row 3"`` (a hub
+    dataset: the row's index in what was mapped)."""
+    origin = row.get(ORIGIN_COLUMN) if isinstance(row, Mapping) else None
+    if origin:
+        return origin if source in (None, "", origin) or str(origin).startswith(str(source)) else f"{source} ({origin})"
+    return f"{source} row {index}"
+
+
+def _columns(row: Mapping) -> list[str]:
+    return sorted(k for k in row if k not in _HIDDEN)
 
 
 @dataclass
 class MappingReport:
-    """What a mapper kept and skipped: ``skipped`` holds ``(row_index, reason)`` pairs."""
+    """What a mapper kept and skipped: ``skipped`` holds ``(row_index, reason)`` pairs; ``row_index`` is the
+    row's index in what was mapped (maybe a shuffled split), the reason names the file and line."""
 
     source: str
     kept: int = 0
@@ -83,7 +116,7 @@ class MappingReport:
 
     def __str__(self) -> str:
         return f"{self.source}: kept {self.kept}, skipped {self.n_skipped}" + (
-            f" (first: row {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+            f" (first: {self.skipped[0][1]})" if self.skipped else ""  # the reason names the file and line
         )
 
 
@@ -119,11 +152,27 @@ def read_jsonl(
     Raises:
         FileNotFoundError: ``path`` does not exist. DataError: as above.
     """
-    path = Path(path)
+    return [row for _, row in _read_jsonl_lines(path, allow_truncated_tail=allow_truncated_tail, check=check)]
+
+
+def _decode(path: Path) -> str:
+    """The text of ``path`` (UTF-8; a BOM dropped); DataError naming the file and the line of the first invalid byte."""
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start:exc.start + 1]!r} at offset {exc.start}); "
+                        "save the file as UTF-8") from exc
+
+
+def _read_jsonl_lines(path, *, allow_truncated_tail=False, check=None) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of every row of a JSONL file (see :func:`read_jsonl`)."""
+    path = Path(path)
     # split on "\n" only: str.splitlines() also splits on U+2028 and other separators a JSON string may hold
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = _decode(path).split("\n")
     rows = []
     for k, line in enumerate(lines):
         if not line.strip():
@@ -142,8 +191,117 @@ def read_jsonl(
                 check(row)
             except ValueError as exc:
                 raise DataError(f"{path}:{k + 1}: {exc}") from exc
-        rows.append(row)
+        rows.append((k + 1, row))
     return rows
+
+
+def _kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _dataset_from_located(path: Path, located: list[tuple[str, dict]]):
+    """A ``datasets.Dataset`` of JSON rows, each with its :data:`ORIGIN_COLUMN` (and :data:`ABSENT_COLUMN`
+    when some line lacks a field). A column whose lines hold different kinds of value (text on one, a list
+    on another: Arrow cannot store it) raises DataError naming the file, both lines and the field."""
+    import datasets
+
+    columns: dict[str, None] = {}
+    for _, row in located:
+        columns.update(dict.fromkeys(row))
+    first: dict[str, tuple[str, str]] = {}
+    for where, row in located:  # one type per column, as Arrow needs; found here to name the line
+        for key, value in row.items():
+            kind = _kind(value)
+            if kind is None:
+                continue
+            if key not in first:
+                first[key] = (kind, where)
+            elif first[key][0] != kind:
+                raise DataError(f"{where}: field {key!r} holds a {kind} where {first[key][1]} holds a {first[key][0]}; "
+                                "a column must hold one kind of value")
+    any_absent = any(len(row) < len(columns) for _, row in located)
+    out = []
+    for where, row in located:
+        r = {**row, ORIGIN_COLUMN: where}
+        if any_absent:
+            r[ABSENT_COLUMN] = [c for c in columns if c not in row]
+        out.append(r)
+    try:
+        return datasets.Dataset.from_list(out)
+    except Exception as exc:  # pyarrow's ArrowTypeError/ArrowInvalid for a shape the check above does not see
+        raise DataError(f"{path}: rows cannot be stored as a table ({type(exc).__name__}: {exc})") from exc
+
+
+def _csv_record_lines(path: Path, text: str) -> list[int]:
+    """The line each data record of a CSV file starts on (1-based; the header and blank lines not counted)."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    starts, prev = [], 0
+    for record in reader:
+        if record:
+            starts.append(prev + 1)
+        prev = reader.line_num
+    return starts[1:]
+
+
+def _load_local(path: Path):
+    """A local file as a ``datasets.Dataset`` whose rows carry their place in the file (see the module docstring)."""
+    import datasets
+
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        ds = _dataset_from_located(path, [(f"{path}:{n}", row) for n, row in _read_jsonl_lines(path)])
+    elif suffix in (".json", "") or suffix not in _LOCAL_BUILDERS:
+        text = _decode(path)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            try:  # JSON Lines under another name
+                ds = _dataset_from_located(path, [(f"{path}:{n}", row) for n, row in _read_jsonl_lines(path)])
+            except DataError:
+                raise DataError(f"{path}:{exc.lineno}:{exc.colno}: not JSON ({exc.msg})") from exc
+        else:
+            if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), list):
+                value = next(iter(value.values()))  # {"data": [...]}, as datasets' json builder reads it (field=)
+            if not isinstance(value, list):
+                raise DataError(f"{path}: expected a JSON array of objects (or JSON Lines), found {type(value).__name__}")
+            for k, row in enumerate(value):
+                if not isinstance(row, dict):
+                    raise DataError(f"{path} row {k + 1}: expected a JSON object, got {type(row).__name__}")
+            ds = _dataset_from_located(path, [(f"{path} row {k + 1}", row) for k, row in enumerate(value)])
+    else:
+        builder = _LOCAL_BUILDERS[suffix]
+        text = _decode(path) if builder == "csv" else None
+        if builder == "csv" and not _csv_record_lines(path, text or ""):
+            raise DataError(f"{path}: the file holds no rows (a header at most)")
+        try:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps the reader's error (pandas, pyarrow) in its own
+            cause = exc.__cause__ or exc
+            raise DataError(f"{path}: cannot be read as {builder} ({type(cause).__name__}: {cause})") from exc
+        if builder == "csv":
+            lines = _csv_record_lines(path, text or "")
+            where = [f"{path}:{n}" for n in lines] if len(lines) == len(ds) else [f"{path} row {k + 1}" for k in range(len(ds))]
+        else:
+            where = [f"{path} row {k + 1}" for k in range(len(ds))]
+        ds = ds.add_column(ORIGIN_COLUMN, where)
+    if len(ds) == 0:
+        raise DataError(f"{path}: the file holds no rows")
+    return ds
 
 
 def load_rows(
@@ -165,7 +323,8 @@ def load_rows(
 
     Raises:
         FileNotFoundError: a path-like source (has a known suffix or ``sample:``) that does not exist.
-        DataError: a ``.jsonl`` line that is not a JSON object (naming file and line).
+        DataError: naming the file (and line): not UTF-8, not JSON, a line that is not an object, a column
+            mixing kinds of value (text and lists), no rows at all, or a file its reader cannot read.
         Whatever ``datasets.load_dataset`` raises for an unknown hub id or no network.
     """
     import datasets
@@ -179,11 +338,7 @@ def load_rows(
     if path is not None:
         if not path.is_file():
             raise FileNotFoundError(f"data file {path} does not exist")
-        builder = _LOCAL_BUILDERS.get(path.suffix.lower(), "json")
-        if path.suffix.lower() == ".jsonl":
-            ds = datasets.Dataset.from_list(read_jsonl(path))
-        else:
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        ds = _load_local(path)
     else:
         hub_id, default_config, default_split = HUB_IDS.get(src, (src, None, "train"))
         ds = datasets.load_dataset(hub_id, config or default_config, split=split or default_split)
@@ -223,13 +378,18 @@ def cap_text(text: str, max_tokens: int | None, tokenizer=None) -> str:
 
 
 def require_field(row: Mapping, key: str, source: str, index: int) -> str:
-    """``row[key]`` stripped (dicts and lists as they are); raises :class:`DataError` naming ``source``,
-    the row ``index`` and the field when it is missing, ``None`` or blank."""
-    if key not in row:
-        raise DataError(f"{source} row {index}: field {key!r} is missing (columns: {sorted(row)})")
+    """``row[key]`` stripped (dicts and lists as they are).
+
+    Raises :class:`DataError` naming the row (:func:`row_location`: the file and line of a local file's
+    row, else ``source`` and ``index``) and the field: "is missing" when the row has no such field (for
+    JSON/JSONL: the line had no such key, though Arrow fills it with null), "is empty" when it is
+    ``None`` (null) or blank text."""
+    where = row_location(row, source, index)
+    if key not in row or key in (row.get(ABSENT_COLUMN) or ()):
+        raise DataError(f"{where}: field {key!r} is missing (fields: {[c for c in _columns(row) if c not in (row.get(ABSENT_COLUMN) or ())]})")
     value = row[key]
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise DataError(f"{source} row {index}: field {key!r} is empty")
+        raise DataError(f"{where}: field {key!r} is empty ({'null' if value is None else 'blank'})")
     return str(value).strip() if not isinstance(value, (dict, list)) else value
 
 
@@ -239,8 +399,10 @@ def map_rows(
     """Apply ``fn(row, index)`` to every row: ``(datasets.Dataset of the results, MappingReport)``.
 
     A row for which ``fn`` raises ``DataError``/``ValueError``/``TypeError`` raises a
-    :class:`DataError` naming ``source`` and the row (``on_bad_row="raise"``), or is skipped and
-    counted (``"skip"``). Raises ``ValueError`` for another ``on_bad_row``.
+    :class:`DataError` naming the row (:func:`row_location`: file and line for a local file)
+    (``on_bad_row="raise"``), or is skipped and counted (``"skip"``). When no row is kept (no rows, or
+    every row bad) :class:`DataError` is raised naming the source and its file, with the first reason.
+    Raises ``ValueError`` for another ``on_bad_row``.
     """
     import datasets
 
@@ -248,15 +410,32 @@ def map_rows(
         raise ValueError(f"on_bad_row must be 'raise' or 'skip', got {on_bad_row!r}")
     report = MappingReport(source)
     out = []
+    files: dict[str, None] = {}
+    n = 0
     for i, row in enumerate(rows):
+        n += 1
+        origin = row.get(ORIGIN_COLUMN) if isinstance(row, Mapping) else None
+        if origin:
+            files[re.sub(r"(:\d+| row \d+)$", "", str(origin))] = None
         try:
             out.append(fn(row, i))
         except (DataError, ValueError, TypeError) as exc:
-            err = exc if isinstance(exc, DataError) else DataError(f"{source} row {i}: {exc}")
+            msg = str(exc)
+            plain = f"{source} row {i}"
+            where = row_location(row, source, i)
+            if msg.startswith(plain) and where != plain:  # a layout's "source row i: ..." -> the file's line
+                msg = where + msg[len(plain):]
+            elif not isinstance(exc, DataError) or not msg.startswith(where):
+                msg = f"{where}: {msg}"
+            err = DataError(msg)
             if on_bad_row == "raise":
                 raise err from exc
-            report.skipped.append((i, str(err)))
+            report.skipped.append((i, msg))
     report.kept = len(out)
+    if not out:
+        named = f"{source} ({', '.join(files)})" if files and source not in files else source
+        why = f"; every row is bad, the first: {report.skipped[0][1]}" if report.skipped else ""
+        raise DataError(f"{named}: no usable row among {n} row(s){why}")
     return datasets.Dataset.from_list(out), report
 
 
@@ -276,7 +455,7 @@ def _check_tokens(tokenizer, messages, limit, what, name, source, i, generation_
     )
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     if n > limit:
-        raise DataError(f"{source} row {i}: {what} is {n} tokens, more than {name}={limit}")
+        raise DataError(f"{source} row {i}: {what} is {n} tokens, more than {name}={limit}")  # map_rows names the line
 
 
 def to_sft_conversations(

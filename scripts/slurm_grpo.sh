@@ -8,7 +8,15 @@
 #   sbatch --nodes=5 scripts/slurm_grpo.sh runs/multi --max_steps 1000 --learning_rate 3.0e-6
 #
 # Settings (environment): RECIPE (recipes/multi_gpu/grpo.yaml), ACCELERATE_CONFIG (recipes/accelerate/zero3.yaml),
-# MODEL (the SFT adapter's base model, which vLLM serves: unsloth/Qwen3-1.7B), GPUS_PER_NODE (8), PORT (8000).
+# MODEL (the SFT adapter's base model, which vLLM serves: unsloth/Qwen3-1.7B), GPUS_PER_NODE (8), PORT (8000),
+# VLLM_HOST (the address vllm-serve binds: the vLLM node's own name, so its cluster address; never 0.0.0.0),
+# DRY_RUN (1: print the two srun commands, quoted, and run nothing).
+#
+# Security: TRL's `trl vllm-serve` (TRL 1.16) has no authentication option and TRL's client sends no key, so anyone
+# who can reach the port can generate with the model and call its weight-update endpoints. The server is bound to the
+# vLLM node's own address (not 0.0.0.0: not every interface of the node) and only for the job's lifetime; on a shared
+# cluster, also restrict the port to the job's nodes (firewall / network policy). The paths and options given are
+# passed as separate arguments (never pasted into a shell string), so spaces or shell characters in them stay intact.
 #SBATCH --job-name=medreason-grpo
 #SBATCH --nodes=3
 #SBATCH --ntasks-per-node=1
@@ -24,6 +32,7 @@ ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-recipes/accelerate/zero3.yaml}
 MODEL=${MODEL:-unsloth/Qwen3-1.7B}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 PORT=${PORT:-8000}
+DRY_RUN=${DRY_RUN:-0}
 
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 if (( ${#NODES[@]} < 2 )); then
@@ -31,23 +40,39 @@ if (( ${#NODES[@]} < 2 )); then
   exit 1
 fi
 VLLM_NODE=${NODES[-1]}
+VLLM_HOST=${VLLM_HOST:-$VLLM_NODE}
+case $VLLM_HOST in
+  0.0.0.0 | :: | "[::]" | "")
+    echo "VLLM_HOST=$VLLM_HOST would serve vllm-serve (no authentication) on every interface; give the node's own address" >&2
+    exit 2 ;;
+esac
 TRAIN_NODES=("${NODES[@]:0:${#NODES[@]}-1}")
 NUM_TRAIN=${#TRAIN_NODES[@]}
 MAIN_NODE=${TRAIN_NODES[0]}
 TRAIN_LIST=$(IFS=,; echo "${TRAIN_NODES[*]}")
-EXTRA=$(printf ' %q' "$@")
 
 # Rollouts: one vLLM engine per GPU of the last node (data parallel); the trainer waits for it (vllm_server_timeout).
-srun --nodes=1 --ntasks=1 --nodelist="$VLLM_NODE" \
-  trl vllm-serve --model "$MODEL" --data_parallel_size "$GPUS_PER_NODE" --host 0.0.0.0 --port "$PORT" &
+SERVE=(srun --nodes=1 --ntasks=1 --nodelist="$VLLM_NODE"
+  trl vllm-serve --model "$MODEL" --data_parallel_size "$GPUS_PER_NODE" --host "$VLLM_HOST" --port "$PORT")
+
+# Training: one accelerate launcher per node, GPUS_PER_NODE processes each; the first node is the rendezvous. Each
+# task's rank is its SLURM_PROCID, known only on that task: bash -c reads it there, and every other argument reaches
+# accelerate as an argument of its own ("$@"), not as text of the command string.
+# shellcheck disable=SC2016  # $SLURM_PROCID and "$@" are expanded by the task's bash, on purpose
+TRAIN=(srun --nodes="$NUM_TRAIN" --ntasks="$NUM_TRAIN" --nodelist="$TRAIN_LIST"
+  bash -c 'exec accelerate launch --machine_rank "$SLURM_PROCID" "$@"' medreason-launch
+  --config_file "$ACCELERATE_CONFIG" --num_machines "$NUM_TRAIN" --num_processes "$((NUM_TRAIN * GPUS_PER_NODE))"
+  --main_process_ip "$MAIN_NODE" --main_process_port 29500 --rdzv_backend c10d
+  -m medreason_utils.pipeline.cli grpo --config "$RECIPE" --output_dir "$RUN_DIR"
+  --vllm_server_base_url "http://$VLLM_HOST:$PORT" "$@")
+
+if [[ $DRY_RUN == 1 ]]; then
+  printf '%q ' "${SERVE[@]}"; printf '&\n'
+  printf '%q ' "${TRAIN[@]}"; printf '\n'
+  exit 0
+fi
+
+"${SERVE[@]}" &
 VLLM_STEP=$!
-
-# Training: one accelerate launcher per node, GPUS_PER_NODE processes each; the first node is the rendezvous.
-srun --nodes="$NUM_TRAIN" --ntasks="$NUM_TRAIN" --nodelist="$TRAIN_LIST" bash -c "
-  accelerate launch --config_file $ACCELERATE_CONFIG \
-    --num_machines $NUM_TRAIN --num_processes $((NUM_TRAIN * GPUS_PER_NODE)) --machine_rank \$SLURM_PROCID \
-    --main_process_ip $MAIN_NODE --main_process_port 29500 --rdzv_backend c10d \
-    -m medreason_utils.pipeline.cli grpo --config $RECIPE --output_dir $RUN_DIR \
-    --vllm_server_base_url http://$VLLM_NODE:$PORT $EXTRA"
-
-kill "$VLLM_STEP" 2>/dev/null || true
+trap 'kill "$VLLM_STEP" 2>/dev/null || true' EXIT  # the server goes when training ends, or fails
+"${TRAIN[@]}"

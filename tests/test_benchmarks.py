@@ -169,7 +169,7 @@ def test_columns_layout_any_mcq_set(tmp_path):
     assert items[0]["answer"] == "B"
     # a bad row is named
     bad = [{"stem": "Q?", "o1": "a", "o2": "b", "o3": "c", "gold": "zzz", "area": None}]
-    with pytest.raises(DataError, match=r"row 0: column 'gold'"):
+    with pytest.raises(DataError, match=r"bad.jsonl:1\): column 'gold'"):
         load_benchmark(spec, source=_write(tmp_path, "bad.jsonl", bad))
     items, report = load_benchmark(spec, source=_write(tmp_path, "bad2.jsonl", rows + bad), on_bad_row="skip")
     assert len(items) == 2 and report.n_skipped == 1
@@ -226,7 +226,7 @@ def test_training_questions_take_a_source_a_list_or_a_data_mix():
     assert len(training_questions(None, ["sample:medical_o1_verifiable", "sample:medmcqa_train"])) == verifiable + mcq
     mixed = training_questions("sample:medical_o1_sft", {"sample:medical_o1_verifiable": 0.75, "sample:medmcqa_train": 0.25})
     assert len(mixed) == sft + verifiable + mcq and mixed[-1] == load_rows("sample:medmcqa_train")[-1]["question"]
-    with pytest.raises(KeyError, match="no question column"):
+    with pytest.raises(DataError, match=r"medical_passages.jsonl:1\): no question column"):
         training_questions("sample:medical_passages")
 
 

@@ -403,3 +403,117 @@ def test_engine_names_are_checked_before_anything_loads():
         load_model(engine="unsloth", runtime=cpu)
     with pytest.raises(ValueError, match="SFTStageConfig.engine must be one of"):
         load_stage_config("sft", "cpu", overrides={"engine": "deepspeed"})
+
+
+# -- exit codes of the real command: a user error is one line and status 2, a bug a traceback and status 1 ------------
+
+
+def _medreason(*args, run_dir, code=None, timeout=300):
+    """The real ``medreason`` command in a subprocess (``python -m medreason_utils.pipeline.cli``); ``code`` runs
+    before it, in the same process (to plant a bug)."""
+    prog = (code or "") + "\nimport sys\nfrom medreason_utils.pipeline.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("MEDREASON_TRACEBACK", None)
+    return subprocess.run([sys.executable, "-c", prog, *args, "--output_dir", str(run_dir)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_error_line(out, *needles):
+    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), out.stderr[-3000:]
+    return lines[0]
+
+
+def test_cli_benchmarks_given_as_a_scalar_exits_2_saying_it_must_be_a_list(tmp_path):
+    line = _one_error_line(_medreason("eval", "--config", "cpu", "--benchmarks", "medqa", "--dry_run", run_dir=tmp_path),
+                           "benchmarks must be a list", "'medqa'")
+    assert "unknown benchmark 'm'" not in line
+
+
+def test_cli_unknown_benchmark_exits_2_naming_it(tmp_path):
+    _one_error_line(_medreason("eval", "--config", "cpu", "--benchmarks", "[medqaa]", run_dir=tmp_path), "medqaa", "known:")
+
+
+def test_cli_grpo_without_the_sft_adapter_exits_2_naming_the_folder(tmp_path):
+    _one_error_line(_medreason("grpo", "--config", "cpu", "--max_steps", "1", run_dir=tmp_path),
+                    "medreason grpo: error:", str(tmp_path / "sft_adapter"), "does not exist")
+
+
+def test_cli_sft_data_file_whose_every_row_is_bad_exits_2_naming_the_file(tmp_path):
+    bad = tmp_path / "bad sft.jsonl"
+    bad.write_text("".join(json.dumps({"Question": f"q{k}", "Complex_CoT": "", "Response": "r"}) + "\n" for k in range(6)))
+    _one_error_line(_medreason("sft", "--config", "cpu", "--data", str(bad), "--n_heldout", "2", "--max_steps", "1",
+                               run_dir=tmp_path / "run"), "no usable row", str(bad))
+
+
+def test_cli_eval_with_a_truncated_summary_json_exits_2_naming_the_file(tmp_path):
+    (tmp_path / "summary.json").write_text('{"sft": {"config": {"data": "sample:medical_o1_sft"')  # cut off mid-write
+    _one_error_line(_medreason("eval", "--config", "cpu", "--limit", "2", run_dir=tmp_path),
+                    str(tmp_path / "summary.json"), "not valid JSON")
+
+
+def test_cli_bug_after_parsing_keeps_its_traceback_and_exits_1(tmp_path):
+    plant = ("import medreason_utils.pipeline.stages as s\n"
+             "def run_sft(*a, **k):\n    raise KeyError('a bug in our code')\ns.run_sft = run_sft")
+    out = _medreason("sft", "--config", "cpu", "--max_steps", "1", run_dir=tmp_path, code=plant)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError: 'a bug in our code'" in out.stderr, out.stderr[-3000:]
+
+
+def _slurm_stand_ins(tmp_path):
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir(), log.mkdir()
+    for name, text in {"srun": _FAKE_SRUN, "scontrol": "#!/bin/bash\nprintf 'gpu-a\\ngpu-b\\ngpu-c\\n'\n",
+                       "trl": _RECORD, "accelerate": _RECORD}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log), "SLURM_JOB_NODELIST": "gpu-[a-c]"}, log
+
+
+def test_slurm_script_run_dir_recipe_and_option_with_spaces_and_shell_characters_reach_medreason_intact(tmp_path):
+    """Paths are arguments of their own through srun and the task's bash -c (no word splitting, no injection)."""
+    env, log = _slurm_stand_ins(tmp_path)
+    env["RECIPE"] = "recipes/multi_gpu/grpo.yaml"  # a real recipe, so the argv must parse
+    run_dir = "runs/my run; touch INJECTED $(id)"
+    conf = tmp_path / "my configs" / "zero 3.yaml"
+    env["ACCELERATE_CONFIG"] = str(conf)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_grpo.sh"), run_dir, "--max_steps", "7", "--rewards.verifier", "rule"],
+                         cwd=tmp_path, env={**env, "PATH": env["PATH"]}, capture_output=True, text=True, timeout=60)
+    # the script runs from the repository in real use; here cwd is tmp_path to see that nothing is created by injection
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "INJECTED").exists()
+    trl = (log / "trl.0").read_text().split("\0")[:-1]
+    assert trl[trl.index("--host") + 1] == "gpu-c"  # the vLLM node's own address, not 0.0.0.0
+    for rank in (0, 1):
+        argv = (log / f"accelerate.{rank}").read_text().split("\0")[:-1]
+        launch, medreason = argv[: argv.index("-m")], argv[argv.index("-m") + 2 :]
+        assert launch[launch.index("--config_file") + 1] == str(conf) and launch[launch.index("--machine_rank") + 1] == str(rank)
+        assert medreason[medreason.index("--output_dir") + 1] == run_dir
+        inv = cli.parse([a if a != "recipes/multi_gpu/grpo.yaml" else str(ROOT / a) for a in medreason])
+        assert inv.run_dir == Path(run_dir) and inv.config.max_steps == 7
+
+
+def test_slurm_script_dry_run_prints_quoted_commands_and_refuses_to_serve_on_all_interfaces(tmp_path):
+    import shlex
+
+    env, log = _slurm_stand_ins(tmp_path)
+    out = subprocess.run(["bash", "scripts/slurm_grpo.sh", "runs/a b"], cwd=ROOT, env={**env, "DRY_RUN": "1"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and not (log / "srun").exists(), out.stderr  # nothing ran
+    serve, train = out.stdout.strip().splitlines()
+    serve_argv, train_argv = shlex.split(serve.rstrip("&")), shlex.split(train)
+    assert serve_argv[serve_argv.index("--host") + 1] == "gpu-c"
+    assert train_argv[train_argv.index("--output_dir") + 1] == "runs/a b"
+    out = subprocess.run(["bash", "scripts/slurm_grpo.sh", "runs/x"], cwd=ROOT, env={**env, "VLLM_HOST": "0.0.0.0"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "every interface" in out.stderr and not (log / "srun").exists()
+
+
+def test_slurm_script_passes_shellcheck():
+    import shutil
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    out = subprocess.run(["shellcheck", "--severity=style", "scripts/slurm_grpo.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout

@@ -151,3 +151,68 @@ def test_model_card_reads_settings_from_the_resolved_config_section(tmp_path):
     summary = {"sft": {"config": {"n_train": 96, "n_heldout": 40, "lora_rank": 16}, "steps": 48, "format_compliance_after": 0.9}}
     card = reporting.write_model_card(tmp_path, summary, machine="m", date="d").read_text()
     assert "- SFT: 96 rows" in card and "LoRA r=16" in card and "48 steps" in card and "on 40 held-out" in card
+
+
+# -- run records that cannot be read (issue 17) -----------------------------------------------------------------
+
+
+def test_truncated_summary_json_is_an_error_naming_the_file_when_read(tmp_path):
+    from medreason_utils.fileio import CorruptFileError
+
+    (tmp_path / "summary.json").write_text('{"sft": {"n_train": 12, "config": {"da')
+    with pytest.raises(CorruptFileError, match=rf"run record {tmp_path / 'summary.json'}:1:\d+: not valid JSON"):
+        reporting.read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    with pytest.raises(CorruptFileError, match="expected a JSON dict, found list"):
+        reporting.read_summary(tmp_path)
+
+
+def test_truncated_summary_json_does_not_cost_a_finished_stage_its_record(tmp_path, caplog):
+    """The stage trained for hours, then writes its section: the corrupt file is kept aside, the record is written."""
+    import logging
+
+    cut = '{"sft": {"n_train": 12, "config": {"da'
+    (tmp_path / "summary.json").write_text(cut)
+    with caplog.at_level(logging.WARNING):
+        out = reporting.update_summary(tmp_path, "grpo", {"steps": 30})
+    kept = sorted(tmp_path.glob("summary.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_text() == cut  # nothing of the old file lost
+    assert out == {"corrupt_records_kept": [kept[0].name], "grpo": {"steps": 30}}
+    assert reporting.read_summary(tmp_path) == out
+    assert kept[0].name in caplog.text and "summary.json" in caplog.text
+
+
+def test_publish_checkpoint_interrupted_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    from medreason_utils.pipeline import run as run_mod
+
+    repo = tmp_path / "repo"
+    monkeypatch.setenv("MEDREASON_ROOT", str(repo))
+    run = repo / "runs" / "latest"
+    (run / "grpo_adapter").mkdir(parents=True)
+    (run / "grpo_adapter" / "adapter_model.safetensors").write_bytes(b"new weights")
+    reporting.update_summary(run, "grpo", {"steps": 2})
+    dst = run_mod.publish_checkpoint(run, date="2026-12-01")
+    assert (dst / "adapter_model.safetensors").read_bytes() == b"new weights" and (dst / "README.md").is_file()
+    (run / "grpo_adapter" / "adapter_model.safetensors").write_bytes(b"newer weights")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("the runtime was stopped while publishing")
+
+    monkeypatch.setattr(run_mod, "write_model_card", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.publish_checkpoint(run, date="2026-12-02")
+    assert (dst / "adapter_model.safetensors").read_bytes() == b"new weights"  # the old one, whole
+    assert sorted(p.name for p in dst.parent.iterdir()) == [dst.name]  # no temporary folder left
+
+
+def test_read_json_names_an_empty_or_non_utf8_file(tmp_path):
+    from medreason_utils.fileio import CorruptFileError, read_json
+
+    (tmp_path / "meta.json").write_bytes(b"")
+    with pytest.raises(CorruptFileError, match=r"meta.json is empty"):
+        read_json(tmp_path / "meta.json", what="evaluation meta")
+    (tmp_path / "meta.json").write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(CorruptFileError, match=r"meta.json: not UTF-8 text \(byte 7\)"):
+        read_json(tmp_path / "meta.json")
+    with pytest.raises(FileNotFoundError, match="held-out list .*nope.json does not exist"):
+        read_json(tmp_path / "nope.json", what="held-out list")

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from medreason_utils.data import (
+    ABSENT_COLUMN,
+    ORIGIN_COLUMN,
     HUB_IDS,
     DataError,
     MappingReport,
@@ -238,7 +240,7 @@ def test_bad_medqa_row_raises_naming_row(tmp_path, bad_index, field):
     with pytest.raises(DataError) as info:
         to_mcq_items(load_rows(path), "medqa", source="bad.jsonl")
     message = str(info.value)
-    assert "bad.jsonl row 1" in message and field in message
+    assert "bad.jsonl:2)" in message and field in message  # the file's line 2, not the row index
 
 
 def test_bad_rows_skipped_and_counted(tmp_path):
@@ -248,12 +250,12 @@ def test_bad_rows_skipped_and_counted(tmp_path):
     assert report.kept == 2 and len(ds) == 2
     assert [i for i, _ in report.skipped] == [1, 2, 3, 4]
     assert [d["question"] for d in ds] == ["Which vitamin?", "Which organ?"]
-    assert "kept 2, skipped 4" in str(report) and "row 1" in str(report)
+    assert "kept 2, skipped 4" in str(report) and "bad.jsonl:2)" in str(report)  # file line 2, row index 1
 
 
 def test_missing_column_named(tmp_path):
     path = write_jsonl(tmp_path / "sft.jsonl", [{"Question": "Q?", "Complex_CoT": "r"}])
-    with pytest.raises(DataError, match=r"row 0: field 'Response' is missing"):
+    with pytest.raises(DataError, match=r"sft.jsonl:1\): field 'Response' is missing"):
         to_sft_conversations(load_rows(path))
 
 
@@ -266,7 +268,7 @@ def test_bad_sft_and_grpo_rows(tmp_path):
             {"Question": None, "Complex_CoT": "r", "Response": "a"},
         ],
     )
-    with pytest.raises(DataError, match=r"row 1: field 'Complex_CoT' is empty"):
+    with pytest.raises(DataError, match=r"sft.jsonl:2\): field 'Complex_CoT' is empty"):
         to_sft_conversations(load_rows(sft))
     ds, report = to_sft_conversations(load_rows(sft), on_bad_row="skip")
     assert report.kept == 1 and [i for i, _ in report.skipped] == [1, 2] and "'Question'" in report.skipped[1][1]
@@ -275,7 +277,7 @@ def test_bad_sft_and_grpo_rows(tmp_path):
         tmp_path / "grpo.jsonl",
         [{"Open-ended Verifiable Question": "Q?", "Ground-True Answer": " "}, {"Open-ended Verifiable Question": "Q?", "Ground-True Answer": "a"}],
     )
-    with pytest.raises(DataError, match=r"row 0: field 'Ground-True Answer' is empty"):
+    with pytest.raises(DataError, match=r"grpo.jsonl:1\): field 'Ground-True Answer' is empty"):
         to_question_prompts(load_rows(grpo))
     ds, report = to_question_prompts(load_rows(grpo), on_bad_row="skip")
     assert report.kept == 1 and ds[0]["answer"] == "a"
@@ -377,6 +379,8 @@ def test_local_jsonl_reads_as_the_hub_layout_the_datasets_builder_gave():
     for name in ("medqa", "medmcqa", "medical_o1_sft", "medical_o1_verifiable"):
         ours = load_rows(f"sample:{name}")
         builder = datasets.load_dataset("json", data_files=str(sample_path(name)), split="train")
+        assert ours[ORIGIN_COLUMN][:2] == [f"{sample_path(name)}:1", f"{sample_path(name)}:2"]
+        ours = ours.remove_columns([c for c in (ORIGIN_COLUMN, ABSENT_COLUMN) if c in ours.column_names])
         assert ours.features == builder.features and ours.to_list() == builder.to_list()
 
 
@@ -451,3 +455,94 @@ def test_medmcqa_samples_hold_no_medical_o1_question(shared_file):
     for name in ("medmcqa", "medmcqa_train"):
         items = [{"id": r["id"], "question": r["question"]} for r in load_rows(f"sample:{name}")]
         assert find_overlaps(o1, items) == [], name
+
+
+# --------------------------------------------------------------------------------------------
+# Bad files (issue 17): the file and its own line, missing vs empty, no usable row is an error
+# --------------------------------------------------------------------------------------------
+
+SFT_ROW = {"Question": "A 30-year-old has fever.", "Complex_CoT": "Think about infection.", "Response": "Sepsis."}
+
+
+def test_sft_file_with_a_field_missing_on_line_5_names_line_5_after_the_shuffled_split(tmp_path):
+    from types import SimpleNamespace
+
+    from medreason_utils.training.sft import sft_data
+
+    rows = [dict(SFT_ROW, Question=f"Question {k}?") for k in range(8)]
+    del rows[4]["Response"]  # file line 5
+    path = write_jsonl(tmp_path / "sft.jsonl", rows)
+    config = SimpleNamespace(data=str(path), n_heldout=2, seed=0, n_train=10, max_reasoning_tokens=None, max_response_tokens=None)
+    data = sft_data(config)
+    reasons = [r for _, r in data.train_report.skipped + data.heldout_report.skipped]
+    assert len(reasons) == 1 and f"{path}:5)" in reasons[0] and "field 'Response' is missing" in reasons[0], reasons
+
+
+def test_jsonl_null_field_is_empty_and_absent_field_is_missing(tmp_path):
+    path = write_jsonl(tmp_path / "sft.jsonl", [SFT_ROW, dict(SFT_ROW, Response=None), {k: v for k, v in SFT_ROW.items() if k != "Response"}])
+    rows = load_rows(path)
+    with pytest.raises(DataError, match=r"sft.jsonl:2\): field 'Response' is empty \(null\)"):
+        to_sft_conversations(rows.select([1]))
+    with pytest.raises(DataError, match=r"sft.jsonl:3\): field 'Response' is missing"):
+        to_sft_conversations(rows.select([2]))
+
+
+def test_jsonl_file_whose_every_row_is_bad_is_an_error_naming_the_file(tmp_path):
+    path = write_jsonl(tmp_path / "allbad.jsonl", [{"Question": "q", "Complex_CoT": "", "Response": "r"}] * 3)
+    with pytest.raises(DataError, match=r"allbad.jsonl.*no usable row among 3 row\(s\); every row is bad, the first: .*allbad.jsonl:1\)"):
+        to_sft_conversations(load_rows(path), on_bad_row="skip")
+
+
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("empty.csv", "Question,Response\n"),
+                                        ("empty.json", "[]")])
+def test_data_file_with_no_rows_is_an_error_naming_it(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"{name}: the file holds no rows"):
+        load_rows(path)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "json"])
+def test_data_file_with_invalid_utf8_on_line_3_names_file_and_line(tmp_path, suffix):
+    good = {"jsonl": b'{"a": "x"}\n{"a": "y"}\n', "csv": b"a\nx\n", "json": b'[{"a": "x"},\n{"a": "y"},\n'}[suffix]
+    bad = {"jsonl": b'{"a": "caf\xe9"}\n', "csv": b"caf\xe9\n", "json": b'{"a": "caf\xe9"}]\n'}[suffix]
+    path = tmp_path / f"latin1.{suffix}"
+    path.write_bytes(good + bad)
+    with pytest.raises(DataError, match=rf"latin1.{suffix}:3: not UTF-8 text"):
+        load_rows(path)
+
+
+def test_jsonl_with_a_list_in_a_text_column_names_file_line_and_field(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [SFT_ROW, SFT_ROW, dict(SFT_ROW, Question=["a", "list"])])
+    with pytest.raises(DataError, match=r"mixed.jsonl:3: field 'Question' holds a list where .*mixed.jsonl:1 holds a text"):
+        load_rows(path)
+
+
+def test_csv_rows_carry_the_line_they_start_on_across_quoted_line_breaks(tmp_path):
+    path = tmp_path / "sft.csv"
+    path.write_text('Question,Complex_CoT,Response\n"two\nline question",cot,resp\n\nq2,,resp2\n')
+    rows = load_rows(path)
+    assert rows[ORIGIN_COLUMN] == [f"{path}:2", f"{path}:5"]
+    with pytest.raises(DataError, match=r"sft.csv:5\): field 'Complex_CoT' is empty"):
+        to_sft_conversations(rows, on_bad_row="raise")
+
+
+def test_parquet_and_json_rows_are_named_by_their_1_based_row(tmp_path):
+    import datasets
+
+    pq = tmp_path / "d.parquet"
+    datasets.Dataset.from_list([SFT_ROW, dict(SFT_ROW, Response="")]).to_parquet(str(pq))
+    with pytest.raises(DataError, match=r"d.parquet row 2\): field 'Response' is empty"):
+        to_sft_conversations(load_rows(pq))
+    js = tmp_path / "d.json"
+    js.write_text(json.dumps({"data": [SFT_ROW, {"Question": "q"}]}))
+    with pytest.raises(DataError, match=r"d.json row 2\): field 'Complex_CoT' is missing"):
+        to_sft_conversations(load_rows(js))
+
+
+def test_benchmark_file_whose_rows_are_all_bad_is_an_error_naming_it(tmp_path):
+    from medreason_utils.evaluation.benchmarks import load_benchmark
+
+    path = write_jsonl(tmp_path / "medqa.jsonl", [{"question": "q", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}] * 2)
+    with pytest.raises(DataError, match=r"medqa.jsonl.*no usable row among 2"):
+        load_benchmark("medqa", source=path, on_bad_row="skip")

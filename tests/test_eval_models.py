@@ -151,3 +151,21 @@ def test_real_model_base_with_both_prompts(tmp_path, items):
 
     again = evaluate_models({"base": must_not_run}, {"medqa": items}, tmp_path, styles={"base": ["suite", "plain"]}, **kw)
     assert [r["exact_match"] for r in again] == [r["exact_match"] for r in table]
+
+
+def test_truncated_meta_json_of_an_items_file_is_an_error_naming_it(tmp_path, items):
+    from medreason_utils.fileio import CorruptFileError
+
+    evaluate_models({"m": Reader(items)}, {"medqa": items}, tmp_path, batch_size=4, progress=False, plot=False)
+    meta = tmp_path / "items" / "m__medqa.meta.json"
+    meta.write_text(meta.read_text()[:25])  # cut off mid-write
+    with pytest.raises(CorruptFileError, match=r"m__medqa.meta.json:\d+:\d+: not valid JSON"):
+        evaluate_models({"m": Reader(items)}, {"medqa": items}, tmp_path, batch_size=4, progress=False, plot=False)
+
+
+def test_evaluation_leaves_no_temporary_file_beside_its_reports(tmp_path, items):
+    evaluate_models({"a": Reader(items), "b": Reader(items, wrong=[items[0]["question"]])}, {"medqa": items}, tmp_path,
+                    batch_size=4, progress=False)
+    left = [p.name for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    assert left == [] and (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "items" / "a__medqa.meta.json").read_text())["benchmark"] == "medqa"

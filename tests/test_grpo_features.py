@@ -302,7 +302,7 @@ def test_a_run_resumed_from_its_step_1_checkpoint_continues_to_max_steps(tmp_pat
 
     # partial format and temperature 1.2: completions of 8 tokens that differ in reward (the recipe's strict format and
     # MCQ rewards are 0 for every such completion, and at 0.8 the two of a group can be the same)
-    config = mixed_cfg(sft_adapter=str(CHECKPOINT), n_prompts=2, max_steps=2, num_generations=2, batch_size=2, temperature=1.2,
+    config = mixed_cfg(sft_adapter=str(CHECKPOINT), n_prompts=2, max_steps=2, num_generations=2, per_device_train_batch_size=2, temperature=1.2,
                       max_completion_length=8, save_steps=1, save_total_limit=2, log_completions=True)
     out = tmp_path / "grpo_trainer"
     runtime = detect_runtime()
@@ -331,6 +331,10 @@ def test_a_run_resumed_from_its_step_1_checkpoint_continues_to_max_steps(tmp_pat
     steps = [h["step"] for h in trainer.state.log_history if "reward" in h]
     assert steps == [1, 2]  # step 1's log comes from the checkpoint's state, step 2 was trained now
     assert (out / "checkpoint-2").is_dir()
+    # the save of checkpoint-2 cut off (its adapter weights short): resume falls back to checkpoint-1
+    weights = out / "checkpoint-2" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    assert last_checkpoint(out, save_steps=1) == str(out / "checkpoint-1")
     assert adapter_nonzero(save_adapter(model, tok, tmp_path / "at_step_2")) != at_1  # step 2 changed the adapter
     assert sorted(p.name for p in (out / "completions").glob("*.parquet")) == ["completions_00001.parquet", "completions_00002.parquet"]
 
@@ -352,3 +356,53 @@ def test_easy_to_hard_orders_the_prompts_by_the_sft_models_pass_rate(default_mod
     scores = score_prompts(model, tok, prompts, funcs, config.rewards.weights, k=2, temperature=config.temperature,
                            max_new_tokens=12, seed=config.seed, batch_size=config.eval_batch_size, progress=False)
     assert sorted(rates, reverse=True) == sorted(scores.total, reverse=True)
+
+
+def _trl_like_checkpoint(folder, step):
+    """The files transformers' Trainer._save_checkpoint writes for a peft model (TRL's GRPOTrainer), in its order."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import TrainerState
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["q_proj"]}))
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": torch.randn(8, 64)}, str(folder / "adapter_model.safetensors"))
+    torch.save({"state": {}, "param_groups": [{"lr": 1e-5}]}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
+    torch.save({"python": None}, folder / "rng_state.pth")
+    TrainerState(global_step=step, max_steps=4).save_to_json(str(folder / "trainer_state.json"))
+
+
+def _cut(path, keep=None):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+@pytest.mark.parametrize("damage", ["trainer_state.json missing", "trainer_state.json truncated", "adapter weights truncated",
+                                    "adapter weights missing", "optimizer.pt truncated", "adapter_config.json truncated"])
+def test_resume_with_checkpoint_2_cut_off_takes_checkpoint_1_and_says_which_it_skipped(tmp_path, damage, caplog):
+    import logging
+
+    out = tmp_path / "grpo_trainer"
+    for step in (1, 2):
+        _trl_like_checkpoint(out / f"checkpoint-{step}", step)
+    assert last_checkpoint(out, save_steps=1) == str(out / "checkpoint-2")  # both complete: the newest
+    c2 = out / "checkpoint-2"
+    {"trainer_state.json missing": lambda: (c2 / "trainer_state.json").unlink(),
+     "trainer_state.json truncated": lambda: _cut(c2 / "trainer_state.json"),
+     "adapter weights truncated": lambda: _cut(c2 / "adapter_model.safetensors", -16),
+     "adapter weights missing": lambda: (c2 / "adapter_model.safetensors").unlink(),
+     "optimizer.pt truncated": lambda: _cut(c2 / "optimizer.pt"),
+     "adapter_config.json truncated": lambda: _cut(c2 / "adapter_config.json")}[damage]()
+    with caplog.at_level(logging.WARNING):
+        assert last_checkpoint(out, save_steps=1) == str(out / "checkpoint-1")
+    assert "skipped the incomplete checkpoint-2" in caplog.text and "resuming from checkpoint-1" in caplog.text
+
+
+def test_resume_when_every_checkpoint_is_cut_off_names_each(tmp_path):
+    out = tmp_path / "grpo_trainer"
+    for step in (1, 2):
+        _trl_like_checkpoint(out / f"checkpoint-{step}", step)
+        (out / f"checkpoint-{step}" / "trainer_state.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"every checkpoint .* incomplete \(checkpoint-2: no trainer_state.json.*checkpoint-1: "):
+        last_checkpoint(out, save_steps=1)

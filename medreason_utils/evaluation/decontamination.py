@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
-from ..data import DataError, load_rows, question_key
+from ..data import DataError, load_rows, question_key, row_location
 
 __all__ = ["Overlap", "QUESTION_COLUMNS", "DataSpec", "data_sources", "training_questions", "find_overlaps", "decontaminate",
            "drop_overlapping_items"]
@@ -158,7 +158,8 @@ def training_questions(
     is its first column among ``sft_column`` / ``grpo_column`` (default :data:`QUESTION_COLUMNS`,
     which covers the medical-o1 SFT, verifiable and multiple-choice layouts).
 
-    Raises ``KeyError`` naming the source, the row and the columns when a row has none of them.
+    Raises :class:`~medreason_utils.data.DataError` naming the file and line (or source and row) and the
+    columns when a row has none of them.
     """
     out: list[str] = []
     for spec, column in ((sft_data, sft_column), (grpo_data, grpo_column)):
@@ -167,6 +168,7 @@ def training_questions(
             for i, row in enumerate(load_rows(source)):
                 col = next((c for c in columns if c in row), None)
                 if col is None:
-                    raise KeyError(f"{source} row {i}: no question column {list(columns)} (columns: {sorted(row)})")
+                    raise DataError(f"{row_location(row, str(source), i)}: no question column {list(columns)} "
+                                    f"(columns: {sorted(k for k in row if not k.startswith('_'))})")
                 out.append(str(row[col]))
     return out

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..fileio import atomic_write_text, atomic_write_with
 from .scoring import EvalResult, ItemResult, item_correct
 from .stats import mcnemar_paired, wilson_interval
 
@@ -107,10 +109,11 @@ def _markdown(rows: Sequence[Mapping], cols: Sequence[str]) -> str:
 
 def _csv(rows: Sequence[Mapping], path: Path) -> None:
     cols = list(rows[0]) if rows else []
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(buf.getvalue().encode("utf-8")))
 
 
 def write_tables(table: Sequence[Mapping], comparisons: Sequence[Mapping], per_subject: Sequence[Mapping], out_dir: str | Path) -> None:
@@ -134,12 +137,12 @@ def write_tables(table: Sequence[Mapping], comparisons: Sequence[Mapping], per_s
             "costs and what training adds. format_compliance: share of completions in the strict grammar. "
             "strict_exact_match: exact match on those only. lenient_match: letter found anywhere (HuatuoGPT-o1 scorer "
             "rules). answered: share with a letter in the <ANSWER> block.\n\n")
-    (out / "results.md").write_text("# Results\n\n" + note + _markdown(md_rows, cols), encoding="utf-8")
+    atomic_write_text(out / "results.md", "# Results\n\n" + note + _markdown(md_rows, cols))
     _csv(list(table), out / "results.csv")
     if comparisons:
         ccols = ["benchmark", "model_a", "model_b", "n", "reading_a", "reading_b", "score_a", "score_b", "difference", "only_a",
                  "only_b", "p_value", "test", "exact_match_a", "exact_match_b", "format_a", "format_b", "format_p_value"]
-        (out / "comparisons.md").write_text(
+        atomic_write_text(out / "comparisons.md",
             "# Paired comparisons (McNemar)\n\nSame items, sample 0, each run on its fair score (reading_a / reading_b: "
             "grammar = letter in the <ANSWER> block, for the suite's prompt; plain = the letter the answer names, for the "
             "plain prompt). only_a / only_b: items only that run got right. difference = score_b - score_a. "
@@ -191,6 +194,6 @@ def plot_results(table: Sequence[Mapping], path: str | Path, *,
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
     return path

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..data import read_jsonl
+from ..fileio import atomic_write_json, atomic_write_with, read_json
 from .reports import compare_runs, plot_results, subject_breakdown, write_tables
 from ..parsing import plain_choice
 from .scoring import EvalResult, ItemResult, score_item, summarise_items
@@ -249,13 +250,13 @@ def evaluate_models(
                             "temperature": temperature, "top_p": top_p if temperature else None, "seed": seed,
                             "num_samples": num_samples, "items": _fingerprint(items, field_name)}
                     if resume and meta_path.is_file():
-                        old = json.loads(meta_path.read_text())
+                        old = read_json(meta_path, what="settings of the evaluation records", expect=dict)
                         if old != meta:
                             diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
                             raise ValueError(f"{path} was written with other settings {diff}; use another out_dir or resume=False")
                     if not resume:
                         path.unlink(missing_ok=True)
-                    meta_path.write_text(json.dumps(meta, indent=1))
+                    atomic_write_json(meta_path, meta, indent=1)
                     wanted = {str(it["id"]) for it in items}
                     done = {(d.get("sample", 0), str(d["id"])): d for d in read_items(path) if str(d.get("id")) in wanted}
                     if any(d.get("sample", 0) >= num_samples for d in done.values()):
@@ -281,7 +282,7 @@ def evaluate_models(
     write_tables(table, comparisons, subject_breakdown(results), out)
     if plot:
         plot_results(table, out / "results.png")
-    (out / "summary.json").write_text(json.dumps({"table": table, "comparisons": comparisons}, indent=1, default=str))
+    atomic_write_json(out / "summary.json", {"table": table, "comparisons": comparisons}, indent=1, default=str)
     return table
 
 
@@ -291,7 +292,8 @@ def _drop_incomplete_tail(path: Path) -> None:
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+        kept = data[: data.rfind(b"\n") + 1]
+        atomic_write_with(path, lambda tmp: tmp.write_bytes(kept))
 
 
 def _generate_pending(backend, pending, path: Path, done: dict, *, field_name: str, run_label: str, benchmark: str, chunk: int,

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["Invocation", "build_parser", "parse", "main"]
+__all__ = ["Invocation", "build_parser", "parse", "main", "user_errors"]
 
 #: Options of the command itself (not settings of a stage config).
 _OWN = {"config", "output_dir", "dry_run", "resume"}
@@ -148,18 +148,64 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
     return Invocation(args.stage, config, run_dir, args.config, bool(args.dry_run), bool(getattr(args, "resume", False)))
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that are the user's error, not a bug: the command prints their message in one line
+    and exits with status 2 (:func:`main`). Any other exception is a bug: its traceback is shown, status 1.
+
+    * :class:`medreason_utils.fileio.UserInputError` and its subclasses: bad data
+      (:class:`medreason_utils.data.DataError`, naming file and line), an unreadable artefact of the run folder
+      (:class:`medreason_utils.fileio.CorruptFileError`), and any later error raised for bad input;
+    * :class:`medreason_utils.config.SettingError` (and ``UnknownSettingError``): a setting not allowed, naming it
+      and the recipe or the command line;
+    * ``FileNotFoundError``: a path the user gave (recipe, data file, adapter folder, checkpoint) does not exist;
+      the package opens no file of its own that could be missing.
+
+    Not included, on purpose: plain ``ValueError``/``KeyError``/``TypeError`` raised *after* the settings were
+    read, which may be bugs (a wrong shape, a missing key in our own records), so they keep their traceback.
+    (While parsing, :func:`parse` runs only the config's checks, so there every ``KeyError``/``TypeError``/
+    ``ValueError`` is the user's.)
+    """
+    from ..config.stages import SettingError
+    from ..fileio import UserInputError
+
+    return (UserInputError, SettingError, FileNotFoundError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args and type(exc).__str__ is KeyError.__str__ else exc
+    return " ".join(str(text).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``medreason`` and ``python -m medreason_utils.pipeline.cli``: parse, run the stage, print its summary.
 
-    Returns 0; a bad option or setting exits with status 2 and a message naming it.
+    Returns 0. A user error (a bad option or setting while parsing; afterwards one of :func:`user_errors`: bad
+    data, a missing file or adapter, an unreadable run record) prints ``medreason: error: <what was wrong>`` in
+    one line on stderr and returns 2; set ``MEDREASON_TRACEBACK=1`` to see its traceback too. Any other
+    exception is a bug and propagates with its traceback (exit status 1).
     """
-    import json
+    import os
 
     try:
         inv = parse(argv)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as exc:
-        print(f"medreason: error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        if os.environ.get("MEDREASON_TRACEBACK"):
+            raise
+        print(f"medreason: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    try:
+        return _run(inv)
+    except user_errors() as exc:
+        if os.environ.get("MEDREASON_TRACEBACK"):
+            raise
+        print(f"medreason {inv.stage}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _run(inv: Invocation) -> int:
+    """Run the stage of ``inv`` and print its summary (the part of :func:`main` after parsing)."""
+    import json
+
     if inv.dry_run:
         print(inv.config.describe())
         return 0

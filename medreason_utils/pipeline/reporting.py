@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import datetime as _dt
+import logging
 import math
 import os
 import re
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..config.paths import repo_root
+from ..fileio import CorruptFileError, atomic_write_json, atomic_write_text, atomic_write_with, read_json
+
+log = logging.getLogger(__name__)
 
 __all__ = ["update_summary", "read_summary", "relative_paths", "RunTrainingData", "run_training_data", "reward_history",
            "plot_reward_curves", "write_model_card", "Timer"]
@@ -68,9 +72,13 @@ def relative_paths(value: Any, run_dir: str | Path) -> Any:
 
 
 def read_summary(run_dir: str | Path) -> dict:
-    """The run's ``summary.json`` as a dict (empty when there is none yet)."""
+    """The run's ``summary.json`` as a dict (empty when there is none yet).
+
+    Raises :class:`~medreason_utils.fileio.CorruptFileError` naming the file when it is not a JSON
+    object (truncated by an interrupted write, edited by hand). A stage can call this before its work
+    to stop early on such a file; :func:`update_summary` does not need it (it keeps the file aside)."""
     path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, what="run record", expect=dict) if path.is_file() else {}
 
 
 def update_summary(run_dir: str | Path, section: str, data: Mapping[str, Any]) -> dict:
@@ -78,15 +86,28 @@ def update_summary(run_dir: str | Path, section: str, data: Mapping[str, Any]) -
 
     Values that JSON cannot hold are written as strings, NaN as null; absolute paths under the run
     folder or the repository are written relative to them (:func:`relative_paths`). The write is
-    atomic (temporary file then rename). Returns the whole summary.
+    atomic (:func:`medreason_utils.fileio.atomic_write_json`). Returns the whole summary.
+
+    A ``summary.json`` that cannot be read (cut short by a write from before writes were atomic, a
+    full disk, a hand edit) never costs the stage its record, however long it trained: the file is
+    renamed to ``summary.json.corrupt-<UTC time>`` (kept, for whatever it still holds), a warning
+    names both files, and a new summary is started holding ``section`` and, under
+    ``"corrupt_records_kept"``, the kept file's name. The other sections are then missing from the
+    new summary: re-run their stages or restore them from the kept file.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    summary = read_summary(run)
+    try:
+        summary = read_summary(run)
+    except CorruptFileError as exc:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        kept = run / f"summary.json.corrupt-{stamp}"
+        os.replace(run / "summary.json", kept)
+        log.warning("%s; kept it as %s and started a new summary.json with section %r (restore the other sections "
+                    "from the kept file or re-run their stages)", exc, kept.name, section)
+        summary = {"corrupt_records_kept": [kept.name]}
     summary.setdefault(section, {}).update(relative_paths(_jsonable(dict(data)), run))
-    tmp = run / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    tmp.replace(run / "summary.json")
+    atomic_write_json(run / "summary.json", summary, indent=2, sort_keys=True)
     return summary
 
 
@@ -221,7 +242,7 @@ def plot_reward_curves(history: Mapping[str, Sequence], path: str | Path, *, tit
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic_write_with(out, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return out
 
@@ -290,6 +311,4 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
             f"format compliance {row.get('format_compliance')}"
         )
     lines += ["", "Load it with `medreason_utils.models.load_model(adapter=<this folder>)`.", ""]
-    path = Path(adapter_dir) / "README.md"
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write_text(Path(adapter_dir) / "README.md", "\n".join(lines))

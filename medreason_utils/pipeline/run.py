@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import DEFAULT_CHECKPOINT, checkpoints_dir, repo_root
+from ..fileio import atomic_directory, atomic_write_json
 from .notebook_cells import NOTEBOOKS
 from .reporting import read_summary, relative_paths, update_summary, write_model_card
 
@@ -119,20 +119,21 @@ def publish_checkpoint(run_dir: str | Path, *, date: str | None = None) -> Path:
     """Copy ``run_dir/grpo_adapter`` to ``checkpoints/medreason-smollm2-135m-grpo`` with a model card
     and the run's summary, its paths relative to the run folder or the repository
     (:func:`~medreason_utils.pipeline.reporting.relative_paths`: no folder of the training machine).
-    Raises ``FileNotFoundError`` when the run has no GRPO adapter."""
+    The copy is atomic (:func:`medreason_utils.fileio.atomic_directory`): an interrupted publish leaves the
+    previous checkpoint in place. Raises ``FileNotFoundError`` when the run has no GRPO adapter and
+    :class:`~medreason_utils.fileio.CorruptFileError` when its ``summary.json`` cannot be read (before copying)."""
     run = Path(run_dir)
     src = run / "grpo_adapter"
     if not (src / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(f"{src} holds no adapter_model.safetensors: did notebook 02 run?")
     dst = checkpoints_dir() / DEFAULT_CHECKPOINT
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint-*", "*.pt", "training_args.bin"))
     summary = relative_paths(read_summary(run), run)  # a summary written before update_summary made paths relative
-    (dst / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    write_model_card(
-        dst, summary, machine=summary.get("run", {}).get("machine", "unknown"), date=date or _dt.date.today().isoformat()
-    )
+    with atomic_directory(dst) as tmp:  # the published folder is the old one or the new one whole, never half
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoint-*", "*.pt", "training_args.bin"), dirs_exist_ok=True)
+        atomic_write_json(tmp / "summary.json", summary, indent=2, sort_keys=True)
+        write_model_card(
+            tmp, summary, machine=summary.get("run", {}).get("machine", "unknown"), date=date or _dt.date.today().isoformat()
+        )
     return dst
 
 

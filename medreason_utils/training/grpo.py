@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..config.stages import data_proportions
-from ..data import DataError, MappingReport, load_rows, question_key
+from ..data import DataError, MappingReport, load_rows, question_key, to_question_prompts
+from ..fileio import atomic_write_with
 from .sft import precision_kwargs
 
 __all__ = [
     "GRPOPrompts", "source_prompts", "mix_counts", "grpo_prompts", "order_by_pass_rate", "grpo_config_kwargs", "grpo_config",
-    "grpo_trainer", "last_checkpoint", "completions_table", "evaluate_rewards",
+    "grpo_trainer", "last_checkpoint", "checkpoint_problem", "completions_table", "evaluate_rewards",
 ]
 
 #: The columns of every GRPO prompt row: TRL passes all but ``prompt`` to the reward functions.
@@ -288,24 +289,98 @@ def grpo_trainer(
                        reward_funcs=funcs, train_dataset=train_dataset, processing_class=tokenizer)
 
 
+#: Weights files a checkpoint may hold (peft adapter, full model; one of them must be there and readable).
+_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin", "pytorch_model.bin")
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why checkpoint folder ``folder`` cannot be resumed from, or ``None`` when it is complete.
+
+    transformers' ``Trainer._save_checkpoint`` (5.x, which TRL's GRPOTrainer uses) writes, in this
+    order, the model (for a peft model ``adapter_config.json`` and ``adapter_model.safetensors``), the
+    optimizer and scheduler (``optimizer.pt``, ``scheduler.pt``), the RNG state, and last
+    ``trainer_state.json``; a save cut off (a disconnect, a full disk) leaves some missing or short.
+    Checked, cheaply (no tensor is loaded): ``trainer_state.json`` is a JSON object with an integer
+    ``global_step``; a weights file of :data:`_WEIGHTS` exists and a ``.safetensors`` one covers its
+    header (``safetensors.safe_open``, which rejects a short file); ``adapter_config.json``, when there,
+    is JSON; each ``*.pt``/``*.pth``/``*.bin`` is the zip archive ``torch.save`` writes (a short file
+    has no central directory; nothing is unpickled)."""
+    import json
+    import zipfile
+
+    folder = Path(folder)
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (the trainer writes it last)"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        return f"trainer_state.json is not a JSON object ({exc})"
+    if not isinstance(step, int):
+        return "trainer_state.json has no integer global_step"
+    weights = [folder / w for w in _WEIGHTS if (folder / w).is_file()]
+    if not weights:
+        return f"no weights file ({', '.join(_WEIGHTS)})"
+    for w in weights:
+        if w.suffix == ".safetensors":
+            import safetensors
+
+            try:
+                with safetensors.safe_open(str(w), "pt") as fh:
+                    fh.keys()
+            except Exception as exc:  # SafetensorError: a header or data cut short
+                return f"{w.name} cannot be read ({exc})"
+    if (folder / "adapter_config.json").is_file():
+        try:
+            json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return f"adapter_config.json is not JSON ({exc})"
+    for f in sorted(folder.iterdir()):
+        if f.suffix in (".pt", ".pth", ".bin") and f.is_file():
+            if f.stat().st_size == 0:
+                return f"{f.name} is empty"
+            if not zipfile.is_zipfile(f):  # torch.save writes a zip archive; a short one has no central directory
+                return f"{f.name} is not a whole torch.save archive (cut short?)"
+    return None
+
+
 def last_checkpoint(output_dir: str | Path, *, save_steps: int | None = None) -> str:
-    """The newest checkpoint folder (``checkpoint-N``) the trainer saved in ``output_dir``, for
-    ``trainer.train(resume_from_checkpoint=...)`` after a disconnect (transformers' ``get_last_checkpoint``).
+    """The newest *complete* checkpoint folder (``checkpoint-N``) the trainer saved in ``output_dir``, for
+    ``trainer.train(resume_from_checkpoint=...)`` after a disconnect.
+
+    transformers' ``get_last_checkpoint`` takes the highest ``N`` even when that save was cut off; here
+    each folder, highest ``N`` first, is checked with :func:`checkpoint_problem`, and an incomplete one
+    is skipped with a warning (logged) naming it and why, falling back to the previous complete one.
 
     Raises ``FileNotFoundError`` saying what to do when there is none: the run saved no checkpoint
-    (``save_steps`` unset, or it stopped before the first save) or ``output_dir`` is another run's.
+    (``save_steps`` unset, or it stopped before the first save), ``output_dir`` is another run's, or
+    every checkpoint is incomplete (each named with its problem).
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    import logging
+    import re
 
+    log = logging.getLogger(__name__)
     folder = Path(output_dir)
-    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if found is None:
-        why = ("save_steps is not set, so the run saved none" if not save_steps else
-               f"the run stopped before its first save (every {save_steps} steps), or RUN_DIR names another run")
+    found = sorted(((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else ())
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)
+    skipped = []
+    for _, path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            for name, why in skipped:
+                log.warning("RESUME: skipped the incomplete %s (%s); resuming from %s", name, why, path.name)
+            return str(path)
+        skipped.append((path.name, problem))
+    if skipped:
+        listed = "; ".join(f"{n}: {w}" for n, w in skipped)
         raise FileNotFoundError(
-            f"RESUME: no checkpoint-* folder in {folder} ({why}). Set save_steps (e.g. OVERRIDES={{'save_steps': 10}}) "
-            "and train from the start with RESUME=False.")
-    return found
+            f"RESUME: every checkpoint in {folder} is incomplete ({listed}): their saves were cut off. "
+            "Delete them and train from the start with RESUME=False.")
+    why = ("save_steps is not set, so the run saved none" if not save_steps else
+           f"the run stopped before its first save (every {save_steps} steps), or RUN_DIR names another run")
+    raise FileNotFoundError(
+        f"RESUME: no checkpoint-* folder in {folder} ({why}). Set save_steps (e.g. OVERRIDES={{'save_steps': 10}}) "
+        "and train from the start with RESUME=False.")
 
 
 def completions_table(output_dir: str | Path, path: str | Path | None = None, *, reward_names: Sequence[str] | None = None):
@@ -338,8 +413,7 @@ def completions_table(output_dir: str | Path, path: str | Path | None = None, *,
     df = df[["step", "prompt", "completion", *[c for c in rewards if c in df.columns], "advantage"]]
     df = df.sort_values("step", kind="stable").reset_index(drop=True)
     if path is not None:  # pandas quotes fields with line breaks (CSV, RFC 4180)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(path, index=False)
+        atomic_write_with(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
