@@ -22,13 +22,14 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
+from ..fileio import UserInputError
 from ..rewards import RewardSettings
 
 __all__ = ["StageConfig", "SFTStageConfig", "GRPOStageConfig", "EvalStageConfig", "STAGES", "ENGINES", "CURRICULA",
            "data_proportions", "trl_field_names", "SettingError"]
 
 
-class SettingError(ValueError):
+class SettingError(UserInputError, ValueError):
     """A setting of a recipe or of ``OVERRIDES`` that is not allowed: the message names the setting, where it was
     given (the recipe file or ``OVERRIDES``) and what is allowed. A ``ValueError``, so callers that catch those keep
     working; ``KeyError``-style unknown keys are :class:`UnknownSettingError`."""

@@ -457,11 +457,11 @@ def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: b
 
 
 def _read_json(path: Path, what: str) -> Any:
-    """The JSON in ``path``; ``ValueError`` naming the file and ``what`` it holds when it is not valid JSON."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} ({what}) is not valid JSON: {exc}; delete it or re-run the stage that writes it") from None
+    """The JSON in ``path`` (:func:`medreason_utils.fileio.read_json`); ``CorruptFileError`` (a user error: the CLI
+    exits 2) naming the file, its line and ``what`` it holds when it cannot be read."""
+    from ..fileio import read_json
+
+    return read_json(path, what=what)
 
 
 def training_data_for_decontamination(recipe: str | Path, run_dir: str | Path | None = None) -> list:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..config.stages import data_proportions
-from ..data import DataError, MappingReport, load_rows, question_key, to_question_prompts
+from ..data import DataError, MappingReport, load_rows, question_key
 from ..fileio import atomic_write_with
 from .sft import precision_kwargs
 
@@ -100,7 +100,7 @@ def source_prompts(source: str, *, tags: Any = None, system: str | None = None) 
     task = task_for_columns(raw.column_names)
     if task is None:
         raise DataError(
-            f"GRPO data {source!r}: columns {sorted(raw.column_names)} fit no layout: open-ended "
+            f"GRPO data {source!r}: columns {sorted(c for c in raw.column_names if not c.startswith('_'))} fit no layout: open-ended "
             f"{list(OPEN_COLUMNS)}, MedQA (question, options, answer_idx) or MedMCQA (opa, opb, opc, opd, cop)")
     layout = "open" if task.kind == "open" else task.name
     if task.kind == "open":
