@@ -145,13 +145,16 @@ def generate_completions(
 
     if seed is not None:
         torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    # the caller's tokenizer is left as it is (no padding_side or pad_token set on it): the prompts are
+    # tokenized once, unpadded, and each batch is padded on the left here, the pad id being the tokenizer's
+    # pad token or else its EOS token (masked out by the attention mask either way)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad a batch with")
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     results: list[str | None] = [None] * len(texts)
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id,
                                    **decoding_kwargs(temperature, top_p, repetition_penalty)}
     device = next(model.parameters()).device
     was_training = model.training
@@ -159,19 +162,32 @@ def generate_completions(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
         for batch in tqdm(batches, desc=desc, disable=not progress):
-            # no token_type_ids: transformers 4.x's generic fast tokenizer returns them and causal LMs' generate() rejects them
-            enc = tokenizer(
-                [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
-            ).to(device)
+            enc = _left_padded([ids[i] for i in batch], pad_id, device)
             with torch.inference_mode():
                 out = model.generate(**enc, **gen_kwargs)
             new = out[:, enc["input_ids"].shape[1] :]
-            for i, ids in zip(batch, new):
-                results[i] = tokenizer.decode(ids, skip_special_tokens=True)
+            for i, row in zip(batch, new):
+                results[i] = tokenizer.decode(row, skip_special_tokens=True)
     finally:
         if was_training:
             model.train()
     return [r or "" for r in results]
+
+
+def _left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:
+    """``{"input_ids", "attention_mask"}`` (``[len(rows), longest]`` long tensors on ``device``) with each row
+    padded on the left with ``pad_id``: what a tokenizer with ``padding_side="left"`` returns, without
+    changing any tokenizer (and without ``token_type_ids``, which causal LMs' ``generate`` rejects)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        if r:
+            input_ids[j, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[j, width - len(r):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
 def sample_completions(

@@ -301,16 +301,15 @@ class DemoApp:
     def _lora_request(self) -> Any:
         """With a vLLM engine only: the adapter as a LoRA request (:func:`medreason_utils.models.vllm_lora_request`), made once.
 
-        The request needs a local folder: the one :func:`medreason_utils.models.load_model` downloaded
-        (``model.medreason_adapter_dir``) when the model has it, else ``adapter`` resolved by
-        :func:`medreason_utils.generation.vllm_engine.resolve_adapter_dir` (a hub id gives its cached snapshot).
+        The request needs a local folder: ``adapter`` resolved by
+        :func:`medreason_utils.generation.vllm_engine.resolve_adapter_dir` (a hub id gives the cached snapshot
+        :func:`medreason_utils.models.load_model` downloaded).
         Raises what ``vllm_lora_request`` raises when the engine cannot take the adapter.
         """
         from ..models import vllm_lora_request
 
         if self.lora_request is None and self.adapter:
-            folder = getattr(self.model, "medreason_adapter_dir", None) or self.adapter
-            self.lora_request = vllm_lora_request(self.model, folder)
+            self.lora_request = vllm_lora_request(self.model, self.adapter)
         return self.lora_request
 
     def describe(self) -> str:
