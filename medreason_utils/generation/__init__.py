@@ -4,8 +4,8 @@ Three backends. Two behind one function, :func:`generate_completions`:
 
 * vLLM, through its own API (:mod:`medreason_utils.generation.vllm_engine`), when the model is a
   ``vllm.LLM`` or carries one (Unsloth ``fast_inference=True`` on a GPU: ``model.vllm_engine``);
-  a LoRA adapter is passed as a ``vllm.lora.request.LoRARequest``, by default the adapter the model
-  was loaded with;
+  a LoRA adapter is passed as a ``vllm.lora.request.LoRARequest`` (``LoadedModel.lora_request()`` for
+  the adapter :func:`medreason_utils.models.load_model` loaded; none is guessed);
 * transformers ``generate`` (CPU or GPU), batched with left padding, prompts sorted by length
   so a batch holds prompts of similar length (less padding).
 
@@ -109,8 +109,10 @@ def generate_completions(
         temperature: 0.0 is greedy; > 0 samples and then ``seed`` is required.
         repetition_penalty: transformers/vLLM repetition penalty (None: the model's default).
         lora_request: vLLM only: a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`).
-            ``None`` takes the adapter the model was loaded with
-            (:func:`medreason_utils.generation.vllm_engine.default_lora_request`), or none for a base model.
+            ``None``: no adapter; a peft model with a vLLM engine then raises ``ValueError``
+            (:func:`medreason_utils.generation.vllm_engine.default_lora_request`): pass
+            ``LoadedModel.lora_request()``. The transformers path leaves ``tokenizer`` unchanged (it pads
+            on the left itself, whatever the tokenizer's ``padding_side`` and even without a pad token).
         progress: show a tqdm bar over batches.
 
     Returns:
@@ -245,7 +247,7 @@ class LocalBackend:
         model, tokenizer: from :func:`medreason_utils.models.load_model`, or a ``vllm.LLM`` and its tokenizer.
         batch_size: prompts per ``generate`` call (transformers; vLLM batches itself).
         lora_request: vLLM only: :func:`medreason_utils.models.vllm_lora_request` of an adapter
-            (``None``: the adapter the model was loaded with, if any).
+            (``None``: no adapter, see :func:`generate_completions`).
         repetition_penalty, chat_template_kwargs: passed to :func:`generate_completions`.
     """
 

@@ -160,7 +160,7 @@ def stream_completion(
     ``timeout_s`` bounds the wait for each next piece of text (seconds). An error in the generating
     thread is raised here once the stream ends. ``lora_request`` (vLLM only,
     :func:`medreason_utils.models.vllm_lora_request`) applies the adapter inside the vLLM engine;
-    ``None`` takes the adapter the model was loaded with (none for a base model or a ``vllm.LLM``).
+    ``None``: no adapter (a peft model with a vLLM engine raises; :meth:`DemoApp` passes its adapter's request).
     """
     from ..generation import decoding_kwargs, generate_completions, render_prompts, uses_vllm
 
