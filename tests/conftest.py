@@ -92,6 +92,7 @@ def _model_only_in_slow_tests(request, monkeypatch):
         raise RuntimeError(f"{request.node.nodeid} loads the default model but is not marked slow")
 
     monkeypatch.setattr(models, "default_model_dir", refuse)
+    monkeypatch.setattr(models.offline, "default_model_dir", refuse)  # where load_model looks it up
     yield
 
 

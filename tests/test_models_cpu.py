@@ -73,7 +73,9 @@ def test_load_model_cpu_defaults(loaded):
     n_params = sum(p.numel() for p in model.parameters())
     assert 130e6 < n_params < 140e6  # SmolLM2-135M
     assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
-    assert model.max_seq_length == models.GPU_PRESETS["cpu"]["max_seq_length"]
+    assert loaded.max_seq_length == models.GPU_PRESETS["cpu"]["max_seq_length"]
+    assert (loaded.engine, loaded.adapter_dir, loaded.merged, loaded.runtime.device) == ("transformers", None, False, "cpu")
+    assert not [a for a in vars(model) if a.startswith("medreason")]  # nothing recorded on the model object
     text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     assert "<|im_start|>user\nHi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")  # ChatML
     enc = batch(tokenizer)

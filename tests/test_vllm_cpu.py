@@ -163,17 +163,19 @@ def test_generation_with_the_adapter_differs_from_the_base_and_matches_transform
 
 
 def test_a_peft_model_carrying_an_engine_uses_its_loaded_adapter_or_raises(engine, tokenizer, items, greedy):
-    """Unsloth attaches its engine as ``model.vllm_engine`` to the peft model; load_model records the
-    adapter folder as ``medreason_adapter_dir``. Without that folder the engine cannot see the LoRA."""
+    """Unsloth attaches its engine as ``model.vllm_engine`` to the peft model; load_model returns the
+    adapter folder as ``LoadedModel.adapter_dir``. Without its request the engine cannot see the LoRA."""
     from medreason_utils.models import load_model
 
-    model, _ = load_model(adapter=ADAPTER)  # CPU: transformers + peft
+    loaded = load_model(adapter=ADAPTER)  # CPU: transformers + peft
+    model = loaded.model
     model.vllm_engine = engine  # what unsloth's patch_peft_fast_inference attaches
     prompts = [it["prompt"] for it in items[:2]]
     with pytest.raises(ValueError, match="cannot see"):
         generate_completions(model, tokenizer, prompts, max_new_tokens=MAX_NEW, progress=False)
-    model.medreason_adapter_dir = str(ADAPTER)  # what load_model records on a GPU
-    assert generate_completions(model, tokenizer, prompts, max_new_tokens=MAX_NEW, progress=False) == greedy["lora"][:2]
+    assert Path(loaded.adapter_dir) == Path(ADAPTER)
+    assert generate_completions(model, tokenizer, prompts, max_new_tokens=MAX_NEW, progress=False,
+                                lora_request=loaded.lora_request()) == greedy["lora"][:2]
 
 
 def test_adapters_that_cannot_be_attached_raise(engine, model_dir, tmp_path, items):

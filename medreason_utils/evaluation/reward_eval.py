@@ -241,9 +241,12 @@ def reward_eval(
             scores[label] = score_prompts(model, tokenizer, prompts, reward_funcs, weights,
                                           lora_request=vllm_lora_request(model, path), desc=f"reward eval {label}", **gen)
             continue
-        m, tok = load_model(adapter=path)
+        loaded = load_model(adapter=path)
+        m, tok, request = loaded.model, loaded.tokenizer, loaded.lora_request()
+        del loaded
         try:
-            scores[label] = score_prompts(m, tok, prompts, reward_funcs, weights, desc=f"reward eval {label}", **gen)
+            scores[label] = score_prompts(m, tok, prompts, reward_funcs, weights, lora_request=request,
+                                          desc=f"reward eval {label}", **gen)
         finally:
             del m
             gc.collect()

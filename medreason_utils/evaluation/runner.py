@@ -79,7 +79,10 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
         merge = False
         if spec is not None:
             merge = (not detect_runtime().on_gpu) if merge_adapters is None else bool(merge_adapters)
-        model, tokenizer = load_model(base_model, adapter=spec, merge_adapter=merge)
+        loaded = load_model(base_model, adapter=spec, merge_adapter=merge)
+        model, tokenizer = loaded
+        kw = dict(backend_kwargs)
+        kw.setdefault("lora_request", loaded.lora_request())  # on a GPU: vLLM serves the adapter loaded; else None
         holder = {"m": model}
 
         def release() -> None:
@@ -93,7 +96,8 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
             except ImportError:  # pragma: no cover
                 pass
 
-        return LocalBackend(model, tokenizer, batch_size=batch_size, name=label, **backend_kwargs), release
+        del loaded
+        return LocalBackend(model, tokenizer, batch_size=batch_size, name=label, **kw), release
     if callable(spec):
         return _CallableBackend(spec, label, batch_size), lambda: None
     raise TypeError(

@@ -4,8 +4,8 @@ Three backends. Two behind one function, :func:`generate_completions`:
 
 * vLLM, through its own API (:mod:`medreason_utils.generation.vllm_engine`), when the model is a
   ``vllm.LLM`` or carries one (Unsloth ``fast_inference=True`` on a GPU: ``model.vllm_engine``);
-  a LoRA adapter is passed as a ``vllm.lora.request.LoRARequest``, by default the adapter the model
-  was loaded with;
+  a LoRA adapter is passed as a ``vllm.lora.request.LoRARequest`` (``LoadedModel.lora_request()`` for
+  the adapter :func:`medreason_utils.models.load_model` loaded; none is guessed);
 * transformers ``generate`` (CPU or GPU), batched with left padding, prompts sorted by length
   so a batch holds prompts of similar length (less padding).
 
@@ -109,8 +109,10 @@ def generate_completions(
         temperature: 0.0 is greedy; > 0 samples and then ``seed`` is required.
         repetition_penalty: transformers/vLLM repetition penalty (None: the model's default).
         lora_request: vLLM only: a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`).
-            ``None`` takes the adapter the model was loaded with
-            (:func:`medreason_utils.generation.vllm_engine.default_lora_request`), or none for a base model.
+            ``None``: no adapter; a peft model with a vLLM engine then raises ``ValueError``
+            (:func:`medreason_utils.generation.vllm_engine.default_lora_request`): pass
+            ``LoadedModel.lora_request()``. The transformers path leaves ``tokenizer`` unchanged (it pads
+            on the left itself, whatever the tokenizer's ``padding_side`` and even without a pad token).
         progress: show a tqdm bar over batches.
 
     Returns:
@@ -145,13 +147,16 @@ def generate_completions(
 
     if seed is not None:
         torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    # the caller's tokenizer is left as it is (no padding_side or pad_token set on it): the prompts are
+    # tokenized once, unpadded, and each batch is padded on the left here, the pad id being the tokenizer's
+    # pad token or else its EOS token (masked out by the attention mask either way)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad a batch with")
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     results: list[str | None] = [None] * len(texts)
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id,
                                    **decoding_kwargs(temperature, top_p, repetition_penalty)}
     device = next(model.parameters()).device
     was_training = model.training
@@ -159,19 +164,32 @@ def generate_completions(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
         for batch in tqdm(batches, desc=desc, disable=not progress):
-            # no token_type_ids: transformers 4.x's generic fast tokenizer returns them and causal LMs' generate() rejects them
-            enc = tokenizer(
-                [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
-            ).to(device)
+            enc = _left_padded([ids[i] for i in batch], pad_id, device)
             with torch.inference_mode():
                 out = model.generate(**enc, **gen_kwargs)
             new = out[:, enc["input_ids"].shape[1] :]
-            for i, ids in zip(batch, new):
-                results[i] = tokenizer.decode(ids, skip_special_tokens=True)
+            for i, row in zip(batch, new):
+                results[i] = tokenizer.decode(row, skip_special_tokens=True)
     finally:
         if was_training:
             model.train()
     return [r or "" for r in results]
+
+
+def _left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:
+    """``{"input_ids", "attention_mask"}`` (``[len(rows), longest]`` long tensors on ``device``) with each row
+    padded on the left with ``pad_id``: what a tokenizer with ``padding_side="left"`` returns, without
+    changing any tokenizer (and without ``token_type_ids``, which causal LMs' ``generate`` rejects)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        if r:
+            input_ids[j, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[j, width - len(r):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
 def sample_completions(
@@ -229,7 +247,7 @@ class LocalBackend:
         model, tokenizer: from :func:`medreason_utils.models.load_model`, or a ``vllm.LLM`` and its tokenizer.
         batch_size: prompts per ``generate`` call (transformers; vLLM batches itself).
         lora_request: vLLM only: :func:`medreason_utils.models.vllm_lora_request` of an adapter
-            (``None``: the adapter the model was loaded with, if any).
+            (``None``: no adapter, see :func:`generate_completions`).
         repetition_penalty, chat_template_kwargs: passed to :func:`generate_completions`.
     """
 

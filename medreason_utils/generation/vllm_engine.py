@@ -36,6 +36,8 @@ __all__ = [
     "adapter_rank",
     "lora_request",
     "default_lora_request",
+    "looks_like_path",
+    "read_adapter_config",
     "vllm_generate",
 ]
 
@@ -87,26 +89,59 @@ def engine_lora_config(engine: Any) -> Any:
     return cfg
 
 
+def looks_like_path(name: str | Path) -> bool:
+    """True when ``name`` reads as a local path rather than a hub id ``owner/name``: a ``Path``; it starts
+    with ``.``, ``~`` or ``/``; it holds a backslash or more than one ``/``, or ends with ``/``; or its first
+    part is an existing local folder (``runs/sft_adapter`` where ``runs/`` exists). Such a name is never
+    sent to the hub: a missing one is a missing folder."""
+    s = str(name)
+    if isinstance(name, Path) or s.startswith((".", "~", "/")) or "\\" in s or s.count("/") > 1 or s.endswith("/"):
+        return True
+    return "/" in s and Path(s.split("/", 1)[0]).expanduser().is_dir()
+
+
 def resolve_adapter_dir(adapter: str | Path) -> Path:
     """A local adapter folder for ``adapter``: the folder itself, or for a hub id ``owner/name`` that is
-    not a local path, ``huggingface_hub.snapshot_download`` of it (the cached snapshot when
-    :func:`medreason_utils.models.load_model` already fetched it; the network otherwise).
+    not a local path (:func:`looks_like_path`), ``huggingface_hub.snapshot_download`` of it (the cached
+    snapshot when :func:`medreason_utils.models.load_model` already fetched it; the network otherwise).
 
-    Raises ``FileNotFoundError`` naming the path when it is neither an existing folder nor a hub id,
-    or when the folder holds no ``adapter_config.json``; whatever ``snapshot_download`` raises offline
-    for a hub id that is not cached.
+    Raises ``FileNotFoundError`` naming the path when it looks like a path and does not exist, or is
+    neither a folder nor a hub id, or when the folder holds no ``adapter_config.json``; for a hub id that
+    cannot be fetched, ``FileNotFoundError`` naming it (chained to what ``snapshot_download`` raised).
     """
     p = Path(adapter).expanduser()
     if not p.exists():
         s = str(adapter)
-        if s.count("/") != 1 or s.startswith((".", "/", "~")):
+        if looks_like_path(adapter):
+            raise FileNotFoundError(f"adapter folder {s} does not exist (relative to {Path.cwd()}); check the path")
+        if s.count("/") != 1:
             raise FileNotFoundError(f"adapter {adapter} does not exist (neither a folder nor a hub id 'owner/name')")
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-        p = Path(snapshot_download(repo_id=s))
+        try:
+            p = Path(snapshot_download(repo_id=s))
+        except (LocalEntryNotFoundError, RepositoryNotFoundError) as exc:
+            raise FileNotFoundError(f"adapter {s!r} is not a local folder and could not be fetched from the hub "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not (p / "adapter_config.json").is_file():
         raise FileNotFoundError(f"adapter folder {p} has no adapter_config.json")
     return p
+
+
+def read_adapter_config(adapter: str | Path) -> dict:
+    """The parsed ``adapter_config.json`` of a local adapter folder. Raises ``FileNotFoundError`` when it is
+    missing and ``ValueError`` naming the file when it is not a JSON object (cut off mid-write, emptied)."""
+    path = Path(adapter) / "adapter_config.json"
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}; "
+                         f"{len(text)} characters: truncated? save the adapter again)") from exc
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(cfg).__name__}")
+    return cfg
 
 
 def adapter_rank(adapter: str | Path) -> int:
@@ -114,10 +149,10 @@ def adapter_rank(adapter: str | Path) -> int:
     in its ``adapter_config.json`` (peft's per-module ranks); vLLM's ``max_lora_rank`` must reach it.
 
     Raises ``FileNotFoundError`` as :func:`resolve_adapter_dir`, and ``ValueError`` naming the file
-    when the config has no positive integer ``r``.
+    when the config is not JSON or has no positive integer ``r``.
     """
     folder = resolve_adapter_dir(adapter)
-    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg = read_adapter_config(folder)
     r = cfg.get("r")
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise ValueError(f"{folder / 'adapter_config.json'}: field 'r' (LoRA rank) is {r!r}, expected a positive integer")
@@ -179,24 +214,21 @@ def lora_request(model_or_engine: Any, adapter: str | Path, *, name: str | None 
 
 
 def default_lora_request(model: Any):
-    """The LoRA request for the adapter a model carries, for generation that was given none.
+    """The LoRA request for generation that was given none: an adapter is never guessed from the model.
 
-    * a model :func:`medreason_utils.models.load_model` loaded with an adapter
-      (``model.medreason_adapter_dir``): that adapter's request (:func:`lora_request`);
-    * a model with no vLLM engine, or a plain base model: ``None`` (nothing to attach);
-    * a peft model (``peft_config``) with an engine but no saved folder: raises ``ValueError``;
-      its LoRA lives only in torch, and the engine would silently generate from the base weights.
+    * a model with no vLLM engine, or a ``vllm.LLM``, or a plain base model: ``None`` (nothing to attach);
+    * a peft model (``peft_config``) with an engine: raises ``ValueError``; its LoRA lives only in torch,
+      and the engine would silently generate from the base weights. Pass the request of its saved folder
+      (``vllm_lora_request(model, loaded.adapter_dir)``, ``loaded`` being what ``load_model`` returned).
     """
     engine = engine_of(model)
     if engine is None or engine is model:
         return None
-    folder = getattr(model, "medreason_adapter_dir", None)
-    if folder:
-        return lora_request(model, folder)
     if getattr(model, "peft_config", None):
         raise ValueError(
             "this model carries a LoRA adapter that its vLLM engine cannot see (vLLM holds the base weights only); "
-            "save it (medreason_utils.models.save_adapter) and pass lora_request=vllm_lora_request(model, folder)"
+            "pass lora_request=medreason_utils.models.vllm_lora_request(model, folder) with the adapter's folder "
+            "(LoadedModel.adapter_dir for a model from load_model; save a trained one with save_adapter first)"
         )
     return None
 

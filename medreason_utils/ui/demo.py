@@ -160,7 +160,7 @@ def stream_completion(
     ``timeout_s`` bounds the wait for each next piece of text (seconds). An error in the generating
     thread is raised here once the stream ends. ``lora_request`` (vLLM only,
     :func:`medreason_utils.models.vllm_lora_request`) applies the adapter inside the vLLM engine;
-    ``None`` takes the adapter the model was loaded with (none for a base model or a ``vllm.LLM``).
+    ``None``: no adapter (a peft model with a vLLM engine raises; :meth:`DemoApp` passes its adapter's request).
     """
     from ..generation import decoding_kwargs, generate_completions, render_prompts, uses_vllm
 
@@ -301,16 +301,15 @@ class DemoApp:
     def _lora_request(self) -> Any:
         """With a vLLM engine only: the adapter as a LoRA request (:func:`medreason_utils.models.vllm_lora_request`), made once.
 
-        The request needs a local folder: the one :func:`medreason_utils.models.load_model` downloaded
-        (``model.medreason_adapter_dir``) when the model has it, else ``adapter`` resolved by
-        :func:`medreason_utils.generation.vllm_engine.resolve_adapter_dir` (a hub id gives its cached snapshot).
+        The request needs a local folder: ``adapter`` resolved by
+        :func:`medreason_utils.generation.vllm_engine.resolve_adapter_dir` (a hub id gives the cached snapshot
+        :func:`medreason_utils.models.load_model` downloaded).
         Raises what ``vllm_lora_request`` raises when the engine cannot take the adapter.
         """
         from ..models import vllm_lora_request
 
         if self.lora_request is None and self.adapter:
-            folder = getattr(self.model, "medreason_adapter_dir", None) or self.adapter
-            self.lora_request = vllm_lora_request(self.model, folder)
+            self.lora_request = vllm_lora_request(self.model, self.adapter)
         return self.lora_request
 
     def describe(self) -> str:

@@ -262,7 +262,7 @@ class RewardPlayground:
         max_rows: how many of ``rows`` to offer (the first; GRPO's rows are already shuffled with the seed).
         adapter: vLLM only: a LoRA adapter folder (or hub id) to sample from; made into a LoRA
             request with :func:`medreason_utils.models.vllm_lora_request` (which raises when the
-            engine cannot take it). ``None``: the adapter the model was loaded with, if any.
+            engine cannot take it). ``None``: no adapter (``LoadedModel.adapter_dir`` for a model from ``load_model``).
         lora_request: vLLM only: a ready LoRA request (instead of ``adapter``).
         lora_request: vLLM (GPU) only: the adapter as a LoRA request (Unsloth's ``model.load_lora(path)``)
             so samples come from the trained adapter, not the base weights of the vLLM engine.
