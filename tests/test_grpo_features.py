@@ -406,3 +406,27 @@ def test_resume_when_every_checkpoint_is_cut_off_names_each(tmp_path):
         (out / f"checkpoint-{step}" / "trainer_state.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"every checkpoint .* incomplete \(checkpoint-2: no trainer_state.json.*checkpoint-1: "):
         last_checkpoint(out, save_steps=1)
+
+
+def test_the_grpo_stage_stops_when_training_left_the_sft_adapter_unchanged(tmp_path):
+    """The GRPO gate compares the saved adapter with the SFT adapter it started from (an SFT adapter's lora_B is
+    already non-zero, so "lora_B is not all zero" could never fail)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from medreason_utils.pipeline.stages import _check_adapter_trained
+
+    same = tmp_path / "same"
+    shutil.copytree(CHECKPOINT, same)
+    with pytest.raises(ValueError, match="GRPO left the adapter unchanged"):
+        _check_adapter_trained(str(CHECKPOINT), same)
+    moved = tmp_path / "moved"
+    shutil.copytree(CHECKPOINT, moved)
+    weights = load_file(str(moved / "adapter_model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1e-3 * torch.ones_like(weights[name])
+    save_file(weights, str(moved / "adapter_model.safetensors"))
+    check = _check_adapter_trained(str(CHECKPOINT), moved)
+    assert check["changed"] == 1 and check["max_abs_diff"] > 5e-4

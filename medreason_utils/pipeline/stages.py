@@ -112,7 +112,7 @@ class SFTRun:
     """The SFT stage's record, filled step by step (notebook 01's variables, in one place).
 
     ``config`` (:class:`~medreason_utils.config.SFTStageConfig`), ``run_dir``, ``runtime``, ``state``
-    (accelerate's); then ``model``/``tokenizer``, ``data`` (:class:`~medreason_utils.training.SFTData`),
+    (accelerate's); then ``loaded`` (the :class:`~medreason_utils.models.LoadedModel`), ``model``/``tokenizer``, ``data`` (:class:`~medreason_utils.training.SFTData`),
     ``completions`` and ``format_compliance`` per moment (``"before"``, ``"after"``), ``trainer``, ``train_out``,
     ``train_seconds``, ``adapter_dir``, ``budget`` (the printed length budget)."""
 
@@ -121,6 +121,7 @@ class SFTRun:
     runtime: Any
     state: Any
     budget: str = ""
+    loaded: Any = None
     model: Any = None
     tokenizer: Any = None
     data: Any = None
@@ -162,8 +163,9 @@ def load_sft_model(run: SFTRun) -> SFTRun:
     from ..models import load_model
 
     c = run.config
-    run.model, run.tokenizer = load_model(c.base_model, load_in_4bit=c.load_in_4bit, max_seq_length=c.max_seq_length,
-                                          lora_rank=c.lora_rank, engine=c.engine, runtime=run.runtime)
+    run.loaded = load_model(c.base_model, load_in_4bit=c.load_in_4bit, max_seq_length=c.max_seq_length,
+                            lora_rank=c.lora_rank, engine=c.engine, runtime=run.runtime)
+    run.model, run.tokenizer = run.loaded
     return run
 
 
@@ -192,7 +194,6 @@ def sft_format_compliance(run: SFTRun, moment: str) -> float:
     else:
         if run.adapter_dir is None:
             raise ValueError("format compliance after SFT needs the trained adapter: call train_sft first")
-        run.tokenizer.padding_side = "left"
         with _for_generation(run.trainer, run.model) as gen_model:
             completions = _generate_split(run.state, gen_model, run.tokenizer, run.data.heldout["prompt"],
                                           lora_request=vllm_lora_request(gen_model, run.adapter_dir), **gen)
@@ -258,7 +259,7 @@ class GRPORun:
 
     ``config`` (:class:`~medreason_utils.config.GRPOStageConfig`; :func:`build_grpo_rewards` may replace its
     ``rewards`` with the playground's), ``run_dir``, ``runtime``, ``state``, ``checkpoint`` (resumed from); then
-    ``model``/``tokenizer``, ``prompts`` (:class:`~medreason_utils.training.GRPOPrompts`), ``eval_prompts``,
+    ``loaded`` (the :class:`~medreason_utils.models.LoadedModel`), ``model``/``tokenizer``, ``prompts`` (:class:`~medreason_utils.training.GRPOPrompts`), ``eval_prompts``,
     ``verifier``, ``reward_funcs``, ``train_prompts``, ``trainer``, ``train_out``, ``train_seconds``,
     ``history``, ``adapter_dir``, ``adapter_check``, ``completions``, ``reward_eval``."""
 
@@ -268,6 +269,7 @@ class GRPORun:
     state: Any
     budget: str = ""
     checkpoint: str | None = None
+    loaded: Any = None
     model: Any = None
     tokenizer: Any = None
     prompts: Any = None
@@ -314,8 +316,9 @@ def load_grpo_model(run: GRPORun) -> GRPORun:
     from ..models import load_model
 
     c = run.config
-    run.model, run.tokenizer = load_model(adapter=c.sft_adapter, trainable=True, load_in_4bit=c.load_in_4bit,
-                                          engine=c.engine, runtime=run.runtime)
+    run.loaded = load_model(adapter=c.sft_adapter, trainable=True, load_in_4bit=c.load_in_4bit,
+                            engine=c.engine, runtime=run.runtime)
+    run.model, run.tokenizer = run.loaded
     return run
 
 
@@ -355,7 +358,7 @@ def order_grpo_prompts(run: GRPORun) -> GRPORun:
     if run.config.curriculum == "easy_to_hard":
         run.train_prompts = order_by_pass_rate(run.prompts.prompts, run.model, run.tokenizer, run.config,
                                                run.config.rewards.reward_funcs(run.verifier),
-                                               progress=run.state.is_main_process)
+                                               lora_request=run.loaded.lora_request(), progress=run.state.is_main_process)
     return run
 
 
@@ -381,14 +384,16 @@ def train_grpo(run: GRPORun) -> GRPORun:
 
 
 def _check_adapter_trained(before: Any, after: Path) -> dict:
-    """Training moved the weights: the GRPO adapter's tensors against the SFT adapter's (TRL's trainer tests compare
-    parameters before and after a step). Raises ``ValueError`` when no tensor changed."""
-    from ..models import adapter_nonzero
+    """Training moved the weights: the GRPO adapter's tensors against the SFT adapter's it started from
+    (:func:`medreason_utils.models.adapter_weights_changed`; TRL's trainer tests compare parameters before and
+    after a step). ``lora_B`` being non-zero proves nothing here: the SFT adapter's already is. Returns
+    ``{"tensors", "changed", "max_abs_diff"}``. Raises ``ValueError`` when no tensor changed."""
+    from ..models import adapter_folder, adapter_weights_changed
 
-    check = adapter_nonzero(after)
-    if not check["lora_B_abs_sum"] > 0:
-        raise ValueError(f"the saved adapter {after} is all zero")
-    return check
+    check = adapter_weights_changed(adapter_folder(before), after)
+    if check["changed"] == 0:
+        raise ValueError(f"GRPO left the adapter unchanged: {after} equals {before} in all {check['tensors']} tensors")
+    return {k: check[k] for k in ("tensors", "changed", "max_abs_diff")}
 
 
 def grpo_completions(run: GRPORun) -> Any:
