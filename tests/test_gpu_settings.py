@@ -368,10 +368,12 @@ def test_t4_sft_rows_really_fit_with_a_real_tokenizer(default_model_path):
         assert n(tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)) <= s["max_prompt_tokens"]
         assert row["completion"][0]["content"].rstrip().endswith("</ANSWER>")
     # a tighter budget skips rows, naming why
-    _, tight = to_sft_conversations(load_rows("sample:medical_o1_sft"), tokenizer=tok, max_prompt_tokens=60, on_bad_row="skip")
-    assert tight.n_skipped > 0 and "max_prompt_tokens=60" in tight.skipped[0][1]
-    prompts, rep = to_question_prompts(load_rows("sample:medical_o1_verifiable"), tokenizer=tok, max_prompt_tokens=60, on_bad_row="skip")
-    assert rep.n_skipped > 0 and len(prompts) + rep.n_skipped == rep.kept + rep.n_skipped
+    from medreason_utils.data import DataError
+
+    with pytest.raises(DataError, match="no usable row .*max_prompt_tokens=60"):  # every row over: an error naming why
+        to_sft_conversations(load_rows("sample:medical_o1_sft"), tokenizer=tok, max_prompt_tokens=60, on_bad_row="skip")
+    prompts, rep = to_question_prompts(load_rows("sample:medical_o1_verifiable"), tokenizer=tok, max_prompt_tokens=120, on_bad_row="skip")
+    assert rep.n_skipped > 0 and len(prompts) > 0 and "max_prompt_tokens=120" in rep.skipped[0][1]
     with pytest.raises(ValueError, match="tokenizer"):
         to_question_prompts(load_rows("sample:medical_o1_verifiable"), max_prompt_tokens=60)
 
