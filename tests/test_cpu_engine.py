@@ -66,7 +66,8 @@ def test_attached_cpu_engine_generates_the_adapters_tokens_like_transformers_pef
     os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-cache"))
     from medreason_utils.config import default_checkpoint
-    from medreason_utils.data import load_rows, to_mcq_items
+    from medreason_utils.data import load_rows
+    from medreason_utils.evaluation.benchmarks import to_mcq_items
     from medreason_utils.generation import generate_completions
     from medreason_utils.models import default_model_dir, load_model
 
@@ -87,6 +88,14 @@ def test_attached_cpu_engine_generates_the_adapters_tokens_like_transformers_pef
     assert sum(ids(a) == ids(b) for a, b in zip(out, ref)) >= 3, (out, ref)
     base = generate_completions(engine, tok, prompts, max_new_tokens=32, progress=False)
     assert base != out  # the adapter was attached, not the base weights
+
+    # the adapter merged into a second engine's weights: the same greedy tokens, no LoRA request
+    from medreason_utils.generation.cpu_engine import merge_adapter_folder, merged_engine
+
+    merged = merged_engine(default_model_dir(), adapter, tmp_path / "merged", max_model_len=1024)
+    assert merge_adapter_folder(default_model_dir(), adapter, tmp_path / "merged") == tmp_path / "merged"  # reused
+    out_merged = generate_completions(merged, tok, prompts, max_new_tokens=32, progress=False)
+    assert sum(ids(a) == ids(b) for a, b in zip(out_merged, out)) >= 3, (out_merged, out)
 
 
 @pytest.mark.vllm
@@ -111,7 +120,7 @@ def test_grpo_rollouts_through_trls_vllm_colocate_on_cpu_train_the_lora_and_log_
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-cache"))
     config = load_stage_config("grpo", "cpu", overrides={
         "max_steps": 2, "n_prompts": 8, "max_completion_length": 32, "save_steps": None, "log_completions": False,
-        "reward_eval_prompts": 0, "vllm": {"mode": "colocate", "gpu_memory_utilization": 0.3, "max_model_length": 1024}})
+        "reward_eval_prompts": 0, "engine": "transformers", "vllm": {"mode": "colocate", "gpu_memory_utilization": 0.3, "max_model_length": 1024}})
     src = str(default_model_dir())
     tok = AutoTokenizer.from_pretrained(src)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32),

@@ -40,6 +40,8 @@ __all__ = [
     "attach_engine",
     "engine_name",
     "engine_choice_line",
+    "merge_adapter_folder",
+    "merged_engine",
     "release_engines",
 ]
 
@@ -127,6 +129,49 @@ def cpu_engine(
             kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
         _engines[key] = LLM(**kw)
     return _engines[key]
+
+
+def merge_adapter_folder(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Save ``adapter_dir`` merged into the base ``model_dir`` (peft ``merge_and_unload``, float32
+    safetensors + tokenizer) as ``out_dir``, written atomically; an existing ``out_dir`` whose
+    ``medreason_merged_from.json`` names the same adapter weights file (path, size, mtime) is reused.
+
+    Returns ``out_dir``. Raises ``FileNotFoundError`` for an adapter folder without
+    ``adapter_config.json`` (:func:`~medreason_utils.generation.vllm_engine.resolve_adapter_dir`).
+    """
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..fileio import atomic_directory
+    from .vllm_engine import _weights_file, resolve_adapter_dir
+
+    folder = resolve_adapter_dir(adapter_dir).resolve()
+    w = _weights_file(folder).stat()
+    stamp = {"adapter": str(folder), "size": w.st_size, "mtime_ns": w.st_mtime_ns, "base": str(Path(model_dir).resolve())}
+    out = Path(out_dir)
+    marker = out / "medreason_merged_from.json"
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+        return out
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    with atomic_directory(out) as tmp:
+        merged.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(tmp))
+        (tmp / marker.name).write_text(json.dumps(stamp))
+    return out
+
+
+def merged_engine(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, **engine_kwargs: Any) -> Any | None:
+    """A ``vllm.LLM`` on ``adapter_dir`` merged into ``model_dir`` (:func:`merge_adapter_folder` into
+    ``out_dir``), built without LoRA support: on a CPU the LoRA kernels cost more per token than
+    the merged weights (``benchmarks/vllm_vs_transformers.py``). For stages that train nothing.
+    ``None`` where vLLM cannot run (:func:`cpu_vllm_status`); ``engine_kwargs`` as :func:`cpu_engine`."""
+    if not cpu_vllm_status()[0] and os.environ.get(ENGINE_ENV, "").strip().lower() != "vllm":
+        return None
+    return cpu_engine(merge_adapter_folder(model_dir, adapter_dir, out_dir), enable_lora=False, **engine_kwargs)
 
 
 def attach_engine(model: Any, engine: Any | None, adapter_dir: str | Path | None = None) -> Any:
