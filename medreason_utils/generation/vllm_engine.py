@@ -217,6 +217,8 @@ def default_lora_request(model: Any):
     """The LoRA request for generation that was given none: an adapter is never guessed from the model.
 
     * a model with no vLLM engine, or a ``vllm.LLM``, or a plain base model: ``None`` (nothing to attach);
+    * a model whose adapter folder was attached to its CPU engine by ``generation.cpu_engine.attach_engine``: that
+      folder's request;
     * a peft model (``peft_config``) with an engine: raises ``ValueError``; its LoRA lives only in torch,
       and the engine would silently generate from the base weights. Pass the request of its saved folder
       (``vllm_lora_request(model, loaded.adapter_dir)``, ``loaded`` being what ``load_model`` returned).
@@ -224,6 +226,9 @@ def default_lora_request(model: Any):
     engine = engine_of(model)
     if engine is None or engine is model:
         return None
+    attached = getattr(model, "medreason_adapter_dir", None)  # set only by generation.cpu_engine.attach_engine, explicitly
+    if attached:
+        return lora_request(model, attached)
     if getattr(model, "peft_config", None):
         raise ValueError(
             "this model carries a LoRA adapter that its vLLM engine cannot see (vLLM holds the base weights only); "

