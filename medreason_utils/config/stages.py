@@ -352,6 +352,11 @@ class EvalStageConfig(StageConfig):
         "construction; its 'plain' row is its fair baseline. [suite, plain] shows both (GPU recipes); [plain] saves "
         "the suite row's completions on CPU.", default=("suite", "plain"))
     seed: int = _help("Generation seed (used when sampling).", default=3407)
+    resume_items: str = _help(
+        "What a rerun in the same RUN_DIR does with the per-item files of eval/items/, each keyed by the model's content "
+        "(an adapter by a hash of its weights, config and chat template) and the generation settings: 'auto' reuses "
+        "those written by the same model and settings and generates again the others (old files moved to "
+        "eval/items/stale/); 'refuse' stops, naming what changed; 'fresh' starts every file over (evaluate_models(resume=...)).", default="auto")
     server: dict[str, Any] | None = _help(
         "Score through a running OpenAI-compatible server (`vllm serve`, with the adapters as --lora-modules) instead "
         "of loading the models here: {base_url: 'http://HOST:8000/v1', models: {label: served model name}, "
@@ -360,6 +365,8 @@ class EvalStageConfig(StageConfig):
         default=None)
 
     def __post_init__(self) -> None:
+        if self.resume_items not in ("auto", "refuse", "fresh"):
+            raise ValueError(f"EvalStageConfig.resume_items: {self.resume_items!r}; give 'auto', 'refuse' or 'fresh'")
         unknown = [st for st in self.base_styles if st not in BASE_STYLES]
         if unknown or not self.base_styles:
             raise ValueError(f"EvalStageConfig.base_styles: {list(self.base_styles)}; give one or more of {list(BASE_STYLES)}")

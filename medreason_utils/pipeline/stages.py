@@ -285,7 +285,7 @@ def run_eval(config: Any, run_dir: str | Path, *, training_data: Sequence[str] =
     base = load_model(config.base_model) if (runtime.on_gpu and config.server is None) else None
     table = evaluate_models(models, items, eval_dir, styles={"base": list(config.base_styles)} if "base" in models else None,
                             base=base, base_model=config.base_model, max_new_tokens=config.max_new_tokens,
-                            batch_size=config.batch_size, seed=config.seed)
+                            batch_size=config.batch_size, seed=config.seed, resume=config.resume_items)
     section = {"config": config.to_dict(), "table": table, "overlaps_dropped": dropped,
                "comparisons": json.loads((eval_dir / "summary.json").read_text())["comparisons"]}
     update_summary(run, "eval", section)
