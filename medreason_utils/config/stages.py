@@ -136,7 +136,7 @@ def _coerce(cls: type, name: str, hint: Any, value: Any, where: str) -> Any:
     base = [a for a in args if a is not type(None)] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else [hint]
     t = base[0] if len(base) == 1 else None
     if t is RewardSettings:
-        return value if isinstance(value, RewardSettings) else RewardSettings.from_dict(value)
+        return value if isinstance(value, RewardSettings) else RewardSettings.from_dict(value, source=where.rstrip(': ') or None)
     if t is float:
         if isinstance(value, bool):
             raise TypeError(f"{where}{cls.__name__}.{name} must be a number, got {value!r}")
