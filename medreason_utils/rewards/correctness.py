@@ -68,7 +68,7 @@ DEFAULT_TIERS = CorrectnessTiers()
 
 _DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p that the answer is right.
 
-    The {answer_open} block is parsed; no answer gives {no_answer:g} (no verifier call); otherwise the
+    The {answer_open} block is parsed; no answer (or more than one {answer_open} tag) gives {no_answer:g} (no verifier call); otherwise the
     verifier's p gives, first match wins: {tiers}; else {below:g}. The reference answers come
     from the dataset column ``{answer_key}`` (and questions, when present, from ``{question_key}``).
     An item the verifier cannot score gives ``None``; a call leaving more than
@@ -88,6 +88,14 @@ _DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p 
     >>> {name}(["{example}", "no tags at all"], {answer_key}=["measles", "measles"])  # p = 1.0 for the first
     {rewards}
     """
+
+
+def _single_answer(completion: Any, prefilled_think: bool, tags: Tags) -> str | None:
+    """The ANSWER block's text, or ``None`` when there is none or more than one opening ANSWER tag: a
+    completion with several answer blocks ("<ANSWER>Rubella</ANSWER><ANSWER>Measles</ANSWER>", or 1,000
+    tags) hedges, and is graded as giving no answer (see ``docs/reward-hacking.md``)."""
+    parsed = parse_completion(completion, prefilled_think=prefilled_think, tags=tags)
+    return None if parsed.tag_counts.get(tags.answer_open, 0) > 1 else parsed.answer
 
 
 class UnscoredError(RuntimeError):
@@ -193,8 +201,7 @@ def make_correctness_reward(
         options = kwargs.get(options_key)
         options = list(options) if options is not None and len(options) == len(completions) else [None] * len(completions)
         applies = [not has_options(opts) for opts in options]  # a multiple-choice row: None, graded by the MCQ reward
-        answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer if a else None
-                   for c, a in zip(completions, applies)]
+        answers = [_single_answer(c, prefilled_think, tags) if a else None for c, a in zip(completions, applies)]
         rewards: list[float | None] = [tiers.no_answer if a else None for a in applies]
         idx = [i for i, a in enumerate(answers) if a is not None]
         unscored_idx: list[int] = []
