@@ -39,9 +39,10 @@ def test_bad_setting_names_itself_the_source_and_what_is_allowed(data, error, me
 
 def test_overrides_source_reaches_the_message_through_the_stage_config():
     from medreason_utils.config import load_stage_config
+    from medreason_utils.config.stages import SettingError
 
     config = load_stage_config("grpo", "cpu")
-    with pytest.raises(TypeError, match=r"^OVERRIDES: rewards.prefilled_think = 'false'"):
+    with pytest.raises(SettingError, match=r"^OVERRIDES: rewards.prefilled_think = 'false'"):
         config.with_overrides({"rewards.prefilled_think": "false"}, label="OVERRIDES")
 
 
