@@ -230,3 +230,37 @@ def test_eval_stage_resume_setting_from_overrides():
     with pytest.raises(ValueError, match=r"EvalStageConfig.resume_items: 'yes'; give 'auto', 'refuse' or 'fresh'"):
         base.with_overrides({"resume_items": "yes"}, label="OVERRIDES")
     assert parse(["eval", "--config", "cpu", "--resume_items", "refuse"]).config.resume_items == "refuse"
+
+
+@pytest.mark.slow
+def test_retrained_adapter_in_the_same_run_dir_is_generated_again(tmp_path, items, default_model_path):
+    """Issue 17's probe with a real adapter: re-train (here: change the LoRA weights of) RUN_DIR/grpo_adapter and
+    re-run the evaluation: its completions are generated again, not the old adapter's reused."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "grpo_adapter"
+
+    def train(seed):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(default_model_path)
+        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        peft_model.save_pretrained(adapter)
+
+    kw = dict(base_model=str(default_model_path), limit=2, max_new_tokens=3, batch_size=2, progress=False)
+    train(0)
+    evaluate_models({"grpo": str(adapter)}, {"medqa": items}, tmp_path / "eval", **kw)
+    first = read_items(tmp_path / "eval" / "items" / "grpo__medqa.jsonl")
+    train(1)
+    evaluate_models({"grpo": str(adapter)}, {"medqa": items}, tmp_path / "eval", **kw)
+    stale = sorted((tmp_path / "eval" / "items" / "stale").iterdir())
+    assert len(stale) == 2  # the first adapter's records and meta, kept aside
+    second = read_items(tmp_path / "eval" / "items" / "grpo__medqa.jsonl")
+    assert len(second) == 2 and len(first) == 2
+    meta = json.loads((tmp_path / "eval" / "items" / "grpo__medqa.meta.json").read_text())
+    from medreason_utils.evaluation import model_key
+
+    assert meta["model_key"] == model_key(str(adapter))
+    evaluate_models({"grpo": str(adapter)}, {"medqa": items}, tmp_path / "eval", resume="refuse", **kw)  # same adapter: resumed
+    assert len(sorted((tmp_path / "eval" / "items" / "stale").iterdir())) == 2
