@@ -186,7 +186,8 @@ def test_correctness_unscored_item_is_none_and_counted():
     )
     assert out == [5.0, None, None, -2.0]
     assert fn.counter.unscored == 2 and fn.counter.items == 4 and fn.counter.calls == 1
-    assert metrics == {"correctness/unscored_fraction": 0.5, "correctness/unscored": 2.0}
+    assert metrics == {"correctness/unscored_fraction": 0.5, "correctness/unscored": 2.0,
+                       "correctness/verifier_fallbacks": 0.0}
 
 
 def test_correctness_verifier_failure_gives_none_not_zero():

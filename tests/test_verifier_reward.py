@@ -48,7 +48,8 @@ def test_unscored_items_give_none_and_are_counted_and_logged():
     assert out == [3.5, -2.5, None, -2.0, 3.5]  # tiers: p=0.9 -> 3.5 (not > 0.9), p=0.1 -> -2.5, no answer -> -2.0
     assert fn.last_unscored == [2]
     assert (fn.counter.calls, fn.counter.items, fn.counter.unscored) == (1, 5, 1)
-    assert log.values == {"correctness/unscored_fraction": [0.2], "correctness/unscored": [1.0]}
+    assert log.values == {"correctness/unscored_fraction": [0.2], "correctness/unscored": [1.0],
+                          "correctness/verifier_fallbacks": [0.0]}
     assert "HTTP 400" in fn.counter.last_error
 
 

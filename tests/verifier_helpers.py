@@ -146,11 +146,14 @@ class ChatServer(_Server):
 
     ``mode``: ``"logprobs"`` (returns ``logprobs.content`` with ``top_logprobs`` for " True"/" False"
     when asked), ``"text"`` (content only, ignores logprobs), ``"reject_logprobs"`` (400 when the
-    request asks for logprobs), ``"500"``, ``"bad_json"``, ``"slow"`` (sleeps ``delay_s`` first).
+    request asks for logprobs), ``"reject_long_logprobs"`` (log-probs as ``"logprobs"``, but 400 when a
+    request asking for them has a user message over ``max_chars``: vLLM refusing an over-long item's
+    ``top_logprobs`` prompt), ``"500"``, ``"bad_json"``, ``"slow"`` (sleeps ``delay_s`` first).
     """
 
-    def __init__(self, mode: str = "logprobs", *, verdict: Callable[[str], float] = keyword_scorer, delay_s: float = 1.0):
-        self.mode, self.verdict, self.delay_s = mode, verdict, delay_s
+    def __init__(self, mode: str = "logprobs", *, verdict: Callable[[str], float] = keyword_scorer, delay_s: float = 1.0,
+                 max_chars: int = 10_000):
+        self.mode, self.verdict, self.delay_s, self.max_chars = mode, verdict, delay_s, max_chars
         outer = self
 
         class Handler(_Handler):
@@ -166,10 +169,13 @@ class ChatServer(_Server):
                     time.sleep(outer.delay_s)
                 if outer.mode == "reject_logprobs" and payload.get("logprobs"):
                     return self._send(400, b'{"error": "logprobs not supported"}')
+                if (outer.mode == "reject_long_logprobs" and payload.get("logprobs")
+                        and len(payload["messages"][-1]["content"]) > outer.max_chars):
+                    return self._send(400, b'{"error": "prompt too long for top_logprobs"}')
                 p = float(outer.verdict(payload["messages"][-1]["content"]))
                 word = "True" if p >= 0.5 else "False"
                 choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": f"{word}."}}
-                if outer.mode == "logprobs" and payload.get("logprobs"):
+                if outer.mode in ("logprobs", "reject_long_logprobs") and payload.get("logprobs"):
                     top = [{"token": "True", "logprob": math.log(p)}, {"token": "False", "logprob": math.log(1 - p)},
                            {"token": "Maybe", "logprob": -20.0}]
                     choice["logprobs"] = {"content": [{"token": word, "logprob": math.log(max(p, 1 - p)), "top_logprobs": top}]}

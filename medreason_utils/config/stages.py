@@ -281,7 +281,12 @@ def _coerce(cls: type, name: str, hint: Any, value: Any, where: str) -> Any:
     base = [a for a in args if a is not type(None)] if origin in (typing.Union, types.UnionType) else [hint]
     t = base[0] if len(base) == 1 else None
     if t is RewardSettings:
-        return value if isinstance(value, RewardSettings) else RewardSettings.from_dict(value)
+        if isinstance(value, RewardSettings):
+            return value
+        try:
+            return RewardSettings.from_dict(value, source=where.rstrip(": ") or None)
+        except (TypeError, ValueError) as exc:  # the message names rewards.<setting>, the source and what is allowed
+            raise SettingError(str(exc)) from exc
     if t is float:
         if isinstance(value, bool):
             raise SettingError(f"{label} must be a number, got {value!r}")
@@ -542,6 +547,12 @@ class EvalStageConfig(StageConfig):
         "construction; its 'plain' row is its fair baseline. [suite, plain] shows both (GPU recipes); [plain] saves "
         "the suite row's completions on CPU.", default=("suite", "plain"))
     seed: int = _help("Generation seed (used when sampling).", default=3407)
+    resume_items: str = _help(
+        "What a rerun in the same RUN_DIR does with the per-item files of eval/items/, each keyed by the model's content "
+        "(an adapter by a hash of its weights, config and chat template) and the generation settings: 'auto' reuses "
+        "those written by the same model and settings and generates again the others (old files moved to "
+        "eval/items/stale/); 'refuse' stops, naming what changed; 'fresh' starts every file over "
+        "(evaluate_models(resume=...)).", default="auto")
     server: dict[str, Any] | None = _help(
         "Score through a running OpenAI-compatible server (`vllm serve`, with the adapters as --lora-modules) instead "
         "of loading the models here: {base_url: 'http://HOST:8000/v1', models: {label: served model name}, "
@@ -553,6 +564,8 @@ class EvalStageConfig(StageConfig):
         super().__post_init__()
         from ..evaluation import BENCHMARKS
 
+        if self.resume_items not in ("auto", "refuse", "fresh"):
+            raise SettingError(f"EvalStageConfig.resume_items: {self.resume_items!r}; give 'auto', 'refuse' or 'fresh'")
         if not self.benchmarks:
             raise SettingError(f"EvalStageConfig.benchmarks is empty; give one or more of {sorted(BENCHMARKS)}")
         unknown = [b for b in self.benchmarks if b not in BENCHMARKS]

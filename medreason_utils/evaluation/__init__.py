@@ -24,7 +24,7 @@ from .decontamination import (
 )
 from .reports import compare_runs, plot_results, subject_breakdown, write_tables
 from .reward_eval import RewardScores, compare_reward_scores, reward_eval, score_completions, score_prompts
-from .runner import PROMPT_STYLES, STYLE_READINGS, evaluate_models, read_items
+from .runner import PROMPT_STYLES, RESUME_MODES, STYLE_READINGS, evaluate_models, model_key, read_items
 from .scoring import READINGS, EvalResult, ItemResult, format_compliance, item_correct, score_item, score_mcq, summarise_items
 from .stats import McNemarResult, PairedTestResult, mcnemar_paired, mean_and_spread, paired_tests, wilson_interval
 
@@ -53,6 +53,8 @@ __all__ = [
     "item_correct",
     "evaluate_models",
     "read_items",
+    "model_key",
+    "RESUME_MODES",
     "compare_runs",
     "subject_breakdown",
     "write_tables",

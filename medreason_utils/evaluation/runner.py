@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from .reports import compare_runs, plot_results, subject_breakdown, write_tables
 from ..parsing import plain_choice
 from .scoring import EvalResult, ItemResult, score_item, summarise_items
 
-__all__ = ["PROMPT_STYLES", "STYLE_READINGS", "evaluate_models", "read_items"]
+__all__ = ["PROMPT_STYLES", "RESUME_MODES", "STYLE_READINGS", "evaluate_models", "model_key", "read_items"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,69 @@ class _CallableBackend:
         return self.fn(prompts, **kw)
 
 
+#: ``evaluate_models(resume=...)`` / ``EvalStageConfig.resume``: what a rerun does with per-item files.
+RESUME_MODES = ("auto", "refuse", "fresh")
+
+#: Files of a model folder whose content is its identity for the evaluation (weights, adapter or model
+#: config, tokenizer and chat template); other files (README.md, training_args.bin, checkpoints) are not.
+_KEY_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "config.json", "generation_config.json",
+              "tokenizer_config.json", "tokenizer.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+
+
+def _folder_key(folder: Path) -> str:
+    """sha256 (first 16 hex digits) of the names and bytes of a model folder's :data:`_KEY_FILES` and weights
+    (``*.safetensors``), read in 1 MiB blocks. Raises ``ValueError`` naming a folder with none of them."""
+    h = hashlib.sha256()
+    names = sorted({n for n in _KEY_FILES if (folder / n).is_file()} | {q.name for q in folder.glob("*.safetensors")})
+    if not names:
+        raise ValueError(f"{folder}: no adapter_config.json, config.json or *.safetensors to identify the model by")
+    for name in names:
+        h.update(name.encode() + b"\0")
+        with open(folder / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _text_key(text: Any) -> str:
+    return hashlib.sha256(str(text).encode()).hexdigest()[:16]
+
+
+def model_key(spec: Any, *, base: tuple | None = None, base_model: str | None = None) -> str | None:
+    """What identifies the model a ``models`` entry generates with, for the resume check of :func:`evaluate_models`.
+
+    * an adapter (or model) folder: ``"folder:<sha256>"`` of its weights, ``adapter_config.json``,
+      tokenizer and chat template files (:func:`_folder_key`): re-training into the same folder changes it;
+    * a hub id: ``"hub:<id>"``; ``None`` (the base model): the key of ``base`` or of ``base_model``
+      (a folder by content, a hub id by name; the runtime's default model when both are ``None``);
+    * ``(model, tokenizer)``: ``"model:<name_or_path>"`` with a hash of the tokenizer's chat template;
+    * a backend or callable: its ``model_key`` attribute when it has one, else ``None`` (its content is
+      unknown here: not compared; such a run is told apart by its label and settings only).
+    """
+    if spec is None:
+        if base is not None:
+            return model_key(tuple(base), base_model=base_model)
+        if base_model is None:
+            from ..models import default_model_dir
+
+            try:
+                return model_key(str(default_model_dir()))
+            except Exception:  # the default model's folder cannot be made here: name it
+                return "default"
+        return model_key(base_model)
+    if isinstance(spec, (str, os.PathLike)):
+        folder = Path(spec).expanduser()
+        return f"folder:{_folder_key(folder)}" if folder.is_dir() else f"hub:{spec}"
+    if isinstance(spec, tuple) and len(spec) == 2:
+        model, tokenizer = spec
+        name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+        folder = Path(str(name))
+        head = f"folder:{_folder_key(folder)}" if folder.is_dir() and any(folder.glob("*.safetensors")) else f"model:{name}"
+        return f"{head}+template:{_text_key(getattr(tokenizer, 'chat_template', None))}"
+    key = getattr(spec, "model_key", None)
+    return str(key) if key is not None else None
+
+
 def _fingerprint(items: Sequence[Mapping], field_name: str) -> str:
     h = hashlib.sha256()
     for it in items:
@@ -159,7 +223,7 @@ def evaluate_models(
     seed: int = 3407,
     limit: int | None = None,
     subset_seed: int | None = 0,
-    resume: bool = True,
+    resume: bool | str = "auto",
     chunk_size: int | None = None,
     base: tuple | None = None,
     base_model: str | None = None,
@@ -194,8 +258,16 @@ def evaluate_models(
         temperature, top_p, num_samples, seed: greedy (``temperature=0``, one sample) by default;
             sampling needs ``num_samples >= 1`` and uses seed ``seed + s`` for sample ``s``.
         limit, subset_seed: a fixed-seed subset of each benchmark (``benchmarks.select_items``).
-        resume: reuse the records already in ``items/*.jsonl`` (same settings only, else
-            ``ValueError``); ``False`` starts those files over.
+        resume: what a rerun does with the records already in ``items/*.jsonl``. Each file's
+            ``.meta.json`` holds what wrote it: the model's content (:func:`model_key`: an adapter
+            folder by a hash of its weights, config and chat template), the generation settings
+            (``max_new_tokens``, ``temperature``, ``top_p``, ``seed``, ``num_samples``, prompt style,
+            ``prefilled_think``, ``backend_kwargs``) and the items (ids, prompts, answers).
+            ``"auto"`` (or ``True``): reuse records written by the same model and settings; a file
+            written by another model or other settings is moved to ``items/stale/`` and generated
+            again (a warning names what changed). ``"refuse"``: raise ``ValueError`` instead, naming
+            what changed and the option to pass. ``"fresh"`` (or ``False``): start every file over.
+            ``EvalStageConfig.resume_items`` (``OVERRIDES = {"resume_items": "fresh"}``, ``--resume_items fresh``) sets it.
         chunk_size: completions generated between two writes (default ``4 * batch_size``).
         compare: pairs ``(label_a, label_b)`` for McNemar's test, each side on its fair score;
             default every pair of runs.
@@ -235,11 +307,15 @@ def evaluate_models(
     if unknown:
         raise ValueError(f"unknown prompt styles {unknown}; known: {sorted(PROMPT_STYLES)}")
     chunk = chunk_size or 4 * batch_size
+    mode = {True: "auto", False: "fresh"}.get(resume, resume) if isinstance(resume, bool) else resume
+    if mode not in RESUME_MODES:
+        raise ValueError(f"resume={resume!r}; allowed: {list(RESUME_MODES)} (True is 'auto', False is 'fresh')")
     results: list[EvalResult] = []
 
     for label, spec in models.items():
         runs = [(st, label + PROMPT_STYLES[st][1]) for st in styles.get(label, ["suite"])]
         backend, release = None, lambda: None
+        key: Any = _UNSET
         try:
             for style, run_label in runs:
                 field_name = PROMPT_STYLES[style][0]
@@ -250,17 +326,15 @@ def evaluate_models(
                                          "items from load_benchmark or to_mcq_items have both prompts")
                     path = out / "items" / f"{_slug(run_label)}__{_slug(name)}.jsonl"
                     meta_path = path.with_suffix(".meta.json")
+                    if key is _UNSET:
+                        key = model_key(spec, base=base, base_model=base_model)
                     meta = {"model": run_label, "benchmark": name, "style": style, "max_new_tokens": max_new_tokens,
                             "temperature": temperature, "top_p": top_p if temperature else None, "seed": seed,
-                            "num_samples": num_samples, "items": _fingerprint(items, field_name)}
-                    if resume and meta_path.is_file():
-                        old = read_json(meta_path, what="settings of the evaluation records", expect=dict)
-                        if old != meta:
-                            diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
-                            raise ValueError(f"{path} was written with other settings {diff}; use another out_dir or resume=False")
-                    if not resume:
-                        path.unlink(missing_ok=True)
-                    atomic_write_json(meta_path, meta, indent=1)
+                            "num_samples": num_samples, "items": _fingerprint(items, field_name), "model_key": key,
+                            "prefilled_think": bool(prefilled_think),
+                            "backend_kwargs": json.loads(json.dumps(dict(backend_kwargs or {}), sort_keys=True, default=str))}
+                    _check_resume(path, meta_path, meta, mode)
+                    atomic_write_json(meta_path, meta)
                     wanted = {str(it["id"]) for it in items}
                     done = {(d.get("sample", 0), str(d["id"])): d for d in read_items(path) if str(d.get("id")) in wanted}
                     if any(d.get("sample", 0) >= num_samples for d in done.values()):
@@ -288,6 +362,50 @@ def evaluate_models(
         plot_results(table, out / "results.png")
     atomic_write_json(out / "summary.json", {"table": table, "comparisons": comparisons}, indent=1, default=str)
     return table
+
+
+_UNSET = object()
+
+#: Meta fields read before the model key and these settings existed: a file without them is not stale for it.
+_ADDED_LATER = ("model_key", "prefilled_think", "backend_kwargs")
+
+
+def _check_resume(path: Path, meta_path: Path, meta: dict, mode: str) -> None:
+    """Apply ``resume`` to one per-item file: keep it, move it to ``items/stale/`` (``"auto"``), refuse, or drop it."""
+    if mode == "fresh":
+        path.unlink(missing_ok=True)
+        return
+    if not meta_path.is_file():
+        return
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        old = {"unreadable": f"{meta_path}: {exc}"}
+    diff = {}
+    for k, v in meta.items():
+        was = old.get(k)
+        if k in _ADDED_LATER and (k not in old or (k == "model_key" and (was is None or v is None))):
+            continue  # an older file, or a model whose content is unknown here (a backend, a callable)
+        if was != v:
+            diff[k] = (was, v)
+    if "unreadable" in old:
+        diff["meta.json"] = (old["unreadable"], "readable")
+    if not diff:
+        return
+    changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+    if mode == "refuse":
+        raise ValueError(
+            f"{path} was written by another model or with other settings ({changed}). Pass resume='auto' to move it to "
+            f"{path.parent / 'stale'} and generate again (notebook 03: OVERRIDES = {{'resume_items': 'auto'}}; CLI: medreason eval --resume_items auto), "
+            "resume='fresh' to start every file over, or use another out_dir / RUN_DIR."
+        )
+    stale = path.parent / "stale"
+    stale.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for f in (path, meta_path):
+        if f.is_file():
+            os.replace(f, stale / f"{f.name}.{stamp}")
+    log.warning("%s was written by another model or with other settings (%s): moved to %s, generating again", path, changed, stale)
 
 
 def _drop_incomplete_tail(path: Path) -> None:

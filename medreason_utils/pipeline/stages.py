@@ -433,6 +433,7 @@ def grpo_section(run: GRPORun) -> dict:
             "data_mix": run.prompts.sources, "resumed_from": Path(run.checkpoint).name if run.checkpoint else None,
             "adapter": run.adapter_check,
             "unscored_items": getattr(getattr(correctness, "counter", None), "unscored", None),
+            "verifier_fallbacks": getattr(getattr(correctness, "counter", None), "fallbacks", None),
             "completions_table": "grpo_completions.csv" if run.completions is not None else None,
             "reward_eval": run.reward_eval}
 
@@ -613,7 +614,7 @@ def score_eval_models(run: EvalRun) -> list:
     run.table = evaluate_models(models, run.items, run.eval_dir,
                                 styles={"base": list(c.base_styles)} if "base" in models else None,
                                 base=run.base, base_model=c.base_model, max_new_tokens=c.max_new_tokens,
-                                batch_size=c.batch_size, seed=c.seed)
+                                batch_size=c.batch_size, seed=c.seed, resume=c.resume_items)
     run.comparisons = _read_json(run.eval_dir / "summary.json", "the evaluation's summary")["comparisons"]
     return run.table
 

@@ -68,7 +68,7 @@ DEFAULT_TIERS = CorrectnessTiers()
 
 _DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p that the answer is right.
 
-    The {answer_open} block is parsed; no answer gives {no_answer:g} (no verifier call); otherwise the
+    The {answer_open} block is parsed; no answer (or more than one {answer_open} tag) gives {no_answer:g} (no verifier call); otherwise the
     verifier's p gives, first match wins: {tiers}; else {below:g}. The reference answers come
     from the dataset column ``{answer_key}`` (and questions, when present, from ``{question_key}``).
     An item the verifier cannot score gives ``None``; a call leaving more than
@@ -78,7 +78,8 @@ _DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p 
     Args:
         completions: plain strings or conversational completions, as TRL passes them.
         {answer_key}: reference answers, one per completion (a dataset column TRL passes).
-        log_metric: passed by TRL; receives ``correctness/unscored_fraction`` and ``correctness/unscored``.
+        log_metric: passed by TRL; receives ``correctness/unscored_fraction``, ``correctness/unscored`` and
+            ``correctness/verifier_fallbacks``.
 
     Returns:
         ``list[float | None]``, one per completion. Malformed completions never raise.
@@ -89,18 +90,29 @@ _DOC = """Answer correctness graded by {verifier!r}: tiers of its probability p 
     """
 
 
+def _single_answer(completion: Any, prefilled_think: bool, tags: Tags) -> str | None:
+    """The ANSWER block's text, or ``None`` when there is none or more than one opening ANSWER tag: a
+    completion with several answer blocks ("<ANSWER>Rubella</ANSWER><ANSWER>Measles</ANSWER>", or 1,000
+    tags) hedges, and is graded as giving no answer (see ``docs/reward-hacking.md``)."""
+    parsed = parse_completion(completion, prefilled_think=prefilled_think, tags=tags)
+    return None if parsed.tag_counts.get(tags.answer_open, 0) > 1 else parsed.answer
+
+
 class UnscoredError(RuntimeError):
     """More of a step's items were left unscored by the verifier than the configured fraction allows."""
 
 
 @dataclass
 class _UnscoredCounter:
-    """Counts of the correctness reward: calls, items (completions), unscored items, the last verifier error,
-    and the unscored fraction of each call (``history``)."""
+    """Counts of the correctness reward: calls, items (completions), unscored items, items the verifier
+    graded by a fallback reading (``fallbacks``: the LLM judge's text verdict where its log-prob request was
+    refused; the verifier's ``last_fallbacks``), the last verifier error, and the unscored fraction of each
+    call (``history``)."""
 
     calls: int = 0
     items: int = 0
     unscored: int = 0
+    fallbacks: int = 0
     last_error: str | None = None
     history: list = field(default_factory=list)
 
@@ -140,7 +152,8 @@ def make_correctness_reward(
     on the function (``fn.counter``: calls, items, unscored, last_error, per-call ``history``)
     and, under TRL (which passes ``log_metric`` to reward functions), logged with the training
     metrics as ``correctness/unscored_fraction`` (fraction of the call's completions, in [0, 1])
-    and ``correctness/unscored`` (count). TRL turns ``None`` into NaN; it leaves a completion out
+    and ``correctness/unscored`` (count), and ``correctness/verifier_fallbacks`` (items of the call the
+    verifier graded by a fallback reading, its ``last_fallbacks``; total in ``fn.counter.fallbacks``). TRL turns ``None`` into NaN; it leaves a completion out
     of the group baseline and the advantage only when *every* reward function gave ``None`` for
     it, so wrap the other reward functions with :func:`exclude_unscored` to get that (otherwise
     an unscored completion is rewarded by format alone). The indices left unscored by the last
@@ -188,8 +201,7 @@ def make_correctness_reward(
         options = kwargs.get(options_key)
         options = list(options) if options is not None and len(options) == len(completions) else [None] * len(completions)
         applies = [not has_options(opts) for opts in options]  # a multiple-choice row: None, graded by the MCQ reward
-        answers = [parse_completion(c, prefilled_think=prefilled_think, tags=tags).answer if a else None
-                   for c, a in zip(completions, applies)]
+        answers = [_single_answer(c, prefilled_think, tags) if a else None for c, a in zip(completions, applies)]
         rewards: list[float | None] = [tiers.no_answer if a else None for a in applies]
         idx = [i for i, a in enumerate(answers) if a is not None]
         unscored_idx: list[int] = []
@@ -219,6 +231,8 @@ def make_correctness_reward(
             if unscored_idx and errors and not raised:
                 counter.last_error = str(errors[-1])
         unscored = len(unscored_idx)
+        fell_back = int(getattr(verifier, "last_fallbacks", 0) or 0) if idx else 0
+        counter.fallbacks += fell_back
         n_applies = sum(applies)
         counter.calls += 1
         counter.items += n_applies
@@ -231,6 +245,7 @@ def make_correctness_reward(
         if callable(log_metric):
             log_metric("correctness/unscored_fraction", fraction)
             log_metric("correctness/unscored", float(unscored))
+            log_metric("correctness/verifier_fallbacks", float(fell_back))
         if fraction > max_unscored_fraction:
             raise UnscoredError(
                 f"{name}: {unscored} of {n_applies} items unscored ({fraction:.0%} > "

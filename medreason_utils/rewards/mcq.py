@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..parsing import choice_from_completion
+from ..parsing import choice_from_completion, normalize_answer, parse_completion
 from ..prompts import DEFAULT_TAGS, Tags
 from .base import RewardFunc, has_options, named
 
 __all__ = ["make_mcq_exact_match_reward", "mcq_exact_match_reward"]
 
 _DOC = """Exact match of the option letter in the {answer_open} block: {value} if right, 0.0 if wrong or none.
+
+    A completion with more than one {answer_open} tag, or whose answer negates the option it names
+    ("not measles"), names no option (0.0).
 
     The letter is read by ``choice_from_completion`` (the evaluation's exact match reads it the
     same way) and compared with the gold letter in the dataset column ``{answer_key}``; the
@@ -34,6 +37,20 @@ _DOC = """Exact match of the option letter in the {answer_open} block: {value} i
     ...        {answer_key}=["A", "A"], {options_key}=[options, options])
     [{value}, 0.0]
     """
+
+
+def _hedged_or_negated(completion: Any, options: Any, letter: str, prefilled_think: bool, tags: Tags) -> bool:
+    """Whether the completion has several ANSWER blocks, or its answer negates the option it names
+    ("not measles" is not option A "Measles"); see ``docs/reward-hacking.md``."""
+    from ..prompts import normalise_options
+    from ..verifiers.rule import RuleBasedVerifier
+
+    parsed = parse_completion(completion, prefilled_think=prefilled_think, tags=tags)
+    if parsed.tag_counts.get(tags.answer_open, 0) > 1:
+        return True
+    text = normalise_options(options).get(letter) or ""
+    targets = [t for t in (normalize_answer(text), letter.lower()) if t]
+    return RuleBasedVerifier._negated(normalize_answer(parsed.answer or ""), targets)
 
 
 def make_mcq_exact_match_reward(
@@ -75,6 +92,8 @@ def make_mcq_exact_match_reward(
             except (ValueError, TypeError):  # options that are no options (all empty, bad keys): not applicable
                 out.append(None)
                 continue
+            if letter is not None and _hedged_or_negated(c, opts, letter, prefilled_think, tags):
+                letter = None
             out.append(float(value) if letter is not None and letter == gold.strip().upper() else 0.0)
         return out
 
