@@ -47,7 +47,8 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
     ),
     "04_inference_demo.ipynb": (
         "4. Inference demo on a LoRA checkpoint",
-        "Loads a LoRA checkpoint (default: the one in `checkpoints/`) and answers medical questions, "
+        "Loads a LoRA checkpoint (default: the run's GRPO adapter when notebook 02 wrote one, else the one in "
+        "`checkpoints/`) and answers medical questions, "
         "reasoning shown apart from the answer.",
     ),
     "05_grpo_from_scratch.ipynb": (
@@ -66,7 +67,10 @@ _DISCLAIMER = (
 
 
 def header_source(name: str) -> str:
-    """Markdown of the header cell of notebook ``name`` (title, Colab badge, purpose, disclaimer)."""
+    """Markdown of the header cell of notebook ``name`` (title, Colab badge, purpose, the expected time on a
+    T4 and an A100 with its arithmetic (:func:`medreason_utils.pipeline.colab_time.header_line`), disclaimer)."""
+    from .colab_time import header_line
+
     title, what = NOTEBOOKS[name]
     if GITHUB_REPO:
         opening = (
@@ -84,7 +88,8 @@ def header_source(name: str) -> str:
         f"{what}\n\n"
         "Runs on a Colab T4 or A100 (Unsloth + vLLM) and, with the same cells, on a CPU "
         "(transformers + peft + TRL, SmolLM2-135M, shipped data): `make run` executes the notebooks headless.\n\n"
-        f"{_DISCLAIMER}"
+        + (f"{timing}\n\n" if (timing := header_line(name)) else "")
+        + f"{_DISCLAIMER}"
     )
 
 
@@ -176,6 +181,8 @@ if IN_COLAB:
     os.chdir(os.path.join(SOURCE_DIR, "notebooks"))
 import torch
 if torch.cuda.is_available():
+    # Unsloth's standby: vLLM sleeps while the trainer runs and shares the weights' memory (Unsloth's GRPO notebooks set it)
+    os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
     import unsloth  # noqa: F401  imported before trl/transformers so that Unsloth can patch them
 import medreason_utils
 from medreason_utils.models import detect_runtime
