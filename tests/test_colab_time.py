@@ -6,7 +6,7 @@ import shutil
 
 import yaml
 
-from medreason_utils.config import recipes_dir
+from medreason_utils.config import read_recipe, recipes_dir
 from medreason_utils.pipeline import colab_time, notebook_cells
 
 
@@ -21,9 +21,10 @@ def _recipes_with(tmp_path, gpu_dir, stage, **changes):
 
 def test_sft_time_scales_with_rows(tmp_path):
     base = colab_time.estimate("01_sft_format.ipynb", "T4")
-    rows = yaml.safe_load((recipes_dir() / "t4" / "sft.yaml").read_text())["n_train"]
+    recipe = read_recipe(recipes_dir() / "t4" / "sft.yaml")
+    rows = recipe["n_train"]
     doubled = colab_time.estimate("01_sft_format.ipynb", "T4", _recipes_with(tmp_path, "t4", "sft", n_train=2 * rows))
-    held = base.seconds - colab_time._train_s(1.7e9, rows * (colab_time.PROMPT_TOKENS + 552 + 184 + colab_time.ROW_OVERHEAD), colab_time.GPUS["T4"])
+    held = base.seconds - colab_time._train_s(1.7e9, rows * (colab_time.PROMPT_TOKENS + recipe["max_reasoning_tokens"] + recipe["max_response_tokens"] + colab_time.ROW_OVERHEAD), colab_time.GPUS["T4"])
     assert abs((doubled.seconds - held) - 2 * (base.seconds - held)) < 1e-6 * base.seconds
     assert f"{2 * rows:,}" in doubled.arithmetic
 
