@@ -57,3 +57,14 @@ def test_dry_run_reports_what_did_not_run(tmp_path):
     assert {(r["arch"], r["status"]) for r in rows if r["step"] == "build from config"} == {("qwen3", "ran"), ("llama", "ran")}
     assert all(r["status"] == "skipped" and r["detail"] == "--dry-run" for r in rows if r["step"] != "build from config")
     assert "| qwen3 | grpo | skipped |" in proc.stdout
+
+
+def test_training_rows_come_from_the_suites_mappers(gpu_check):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gpu_check.TOKENIZER))
+    sft = gpu_check._sft_rows(tok)
+    assert len(sft) == 8 and {"prompt", "completion"} <= set(sft.column_names)
+    assert "</ANSWER>" in sft[0]["completion"][0]["content"]
+    grpo = gpu_check._grpo_rows()
+    assert len(grpo) == 4 and grpo[0]["prompt"][-1]["role"] == "user" and grpo[0]["answer"]

@@ -11,7 +11,7 @@ from medreason_utils.models import RuntimeInfo
 from medreason_utils.training import grpo_from_scratch as gs
 
 
-def test_trl_classes_are_trls_own_after_a_patch_like_unslotsh(monkeypatch):
+def test_trl_classes_are_trls_own_after_a_patch_like_unsloths(monkeypatch):
     import trl
     import trl.trainer.grpo_trainer as grpo_module
 
