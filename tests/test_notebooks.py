@@ -142,7 +142,7 @@ def test_all_five_notebooks_execute_headless_with_smallest_settings(notebook_run
         assert r["score"] == (r["plain_match"] if r["model"] == "base (plain prompt)" else r["exact_match"])
     assert all(len(v) == 1 and 0 < v.pop() <= SMOKE_PARAMETERS["03_evaluation.ipynb"]["OVERRIDES"]["limit"] for v in ns.values())
     assert (run / "eval" / "results.png").is_file() and (run / "eval" / "results.md").is_file()
-    assert summary["demo"]["checkpoint"].endswith("medreason-smollm2-135m-grpo")
+    assert Path(summary["demo"]["checkpoint"]).name == "grpo_adapter"  # notebook 04 shows the run's own GRPO adapter
     assert summary["timings_s"]["total"] > 0
     json.dumps(summary)  # the summary is plain JSON
 

@@ -15,7 +15,7 @@ from .budget import (
     check_prompt_lengths,
     stage_max_seq_length,
 )
-from .paths import DEFAULT_CHECKPOINT, checkpoints_dir, default_checkpoint, recipes_dir, repo_root
+from .paths import DEFAULT_CHECKPOINT, RUNS_SETTING, checkpoints_dir, default_checkpoint, default_demo_adapter, default_run_dir, recipes_dir, repo_root
 from .recipes import MACHINE_CLASSES, load_stage_config, read_recipe, recipe_for_runtime, recipe_path
 from .stages import STAGES, EvalStageConfig, GRPOStageConfig, SFTStageConfig, StageConfig
 
@@ -35,6 +35,9 @@ __all__ = [
     "recipes_dir",
     "DEFAULT_CHECKPOINT",
     "default_checkpoint",
+    "RUNS_SETTING",
+    "default_run_dir",
+    "default_demo_adapter",
     "MAX_PROMPT_TOKENS",
     "EVAL_MAX_SEQ_LENGTH",
     "COMPLETION_OVERHEAD_TOKENS",

@@ -49,9 +49,50 @@ def stage_max_seq_length(stage: str, config: Any, runtime: Any = None, model: An
         return EVAL_MAX_SEQ_LENGTH
     if runtime is None or not getattr(runtime, "on_gpu", False):
         return 512
-    from ..models import preset_for
+    from ..models import base_model_of, preset_for
 
-    return int(preset_for(model if model is not None else getattr(config, "sft_adapter", None), runtime)["max_seq_length"])
+    target = model if model is not None else getattr(config, "sft_adapter", None)
+    if target is not None:
+        target = _base_of_adapter(target, runtime, base_model_of)
+    return int(preset_for(target, runtime)["max_seq_length"])
+
+
+def _base_of_adapter(target: Any, runtime: Any, base_model_of: Any) -> Any:
+    """``target`` itself for a model name (a short name, a hub id of :data:`~medreason_utils.models.MODEL_PARAMS_B`,
+    a model folder); for an adapter (a local folder, or a hub id ``owner/name`` not known as a model) the base
+    model its ``adapter_config.json`` names (:func:`~medreason_utils.models.base_model_of`, which downloads it
+    from the hub). A path (``./``, ``../``, ``/``, ``~`` or two ``/``) that does not exist, e.g.
+    ``../runs/latest/sft_adapter`` before notebook 01 ran or on another runtime, raises ``FileNotFoundError``
+    saying which notebook writes it and that the run folder must be the same one."""
+    from pathlib import Path
+
+    text = str(target)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return base_model_of([path], runtime) if (path / "adapter_config.json").is_file() else target
+    if text.lower() in _known_models() or "/" not in text:
+        return target
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(
+            f"adapter {text!r} does not exist (yet): notebook 01 writes RUN_DIR/sft_adapter. Run it first with the same "
+            "RUN_NAME / RUN_DIR (on Colab keep the run on Drive: USE_DRIVE in the set-up cell), or set sft_adapter "
+            "to a hub id 'owner/name' of an adapter"
+        )
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return base_model_of([text], runtime) or target  # a hub adapter: its adapter_config.json names the base
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:  # offline and not cached, no such repository
+        if isinstance(exc, FileNotFoundError) and "has no adapter_config.json" in str(exc):
+            return target  # a hub repository without adapter_config.json: a model
+        raise FileNotFoundError(f"sft_adapter {text!r}: cannot read its adapter_config.json from the hub "
+                                f"({type(exc).__name__}: {exc})") from exc
+
+
+def _known_models() -> set[str]:
+    from ..models import BASE_MODELS, MODEL_PARAMS_B
+
+    return {k.lower() for k in MODEL_PARAMS_B} | {v.lower() for v in BASE_MODELS.values()}
 
 
 def check_length_budget(stage: str, config: Any, runtime: Any = None, *, max_seq_length: int | None = None,

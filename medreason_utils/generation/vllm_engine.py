@@ -39,6 +39,7 @@ __all__ = [
     "looks_like_path",
     "read_adapter_config",
     "vllm_generate",
+    "prompt_token_ids",
 ]
 
 #: LoRA request ids handed out here start above this, away from Unsloth's own counter
@@ -238,6 +239,16 @@ def default_lora_request(model: Any):
     return None
 
 
+def prompt_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[dict[str, list[int]]]:
+    """vLLM token prompts (``{"prompt_token_ids": [...]}``, vLLM's ``TokensPrompt``) of rendered prompts,
+    tokenized with ``add_special_tokens=False``, as the transformers path and TRL's rollouts tokenize them.
+
+    A chat template that starts with the BOS token (Llama 3.x, Gemma 3) already renders it: vLLM given the
+    text would tokenize it with the tokenizer's own BOS again and the prompt would start with two BOS tokens.
+    """
+    return [{"prompt_token_ids": list(tokenizer(t, add_special_tokens=False)["input_ids"])} for t in texts]
+
+
 def vllm_generate(
     engine: Any,
     tokenizer: Any,
@@ -283,5 +294,6 @@ def vllm_generate(
         seed=seed,
         repetition_penalty=float(repetition_penalty or 1.0),
     )
-    outputs = engine.generate(texts, sampling_params=params, lora_request=lora_request, use_tqdm=progress)
+    outputs = engine.generate(prompt_token_ids(tokenizer, texts), sampling_params=params, lora_request=lora_request,
+                              use_tqdm=progress)
     return [[c.text for c in sorted(o.outputs, key=lambda c: c.index)] for o in outputs]

@@ -72,7 +72,11 @@ PYTHON_VERSION = "3.12"
 PYTHON_PLATFORM = "x86_64-manylinux_2_35"
 #: Packages the locks leave to the machine (``--no-emit-package``): Colab's kernel (pyzmq) and its
 #: preinstalled libraries run on its own copies; Unsloth's template holds numpy and pillow too.
-NOT_EMITTED = ("numpy", "pillow", "pandas", "pyzmq")
+#: ``protobuf`` and ``googleapis-common-protos``: Colab's kernel has imported them before the set-up cell
+#: runs (its own Google libraries), so a lock pinning other versions made every fresh runtime stop once
+#: asking for a restart (issue 19, defect 5); the stack needs only a range of them (vLLM's grpcio and
+#: opentelemetry), which the install keeps Colab's copies in or else upgrades into.
+NOT_EMITTED = ("numpy", "pillow", "pandas", "pyzmq", "protobuf", "googleapis-common-protos")
 #: The GPU lock's libraries that the ``test-gpu-libs`` venv takes (with CPU torch; no unsloth, vllm,
 #: bitsandbytes), so that transformers 4.x vs 5.x drift shows on a CPU.
 GPU_LIBS = ("transformers", "trl", "peft", "datasets", "accelerate", "sentence-transformers")

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["NOTEBOOKS", "GITHUB_REPO", "SOURCE_SETTING", "header_source", "install_source", "stamp", "check", "main"]
+__all__ = ["NOTEBOOKS", "GITHUB_REPO", "SOURCE_SETTING", "TOKEN_SETTING", "DRIVE_MOUNT", "header_source", "install_source", "stamp", "check", "main"]
 
 #: ``"owner/name"`` of a public GitHub repository holding this suite, or None while there is none.
 #: When set (then ``make stamp``), the header gets an *Open in Colab* badge and the set-up cell's
@@ -21,6 +21,10 @@ __all__ = ["NOTEBOOKS", "GITHUB_REPO", "SOURCE_SETTING", "header_source", "insta
 GITHUB_REPO: str | None = None
 #: The set-up cell's setting naming where the package comes from on Colab (also read from the environment).
 SOURCE_SETTING = "MEDREASON_SOURCE"
+#: Colab secret (or environment variable) holding a GitHub token for cloning a private fork.
+TOKEN_SETTING = "MEDREASON_GIT_TOKEN"
+#: Where the set-up cell mounts Google Drive on Colab (``$MEDREASON_DRIVE_MOUNT`` overrides it, for tests).
+DRIVE_MOUNT = "/content/drive"
 
 #: notebook file -> (title, what it does)
 NOTEBOOKS: dict[str, tuple[str, str]] = {
@@ -43,7 +47,8 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
     ),
     "04_inference_demo.ipynb": (
         "4. Inference demo on a LoRA checkpoint",
-        "Loads a LoRA checkpoint (default: the one in `checkpoints/`) and answers medical questions, "
+        "Loads a LoRA checkpoint (default: the run's GRPO adapter when notebook 02 wrote one, else the one in "
+        "`checkpoints/`) and answers medical questions, "
         "reasoning shown apart from the answer.",
     ),
     "05_grpo_from_scratch.ipynb": (
@@ -62,7 +67,10 @@ _DISCLAIMER = (
 
 
 def header_source(name: str) -> str:
-    """Markdown of the header cell of notebook ``name`` (title, Colab badge, purpose, disclaimer)."""
+    """Markdown of the header cell of notebook ``name`` (title, Colab badge, purpose, the expected time on a
+    T4 and an A100 with its arithmetic (:func:`medreason_utils.pipeline.colab_time.header_line`), disclaimer)."""
+    from .colab_time import header_line
+
     title, what = NOTEBOOKS[name]
     if GITHUB_REPO:
         opening = (
@@ -80,24 +88,50 @@ def header_source(name: str) -> str:
         f"{what}\n\n"
         "Runs on a Colab T4 or A100 (Unsloth + vLLM) and, with the same cells, on a CPU "
         "(transformers + peft + TRL, SmolLM2-135M, shipped data): `make run` executes the notebooks headless.\n\n"
-        f"{_DISCLAIMER}"
+        + (f"{timing}\n\n" if (timing := header_line(name)) else "")
+        + f"{_DISCLAIMER}"
     )
 
 
 def install_source() -> str:
-    """Code of the set-up cell: on Colab, fetches this suite from ``MEDREASON_SOURCE`` and installs the
-    GPU stack from the lock file of the GPU (``medreason_utils.pipeline.gpu_stack.install_on_colab``); elsewhere
-    it installs nothing. Every failure raises with a message naming what to do (no ``!pip``: a failing
-    ``!pip`` line does not stop a cell)."""
+    """Code of the set-up cell. On Colab: keeps the run folders on Drive (mounts it at
+    :data:`DRIVE_MOUNT`, sets ``$MEDREASON_RUNS`` to ``MyDrive/medreason/runs`` for
+    :func:`medreason_utils.config.paths.default_run_dir`; declined, it says what will be lost), fetches this
+    suite from ``MEDREASON_SOURCE`` (a git URL: the token of a private fork from the Colab secret or the
+    environment variable :data:`TOKEN_SETTING`, sent as an HTTP header through git's environment, never in the
+    URL, the cell or its output) and installs the GPU stack from the lock file of the GPU
+    (``medreason_utils.pipeline.gpu_stack.install_on_colab``); elsewhere it installs nothing. Every failure
+    raises with a message naming what to do (no ``!pip``: a failing ``!pip`` line does not stop a cell)."""
     default = f"https://github.com/{GITHUB_REPO}" if GITHUB_REPO else ""
     return f'''# Set-up: a shared cell, stamped from medreason_utils/pipeline/notebook_cells.py (edit it there, then `make stamp`).
 # On Colab: where this suite's code comes from, a git URL of your fork ("https://github.com/<you>/medreason")
 # or a folder you uploaded or keep on Drive ("/content/drive/MyDrive/medreason"); the environment variable
-# {SOURCE_SETTING} is read when this is empty. Not used elsewhere (`make run` / `make test` set up a CPU venv).
+# {SOURCE_SETTING} is read when this is empty. A private fork: add a Colab secret (key icon) named {TOKEN_SETTING}
+# holding a GitHub token; never put a token in the URL. Not used elsewhere (`make run` / `make test` set up a CPU venv).
 {SOURCE_SETTING} = "{default}"  # @param {{type:"string"}}
-import os, subprocess, sys
+# Keep the run folder (adapters, checkpoints, summary.json) on Drive, MyDrive/medreason/runs/<RUN_NAME>: each
+# notebook runs on its own runtime and /content is wiped when a runtime ends, so notebook 02 finds notebook 01's
+# adapter, and a run resumes after a disconnect, only through Drive.
+USE_DRIVE = True  # @param {{type:"boolean"}}
+import os, re, subprocess, sys
 IN_COLAB = "COLAB_RELEASE_TAG" in os.environ
 if IN_COLAB:
+    _mount = os.environ.get("MEDREASON_DRIVE_MOUNT", "{DRIVE_MOUNT}")
+    if USE_DRIVE and not os.path.isdir(os.path.join(_mount, "MyDrive")):
+        try:
+            from google.colab import drive
+            drive.mount(_mount)
+        except Exception as exc:  # declined, or no Drive
+            print(f"Drive not mounted ({{type(exc).__name__}}).")
+    if USE_DRIVE and os.path.isdir(os.path.join(_mount, "MyDrive")):
+        os.environ["MEDREASON_RUNS"] = os.path.join(_mount, "MyDrive", "medreason", "runs")
+        print(f"run folders on Drive: {{os.environ['MEDREASON_RUNS']}}/<RUN_NAME>")
+    else:
+        os.environ.pop("MEDREASON_RUNS", None)
+        print("WARNING: the run folder is NOT on Drive: adapters, checkpoints and summary.json are written under "
+              "/content and are lost when this runtime ends (a disconnect, a timeout, a new session); notebooks "
+              "02-04 on another runtime will not find notebook 01's adapter and GRPO cannot resume. "
+              "Set USE_DRIVE and accept the Drive prompt to keep them.")
     {SOURCE_SETTING} = {SOURCE_SETTING} or os.environ.get("{SOURCE_SETTING}", "")
     if not {SOURCE_SETTING}:
         raise RuntimeError(
@@ -106,16 +140,38 @@ if IN_COLAB:
             "/content/drive/MyDrive/medreason), then run the cell again."
         )
     if "://" in {SOURCE_SETTING} or {SOURCE_SETTING}.startswith("git@"):
-        SOURCE_DIR = "/content/medreason"
+        if re.search(r"://[^/@]*@", {SOURCE_SETTING}):
+            raise RuntimeError("{SOURCE_SETTING} holds credentials (user:token@): remove them, revoke that token, and add "
+                               "a Colab secret named {TOKEN_SETTING} instead.")
+        _token = None
+        try:
+            from google.colab import userdata
+            _token = userdata.get("{TOKEN_SETTING}")
+        except Exception:  # no such secret, or access not granted
+            pass
+        _token = _token or os.environ.get("{TOKEN_SETTING}")
+        _env = dict(os.environ)
+        _secrets = []
+        if _token:
+            import base64
+            _basic = base64.b64encode(f"x-access-token:{{_token}}".encode()).decode()
+            _secrets = [_token, _basic]
+            # git reads this from its environment (GIT_CONFIG_COUNT, git >= 2.31): not in argv, URL or output
+            _env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
+                        GIT_CONFIG_VALUE_0=f"Authorization: Basic {{_basic}}", GIT_TERMINAL_PROMPT="0")
+        SOURCE_DIR = "/content/medreason" if os.path.isdir("/content") else os.path.abspath("medreason")
         if not os.path.isdir(SOURCE_DIR):
-            clone = subprocess.run(["git", "clone", "-q", "--depth", "1", {SOURCE_SETTING}, SOURCE_DIR], capture_output=True, text=True)
+            clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--", {SOURCE_SETTING}, SOURCE_DIR],
+                                   capture_output=True, text=True, env=_env)
             if clone.returncode != 0:
-                raise RuntimeError(f"git clone {{{SOURCE_SETTING}}} failed: {{clone.stderr.strip()}}\\nCheck {SOURCE_SETTING} (a private fork needs a token in the URL).")
+                _said = clone.stderr.strip()
+                for _s in _secrets:
+                    _said = _said.replace(_s, "***")
+                raise RuntimeError(f"git clone {{{SOURCE_SETTING}}} failed: {{_said}}\\nCheck {SOURCE_SETTING}; a private fork "
+                                   "needs a Colab secret {TOKEN_SETTING} (a GitHub token that can read it).")
+        del _token, _env, _secrets
     else:
         SOURCE_DIR = os.path.abspath(os.path.expanduser({SOURCE_SETTING}))
-        if SOURCE_DIR.startswith("/content/drive/") and not os.path.isdir("/content/drive/MyDrive"):
-            from google.colab import drive
-            drive.mount("/content/drive")
     if not os.path.isfile(os.path.join(SOURCE_DIR, "medreason_utils", "pipeline", "gpu_stack.py")):
         raise RuntimeError(f"{{SOURCE_DIR}} holds no medreason checkout (no medreason_utils/pipeline/gpu_stack.py): check {SOURCE_SETTING}.")
     sys.path.insert(0, SOURCE_DIR)
@@ -125,6 +181,8 @@ if IN_COLAB:
     os.chdir(os.path.join(SOURCE_DIR, "notebooks"))
 import torch
 if torch.cuda.is_available():
+    # Unsloth's standby: vLLM sleeps while the trainer runs and shares the weights' memory (Unsloth's GRPO notebooks set it)
+    os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
     import unsloth  # noqa: F401  imported before trl/transformers so that Unsloth can patch them
 import medreason_utils
 from medreason_utils.models import detect_runtime

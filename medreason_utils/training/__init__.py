@@ -12,8 +12,8 @@ TRL is imported when a function is called. On a GPU, import ``unsloth`` first (t
 does), so that Unsloth patches the TRL trainers.
 """
 
-from .grpo import (GRPOPrompts, checkpoint_problem, completions_table, evaluate_rewards, grpo_config, grpo_config_kwargs, grpo_prompts, grpo_trainer, last_checkpoint,
-                   mix_counts, order_by_pass_rate, source_prompts)
+from .grpo import (GRPOPrompts, checkpoint_problem, completions_table, evaluate_rewards, grpo_config, grpo_config_kwargs, grpo_prompts,
+                   grpo_trainer, last_checkpoint, mix_counts, order_by_pass_rate, prompt_budget_counts, source_prompts)
 from .sft import SFTData, sft_config, sft_config_kwargs, sft_data, sft_trainer
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "grpo_config",
     "grpo_trainer",
     "source_prompts",
+    "prompt_budget_counts",
     "mix_counts",
     "order_by_pass_rate",
     "last_checkpoint",

@@ -21,8 +21,8 @@ from ..fileio import atomic_write_with
 from .sft import precision_kwargs
 
 __all__ = [
-    "GRPOPrompts", "source_prompts", "mix_counts", "grpo_prompts", "order_by_pass_rate", "grpo_config_kwargs", "grpo_config",
-    "grpo_trainer", "last_checkpoint", "checkpoint_problem", "completions_table", "evaluate_rewards",
+    "GRPOPrompts", "source_prompts", "prompt_budget_counts", "mix_counts", "grpo_prompts", "order_by_pass_rate", "grpo_config_kwargs",
+    "grpo_config", "grpo_trainer", "last_checkpoint", "checkpoint_problem", "completions_table", "evaluate_rewards",
 ]
 
 #: The columns of every GRPO prompt row: TRL passes all but ``prompt`` to the reward functions.
@@ -75,7 +75,8 @@ class GRPOPrompts:
         return datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([])
 
 
-def source_prompts(source: str, *, tags: Any = None, system: str | None = None) -> tuple[Any, MappingReport, list[set[str]], str]:
+def source_prompts(source: str, *, tags: Any = None, system: str | None = None, tokenizer: Any = None,
+                   max_prompt_tokens: int | None = None) -> tuple[Any, MappingReport, list[set[str]], str]:
     """One GRPO data source as prompt rows, read by its columns.
 
     The source's task is found by its columns (:func:`medreason_utils.tasks.task_for_columns`): open-ended
@@ -89,7 +90,39 @@ def source_prompts(source: str, *, tags: Any = None, system: str | None = None) 
     of row ``i`` (:func:`medreason_utils.data.question_key` of its question and, for the shipped MCQ
     sample, of its open-ended form in ``open_ended_question``). Raises :class:`DataError` naming the source
     and its columns when they fit no layout, and what :func:`medreason_utils.data.load_rows` raises.
+
+    Prompt budget: with ``tokenizer``, a row whose prompt (rendered as generation renders it,
+    :func:`medreason_utils.config.check_prompt_lengths`) is longer than ``max_prompt_tokens`` (default
+    :data:`medreason_utils.config.MAX_PROMPT_TOKENS` ``["grpo"]``, 256) is skipped and counted in the report
+    (reason ``"prompt is N tokens, more than max_prompt_tokens=..."``): under Unsloth, vLLM's ``max_model_len``
+    is ``max_seq_length`` and it ends a completion there without a word, so a longer prompt would leave its
+    completion less room than ``max_completion_length``.
     """
+    ds, report, keys, layout = _source_prompts(source, tags=tags, system=system)
+    if tokenizer is None:
+        return ds, report, keys, layout
+    return _within_prompt_budget(ds, report, keys, tokenizer, max_prompt_tokens, source) + (layout,)
+
+
+def _within_prompt_budget(ds: Any, report: MappingReport, keys: list, tokenizer: Any, limit: int | None,
+                          source: str) -> tuple[Any, MappingReport, list]:
+    """``ds`` and ``keys`` without the rows whose prompt is longer than ``limit`` tokens, each counted in ``report``."""
+    from ..config.budget import MAX_PROMPT_TOKENS, check_prompt_lengths
+
+    limit = MAX_PROMPT_TOKENS["grpo"] if limit is None else int(limit)
+    over = check_prompt_lengths(list(ds["prompt"]), tokenizer, limit, enforce=False)["over"]
+    if not over:
+        return ds, report, keys
+    drop = {i for _, i, _ in over}
+    report.skipped.extend((i, f"{source} prompt {i}: prompt is {k} tokens, more than max_prompt_tokens={limit}")
+                          for _, i, k in over)
+    report.kept -= len(drop)
+    kept = [i for i in range(len(ds)) if i not in drop]
+    return ds.select(kept), report, [keys[i] for i in kept]
+
+
+def _source_prompts(source: str, *, tags: Any = None, system: str | None = None) -> tuple[Any, MappingReport, list[set[str]], str]:
+    """:func:`source_prompts` without the prompt budget."""
     import datasets
 
     from ..prompts import DEFAULT_TAGS
@@ -128,6 +161,16 @@ def source_prompts(source: str, *, tags: Any = None, system: str | None = None) 
     return datasets.Dataset.from_list(rows), report, keys, layout
 
 
+def prompt_budget_counts(report: MappingReport) -> dict[str, int]:
+    """Counts of a data report for ``summary.json``: ``rows_kept``, ``rows_skipped`` (every reason) and
+    ``rows_over_prompt_budget`` / ``rows_over_max_seq_length`` (the rows the length budget left out:
+    a prompt over ``max_prompt_tokens``, an SFT row over the trainer's ``max_length``)."""
+    why = [w for _, w in report.skipped]
+    return {"rows_kept": int(report.kept), "rows_skipped": len(why),
+            "rows_over_prompt_budget": sum("more than max_prompt_tokens" in w for w in why),
+            "rows_over_max_seq_length": sum("more than max_total_tokens" in w for w in why)}
+
+
 def mix_counts(proportions: Mapping[str, float], n: int) -> dict[str, int]:
     """``n`` split by ``proportions`` into whole counts summing to ``n``: each source gets
     ``floor(n * p)``, and the rest go one each to the largest remainders (ties: the order given)."""
@@ -152,7 +195,8 @@ def _pad_options(ds: Any, letters: Sequence[str]) -> Any:
     return rows
 
 
-def grpo_prompts(config: Any, *, exclude: Iterable[str] = ()) -> GRPOPrompts:
+def grpo_prompts(config: Any, *, exclude: Iterable[str] = (), tokenizer: Any = None,
+                 max_prompt_tokens: int | None = None) -> GRPOPrompts:
     """The GRPO prompts of ``config.data``: one source, or a mix ``{source: proportion}``.
 
     Every source is read by :func:`source_prompts`; its rows of the questions ``exclude`` names
@@ -167,6 +211,10 @@ def grpo_prompts(config: Any, *, exclude: Iterable[str] = ()) -> GRPOPrompts:
     a source holding none of them (e.g. a MedMCQA file next to medical-o1 SFT data) gives the rows
     its GRPO draw left instead, which GRPO never sees and which are assumed to be outside the SFT data.
 
+    With ``tokenizer``, prompts longer than ``max_prompt_tokens`` (default 256,
+    :data:`~medreason_utils.config.MAX_PROMPT_TOKENS`) are skipped and counted per source
+    (:func:`source_prompts`; ``sources[s]["over_prompt_budget"]``, :func:`prompt_budget_counts`).
+
     Raises ``ValueError`` naming the source when, in a mix, it has fewer rows than its share, and
     what :func:`source_prompts` and :func:`medreason_utils.config.stages.data_proportions` raise.
     """
@@ -179,7 +227,7 @@ def grpo_prompts(config: Any, *, exclude: Iterable[str] = ()) -> GRPOPrompts:
     banned = {question_key(q) for q in exclude}
     parts, heldout, sources, reports = [], {}, {}, []
     for source, p in proportions.items():
-        ds, report, keys, layout = source_prompts(source)
+        ds, report, keys, layout = source_prompts(source, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens)
         reports.append(report)
         held = [i for i, k in enumerate(keys) if k & banned]
         held_set = set(held)
@@ -193,7 +241,8 @@ def grpo_prompts(config: Any, *, exclude: Iterable[str] = ()) -> GRPOPrompts:
         parts.append(pool.select(range(want)))
         heldout[source] = (ds.select(held).shuffle(seed=config.seed) if held
                            else pool.select(range(want, len(pool))))
-        sources[source] = {"rows": len(ds), "excluded": len(held), "drawn": want, "proportion": p, "layout": layout}
+        sources[source] = {"rows": len(ds), "excluded": len(held), "drawn": want, "proportion": p, "layout": layout,
+                           "over_prompt_budget": sum(1 for _, why in report.skipped if "more than max_prompt_tokens" in why)}
     letters = sorted({L for part in parts + list(heldout.values()) for r in part if r["options"]
                       for L, t in r["options"].items() if t is not None})
     prompts = datasets.Dataset.from_list([r for part in parts for r in _pad_options(part, letters)])

@@ -504,7 +504,7 @@ def adapter_is_trained(model) -> bool:
 
 
 def accumulate_grpo_gradients(model, rollout: Rollout, advantages, config: GRPOScratchConfig, *, old_logps=None,
-                              ref_logps=None) -> dict[str, float]:
+                              ref_logps=None, scaler=None) -> dict[str, float]:
     """Step 7: micro-batched forward and backward of the whole batch's loss; gradients accumulate in ``.grad``.
 
     Each micro-batch of ``config.micro_batch_size`` completions is normalised by the whole batch's counts
@@ -537,7 +537,7 @@ def accumulate_grpo_gradients(model, rollout: Rollout, advantages, config: GRPOS
         )
         loss = aggregate_loss(loss_t, mask[sl], config.loss_type, num_sequences=B,
                               max_completion_length=config.max_completion_length, num_tokens=num_tokens)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()  # fp16: loss scaling (torch.amp.GradScaler)
         total += float(loss.detach())
         with torch.no_grad():
             a = advantages[sl].unsqueeze(1)
@@ -549,13 +549,16 @@ def accumulate_grpo_gradients(model, rollout: Rollout, advantages, config: GRPOS
     return {"loss": total, "kl": kl_sum / n, "clip_ratio": clipped / n}
 
 
-def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratchConfig) -> dict[str, float]:
+def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratchConfig, *, scaler=None) -> dict[str, float]:
     """Steps 4-7 on one sampled batch: ``num_iterations`` optimiser steps, each a micro-batched forward/backward
     (:func:`accumulate_grpo_gradients`), gradient-norm clipping and an AdamW step.
 
     The old policy's log-probabilities are the current ones detached when ``num_iterations == 1`` (the ratio is
     then 1 and only its gradient matters, TRL's shortcut), else computed once before the first pass. The reference
     log-probabilities are computed (without gradient) only when ``beta != 0``. Returns the last pass's statistics.
+
+    ``scaler``: a ``torch.amp.GradScaler`` for a float16 model (a T4): the loss is scaled before backward, the
+    gradients unscaled before clipping, and a step whose gradients overflowed is skipped (:func:`fp16_scaler`).
     """
     import torch
 
@@ -574,10 +577,16 @@ def grpo_step(model, optimizer, rollout: Rollout, advantages, config: GRPOScratc
     stats = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
     for _ in range(config.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        stats = accumulate_grpo_gradients(model, rollout, advantages, config, old_logps=old, ref_logps=ref)
+        stats = accumulate_grpo_gradients(model, rollout, advantages, config, old_logps=old, ref_logps=ref, scaler=scaler)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return stats
 
@@ -603,13 +612,46 @@ def _cycle_rows(dataset, per_step: int, seed: int) -> Iterator[list[dict]]:
         yield batch
 
 
+def fp16_scaler(model):
+    """A ``torch.amp.GradScaler`` when ``model`` computes in float16 (its first floating parameter that is not
+    trainable is float16: a T4's 16-bit model), else None: float16 gradients underflow without loss scaling,
+    which is what TRL's ``fp16=True`` adds through accelerate. bfloat16 and float32 need none."""
+    import torch
+
+    frozen = next((p for p in model.parameters() if p.is_floating_point() and not p.requires_grad), None)
+    if frozen is None or frozen.dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(frozen.device.type)
+
+
+def scratch_max_steps(recipe_steps: int, runtime, max_steps: int | None = None) -> int:
+    """Steps of notebook 05's training loop: ``max_steps`` when given; on a GPU at most :data:`GPU_SCRATCH_MAX_STEPS`
+    of the recipe's (the loop samples with Hugging Face ``generate``, no vLLM: the GPU recipes' 300 steps of 8
+    completions of 768-1,024 tokens would take hours on a T4); on CPU the recipe's. Raises ``ValueError`` below 1."""
+    steps = int(max_steps) if max_steps is not None else (
+        min(int(recipe_steps), GPU_SCRATCH_MAX_STEPS) if getattr(runtime, "on_gpu", False) else int(recipe_steps))
+    if steps < 1:
+        raise ValueError(f"MAX_STEPS / max_steps must be >= 1, got {steps}")
+    return steps
+
+
+#: Notebook 05's default step count on a GPU (:func:`scratch_max_steps`).
+GPU_SCRATCH_MAX_STEPS = 20
+
+
 def make_optimizer(params, config: GRPOScratchConfig):
-    """AdamW over the trainable parameters (``requires_grad``), TRL's default optimiser (betas 0.9/0.999, eps 1e-8)."""
+    """AdamW over the trainable parameters (``requires_grad``), TRL's default optimiser (betas 0.9/0.999, eps 1e-8).
+
+    Trainable float16 parameters (a LoRA adapter of a float16 model, a T4) are cast to float32 first, as mixed
+    precision keeps its master weights (peft casts a LoRA layer's input to its weights' dtype)."""
     import torch
 
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: attach a LoRA adapter (models.add_lora) or load one with trainable=True")
+    for p in params:  # float16 weights take no AdamW update below ~6e-8 (and lr * update rounds away): keep fp32 masters
+        if p.dtype == torch.float16:
+            p.data = p.data.float()
     return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
@@ -642,6 +684,7 @@ def train_grpo(
     if config.beta != 0.0 and hasattr(model, "peft_config") and adapter_is_trained(model):
         add_reference_adapter(model)  # the reference is the starting adapter (as TRL 1.16), not the bare base model
     optimizer = make_optimizer(model.parameters(), config)
+    scaler = fp16_scaler(model)
     names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
     weights = [1.0] * len(reward_funcs) if reward_weights is None else list(reward_weights)
     rows_iter = _cycle_rows(dataset, config.prompts_per_step, config.seed)
@@ -656,7 +699,7 @@ def train_grpo(
         )
         rewards = score_rollout(reward_funcs, rollout)
         advantages, totals = rollout_advantages(rewards, weights, num_generations=config.num_generations, scale_rewards=config.scale_rewards)
-        stats = grpo_step(model, optimizer, rollout, advantages, config)
+        stats = grpo_step(model, optimizer, rollout, advantages, config, scaler=scaler)
         stats["completion_tokens"] = float(rollout.completion_mask.sum()) / rollout.size
         stats["step_seconds"] = round(time.perf_counter() - t0, 2)
         history.add(step, _reward_means(rewards, names, totals), stats)
@@ -684,6 +727,51 @@ def _reward_means(rewards_per_func, names, totals) -> dict[str, float | None]:
 def lora_grads(model) -> dict[str, Any]:
     """``{name: grad clone}`` of the trainable LoRA parameters of the ``default`` adapter that have a gradient."""
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
+
+
+def trl_grpo_classes():
+    """TRL's own ``(GRPOConfig, GRPOTrainer)``, also after ``import unsloth`` has replaced them.
+
+    Unsloth (``unsloth.models.rl.PatchFastRL``) puts generated classes (``UnslothGRPOConfig`` /
+    ``UnslothGRPOTrainer``, its own loss, forced ``use_vllm`` on a model with a vLLM engine, ignored fields) in
+    place of TRL's under ``trl`` and ``trl.trainer.grpo_trainer``; a check "against TRL" must not run those.
+    When the classes found are not defined in TRL's own files, TRL's ``grpo_config.py`` and ``grpo_trainer.py``
+    are executed again from their files under private module names, giving TRL's classes (their imports of
+    TRL's helpers still resolve to the loaded ``trl`` package). Raises ``ImportError`` without TRL.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import trl
+
+    cfg, trainer = trl.GRPOConfig, trl.GRPOTrainer
+    here = Path(trl.__file__).parent / "trainer"
+    if _defined_in(cfg, here / "grpo_config.py") and _defined_in(trainer, here / "grpo_trainer.py"):
+        return cfg, trainer
+    loaded = {}
+    for stem in ("grpo_config", "grpo_trainer"):
+        name = f"trl.trainer._medreason_pristine_{stem}"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, here / f"{stem}.py")
+            module = importlib.util.module_from_spec(spec)
+            module.__package__ = "trl.trainer"
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            if stem == "grpo_trainer":  # its `from .grpo_config import GRPOConfig` may have met Unsloth's class
+                module.GRPOConfig = loaded["grpo_config"].GRPOConfig
+        loaded[stem] = sys.modules[name]
+    return loaded["grpo_config"].GRPOConfig, loaded["grpo_trainer"].GRPOTrainer
+
+
+def _defined_in(cls, path) -> bool:
+    import inspect
+    from pathlib import Path
+
+    try:
+        return Path(inspect.getfile(cls)).resolve() == Path(path).resolve()
+    except (TypeError, OSError):
+        return False
 
 
 def trl_grpo_loss(
@@ -717,16 +805,17 @@ def trl_grpo_loss(
 
     import torch
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
 
     from ..rewards import strict_format_reward
+
+    GRPOConfig, GRPOTrainer = trl_grpo_classes()
 
     B = rollout.size
     args = GRPOConfig(
         output_dir=output_dir or tempfile.mkdtemp(prefix="trl-grpo-"), per_device_train_batch_size=B,
         num_generations=rollout.num_generations, max_completion_length=max_completion_length, loss_type=loss_type,
         beta=beta, epsilon=epsilon, epsilon_high=epsilon_high, use_bias_correction_kl=kl_bias_correction,
-        temperature=temperature, report_to=[], use_cpu=True,
+        temperature=temperature, report_to=[], use_cpu=not torch.cuda.is_available(), use_vllm=False,
         bf16=False, activation_checkpointing=False, logging_steps=1, save_strategy="no",
     )
     if beta != 0.0 and "ref" in getattr(model, "peft_config", {}):

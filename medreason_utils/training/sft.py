@@ -34,7 +34,7 @@ class SFTData:
     heldout_report: MappingReport
 
 
-def sft_data(config: Any, tokenizer: Any = None) -> SFTData:
+def sft_data(config: Any, tokenizer: Any = None, *, max_prompt_tokens: int | None = None) -> SFTData:
     """Load ``config.data``, hold out ``config.n_heldout`` questions (seed ``config.seed``), keep
     ``config.n_train`` of the rest, and map them.
 
@@ -43,13 +43,25 @@ def sft_data(config: Any, tokenizer: Any = None) -> SFTData:
     mid-way would teach the model to stop before its closing tags. Bad rows are skipped and
     counted. Raises ``ValueError`` when ``n_heldout`` leaves no training rows, and what
     :func:`medreason_utils.data.load_rows` raises.
+
+    Length budget, with ``tokenizer``: a row whose prompt is longer than ``max_prompt_tokens`` (default
+    :data:`~medreason_utils.config.MAX_PROMPT_TOKENS` ``["sft"]``, 256) or whose whole conversation is longer
+    than ``config.max_seq_length`` (the trainer's ``max_length``: Unsloth and TRL would cut it and lose
+    ``</ANSWER>`` and the end of turn) is skipped and counted in ``train_report``
+    (:func:`medreason_utils.training.grpo.prompt_budget_counts` gives the counts for ``summary.json``).
     """
+    from ..config.budget import MAX_PROMPT_TOKENS
+
+    if tokenizer is not None and max_prompt_tokens is None:
+        max_prompt_tokens = MAX_PROMPT_TOKENS["sft"]
     rows = load_rows(config.data)
     train_rows, heldout_rows = split_train_heldout(rows, config.n_heldout, seed=config.seed)
     train_rows = train_rows.select(range(min(config.n_train, len(train_rows))))
     train, train_report = to_sft_conversations(
         train_rows, max_reasoning_tokens=config.max_reasoning_tokens, max_response_tokens=config.max_response_tokens,
         tokenizer=tokenizer, output_format="prompt_completion", on_bad_row="skip", source="sft data",
+        max_prompt_tokens=max_prompt_tokens if tokenizer is not None else None,
+        max_total_tokens=int(config.max_seq_length) if tokenizer is not None else None,
     )
     heldout, heldout_report = to_question_prompts(
         heldout_rows, question_col="Question", answer_col="Response", on_bad_row="skip", source="held-out questions"
