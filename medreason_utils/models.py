@@ -617,6 +617,8 @@ def _use_unsloth(engine: str, runtime: RuntimeInfo) -> bool:
         raise ValueError(f"engine must be 'auto', 'unsloth' or 'transformers', got {engine!r}")
     if engine == "unsloth" and not runtime.on_gpu:
         raise ValueError("engine 'unsloth' needs a CUDA GPU; on CPU the engine is transformers + peft ('auto')")
+    if engine == "auto" and runtime.on_gpu and importlib.util.find_spec("unsloth") is None:
+        return False  # CUDA visible but the CPU stack installed (make setup): transformers + peft, as the CPU recipe runs
     return runtime.on_gpu and engine != "transformers"
 
 
