@@ -33,7 +33,7 @@ setup: $(VENV)/.installed
 # LAB_ARGS: more jupyter-lab options (e.g. LAB_ARGS="--no-browser --port 8899").
 LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Debian's chromium, for the browser tests (screenshots of the demo and the playground): installed when absent.
 chromium:
