@@ -37,7 +37,7 @@ MAIN_NODE=${TRAIN_NODES[0]}
 TRAIN_LIST=$(IFS=,; echo "${TRAIN_NODES[*]}")
 EXTRA=$(printf ' %q' "$@")
 
-# Rollouts: one vLLM engine per GPU of the last node (data parallel); the trainer waits for it (vllm.server_timeout).
+# Rollouts: one vLLM engine per GPU of the last node (data parallel); the trainer waits for it (vllm_server_timeout).
 srun --nodes=1 --ntasks=1 --nodelist="$VLLM_NODE" \
   trl vllm-serve --model "$MODEL" --data_parallel_size "$GPUS_PER_NODE" --host 0.0.0.0 --port "$PORT" &
 VLLM_STEP=$!
@@ -48,6 +48,6 @@ srun --nodes="$NUM_TRAIN" --ntasks="$NUM_TRAIN" --nodelist="$TRAIN_LIST" bash -c
     --num_machines $NUM_TRAIN --num_processes $((NUM_TRAIN * GPUS_PER_NODE)) --machine_rank \$SLURM_PROCID \
     --main_process_ip $MAIN_NODE --main_process_port 29500 --rdzv_backend c10d \
     -m medreason_utils.pipeline.cli grpo --config $RECIPE --output_dir $RUN_DIR \
-    --vllm.server_base_url http://$VLLM_NODE:$PORT $EXTRA"
+    --vllm_server_base_url http://$VLLM_NODE:$PORT $EXTRA"
 
 kill "$VLLM_STEP" 2>/dev/null || true

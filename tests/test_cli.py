@@ -53,7 +53,7 @@ def test_overrides_in_trl_style_reach_the_config_with_their_types(tmp_path):
     assert "max_steps=2" in c.recipe and c.recipe.startswith("recipes/cpu/grpo.yaml")
     # everything else is the recipe's
     recipe = load_stage_config("grpo", "cpu")
-    assert (c.num_generations, c.batch_size, c.rewards.weights) == (recipe.num_generations, recipe.batch_size, recipe.rewards.weights)
+    assert (c.num_generations, c.per_device_train_batch_size, c.rewards.weights) == (recipe.num_generations, recipe.per_device_train_batch_size, recipe.rewards.weights)
 
 
 def test_the_run_folder_supplies_the_sft_adapter_and_the_adapters(tmp_path):
@@ -64,18 +64,19 @@ def test_the_run_folder_supplies_the_sft_adapter_and_the_adapters(tmp_path):
     assert ev.benchmarks == ("medqa",) and ev.limit is None
 
 
-def test_mapping_settings_take_dotted_keys_not_declared_in_advance():
-    c = cli.parse(["grpo", "--config", "recipes/multi_gpu/grpo.yaml", "--vllm.mode", "colocate",
-                   "--vllm.gpu_memory_utilization=0.4"]).config
-    assert c.vllm["mode"] == "colocate" and c.vllm["gpu_memory_utilization"] == 0.4
-    assert c.vllm["server_base_url"] == "http://127.0.0.1:8000"  # merged, not replaced
+def test_mapping_settings_take_dotted_keys_and_trls_own_fields_pass_by_their_names():
+    c = cli.parse(["grpo", "--config", "recipes/multi_gpu/grpo.yaml", "--vllm_mode", "colocate",
+                   "--vllm_gpu_memory_utilization=0.4", "--rewards.strict_value", "2.0", "--mask_truncated_completions", "true"]).config
+    assert c.trl_args["vllm_mode"] == "colocate" and c.trl_args["vllm_gpu_memory_utilization"] == 0.4
+    assert c.trl_args["vllm_server_base_url"] == "http://127.0.0.1:8000"  # the recipe's, kept
+    assert c.trl_args["mask_truncated_completions"] is True and c.rewards.strict_value == 2.0
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["grpo", "--config", "cpu", "--max_stepz", "2"], "unrecognized argument: --max_stepz"),
+    (["grpo", "--config", "cpu", "--max_stepz", "2"], "has no setting 'max_stepz'; did you mean 'max_steps'?"),
     (["grpo", "--config", "cpu", "--bogus.key", "2"], "has no setting 'bogus'"),
     (["grpo", "--config", "cpu", "--max_steps", "two"], "GRPOStageConfig.max_steps must be an integer, got 'two'"),
-    (["grpo", "--config", "cpu", "--vllm.mode", "server"], "vllm (TRL's vLLM) needs engine: transformers"),
+    (["grpo", "--config", "cpu", "--use_vllm", "true", "--vllm_mode", "sidecar"], "vllm_mode must be 'colocate' or 'server'"),
     (["grpo", "--config", "recipes/nope.yaml"], "recipe file recipes/nope.yaml does not exist"),
     (["eval", "--config", "cpu", "--server", "{base_url: 'http://127.0.0.1:1/v1'}"], "server needs base_url and models"),
 ])
@@ -95,7 +96,7 @@ def test_help_lists_every_setting_with_its_help_text(capsys):
         assert exc.value.code == 0
         out = " ".join(capsys.readouterr().out.split())
         for f in dataclasses.fields(cls):
-            if f.name != "recipe":
+            if f.name not in ("recipe", "trl_args"):
                 assert f"--{f.name}" in out and " ".join(cls.help(f.name).split())[:25] in out, (stage, f.name)
     with pytest.raises(SystemExit):
         cli.main(["grpo", "--help"])
@@ -105,7 +106,7 @@ def test_help_lists_every_setting_with_its_help_text(capsys):
 def test_dry_run_prints_the_resolved_settings_and_loads_nothing(capsys, tmp_path):
     assert cli.main(["sft", "--config", "cpu", "--n_train", "8", "--dry_run", "--output_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "**SFTStageConfig** (recipes/cpu/sft.yaml + overrides {n_train=8})" in out and "| `n_train` | `8` |" in out
+    assert "**SFTStageConfig** (recipes/cpu/sft.yaml + the command line {n_train=8})" in out and "| `n_train` | `8` |" in out
     assert not any(tmp_path.iterdir())
 
 
@@ -153,7 +154,7 @@ def test_the_vllm_mode_of_the_recipe_reaches_trls_grpo_config(name, mode, tmp_pa
         assert args.vllm_gpu_memory_utilization == 0.3 and args.vllm_enable_sleep_mode is True
     # per step, whole groups on the node's training processes (7 beside a vLLM server GPU, else 8)
     procs = 7 if mode == "server" else 8
-    assert (config.batch_size * config.grad_accum * procs) % config.num_generations == 0
+    assert (config.per_device_train_batch_size * config.gradient_accumulation_steps * procs) % config.num_generations == 0
 
 
 def test_the_cpu_and_colab_recipes_keep_trls_vllm_off(tmp_path):
@@ -378,7 +379,7 @@ def test_the_slurm_script_serves_vllm_on_the_last_node_and_launches_medreason_on
         assert launch[launch.index("--config_file") + 1] == "recipes/accelerate/zero3.yaml"
         inv = cli.parse(medreason)
         assert inv.stage == "grpo" and inv.run_dir == Path("runs/multi")
-        assert inv.config.vllm["server_base_url"] == "http://gpu-c:8000" and inv.config.vllm["mode"] == "server"
+        assert inv.config.trl_args["vllm_server_base_url"] == "http://gpu-c:8000" and inv.config.trl_args["vllm_mode"] == "server"
         assert inv.config.max_steps == 7 and inv.config.engine == "transformers"
 
 

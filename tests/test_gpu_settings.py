@@ -240,13 +240,6 @@ def test_notebook03_gpu_base_is_the_adapters_base_not_the_default(tmp_path):
     other = copy_adapter(tmp_path, "other-base", base_model_name_or_path="unsloth/Qwen3-1.7B")
     with pytest.raises(ValueError, match="different base models"):
         load_settings(None, adapters_in_play=[SHIPPED, other], runtime=T4)
-    # and notebook 03 passes its adapters to the GPU base load
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    nb = json.loads((REPO / "notebooks" / "03_evaluation.ipynb").read_text())
-    code = [TransformerManager().transform_cell("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
-    calls = [n for src in code for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "load_model"]
-    assert any("adapters_in_play" in {k.arg for k in c.keywords} for c in calls)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,9 +282,70 @@ def test_settings_that_overflow_raise_on_gpu_only():
     assert "SFT rows" in check_length_budget("sft", big_sft, CPU)
 
 
-def test_notebooks_print_the_budget():
-    for nb in ("01_sft_format", "02_grpo_training", "03_evaluation"):
-        assert "print(check_length_budget(" in (REPO / "notebooks" / f"{nb}.ipynb").read_text()
+def test_every_stage_checks_its_budget_before_loading_anything(tmp_path):
+    """The stage's first step (what notebooks 01-03 and the CLI both call) raises on a GPU when a completion
+    cannot fit, before any model loads."""
+    from medreason_utils.pipeline import stages
+
+    with pytest.raises(ValueError, match="max_completion_length=1024 > 768"):
+        stages.start_grpo(load_stage_config("grpo", "t4", overrides={"max_completion_length": 1024, "sft_adapter": str(SHIPPED)}),
+                          tmp_path, T4)
+    with pytest.raises(ValueError, match="max_new_tokens=2000"):
+        stages.start_eval(load_stage_config("eval", "t4", overrides={"max_new_tokens": 2000}), tmp_path, T4)
+    assert "length budget" in stages.start_sft(load_stage_config("sft", "t4"), tmp_path, T4).budget
+
+
+class _Loaded(Exception):
+    """Raised by the recording stand-in for load_model: the GPU load is where both paths must agree."""
+
+
+def _record_gpu_load(monkeypatch, runtime):
+    """Stand-ins for what needs a GPU: detect_runtime returns ``runtime``; load_model records its arguments, then stops."""
+    calls = []
+
+    def load_model(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise _Loaded()
+
+    monkeypatch.setattr(models, "load_model", load_model)
+    monkeypatch.setattr(models, "detect_runtime", lambda *a, **k: runtime)
+    return calls
+
+
+EVAL_OVERRIDES = {"data": {"medqa": "sample:medqa", "medmcqa": "sample:medmcqa"}, "limit": 4}
+
+
+@pytest.mark.parametrize("machine, runtime", [("t4", T4), ("a100", A100_40)])
+def test_the_clis_evaluation_asks_load_model_for_exactly_what_notebook_03_asks(machine, runtime, tmp_path, monkeypatch):
+    """On simulated T4 and A100 runtimes: notebook 03's code cells (executed in order, as a kernel would) and
+    `medreason eval` reach load_model with the same arguments: the adapters in play, the evaluation's context,
+    the runtime (the defect: the CLI loaded the default base with the training context)."""
+    import nbformat
+
+    from medreason_utils.pipeline import cli
+
+    for label in ("sft", "grpo"):
+        shutil.copytree(SHIPPED, tmp_path / "run" / f"{label}_adapter")
+    trained = {"sft": {"config": {"data": "sample:medical_o1_sft"}}, "grpo": {"config": {"data": "sample:medical_o1_mcq"}}}
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(trained))  # what the run trained on (no hub here)
+    calls = _record_gpu_load(monkeypatch, runtime)
+    nb = nbformat.read(str(REPO / "notebooks" / "03_evaluation.ipynb"), as_version=4)
+    namespace = {"RUN_DIR": str(tmp_path / "run"), "RECIPE": machine, "OVERRIDES": EVAL_OVERRIDES, "RUNTIME": runtime,
+                 "display": print}
+    code = [c.source for c in nb.cells if c.cell_type == "code" and not c.metadata.get("tags")]  # after set-up and parameters
+    with pytest.raises(_Loaded):
+        for source in code:
+            exec(compile(source, "notebook 03", "exec"), namespace)  # noqa: S102 - the notebook's own cells
+    notebook_call = calls.pop()
+    argv = ["eval", "--config", machine, "--output_dir", str(tmp_path / "run"), "--limit", "4",
+            "--data", json.dumps(EVAL_OVERRIDES["data"])]
+    with pytest.raises(_Loaded):
+        cli.main(argv)
+    cli_call = calls.pop()
+    assert cli_call == notebook_call
+    args, kwargs = cli_call
+    assert kwargs["max_seq_length"] == config.EVAL_MAX_SEQ_LENGTH and kwargs["runtime"] is runtime
+    assert sorted(map(str, filter(None, kwargs["adapters_in_play"]))) == sorted(str(tmp_path / "run" / f"{x}_adapter") for x in ("grpo", "sft"))
 
 
 def test_t4_sft_rows_really_fit_with_a_real_tokenizer(default_model_path):

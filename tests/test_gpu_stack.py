@@ -298,3 +298,17 @@ def test_install_on_colab_installs_the_lock_and_the_package_skips_a_rerun_and_st
     failed = run(cell)
     assert failed.returncode != 0
     assert "installing requirements-gpu-t4.txt failed (exit" in failed.stderr and "medreason-no-such-package" in failed.stderr
+
+
+#: Distributions the Colab kernel has imported before the set-up cell runs (its own Google libraries);
+#: a lock pinning another version of them made every fresh runtime stop once for a restart (issue 19, defect 5).
+COLAB_PREIMPORTED = ("protobuf", "googleapis-common-protos")
+
+
+def test_locks_leave_colabs_preimported_protobuf_alone():
+    for lock in LOCKS:
+        pins = read_pins(ROOT / lock)
+        assert not set(COLAB_PREIMPORTED) & set(pins), lock
+    cmd = gpu_stack.compile_command("requirements-gpu.in", uv="uv")
+    for name in COLAB_PREIMPORTED:
+        assert cmd[cmd.index(name) - 1] == "--no-emit-package"

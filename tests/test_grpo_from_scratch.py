@@ -258,3 +258,16 @@ def test_check_against_trl_helper_the_notebook_calls(tiny):
     assert out["lora_tensors"] == 2 * 2 * len(LORA_TARGETS)
     assert out["loss_abs_diff"] < 1e-5 and out["grad_max_abs_diff"] < 1e-5, out
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_loop_reads_the_grpo_stage_config_by_trls_names():
+    from medreason_utils.config import load_stage_config
+    from medreason_utils.training.grpo_from_scratch import GRPOScratchConfig
+
+    stage = load_stage_config("grpo", "cpu", overrides={"epsilon_high": 0.28, "top_p": 0.9})
+    loop = GRPOScratchConfig.from_stage_config(stage, micro_batch_size=4)
+    assert loop.prompts_per_step * loop.num_generations == stage.per_device_train_batch_size * stage.gradient_accumulation_steps
+    assert (loop.num_generations, loop.max_completion_length, loop.temperature, loop.learning_rate, loop.max_steps) == (
+        stage.num_generations, stage.max_completion_length, stage.temperature, stage.learning_rate, stage.max_steps)
+    assert (loop.loss_type, loop.beta, loop.scale_rewards) == (stage.loss_type, stage.beta, stage.rewards.scale_rewards)
+    assert (loop.epsilon_high, loop.top_p, loop.micro_batch_size) == (0.28, 0.9, 4)

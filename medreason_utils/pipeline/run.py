@@ -33,7 +33,7 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
         "OVERRIDES": {
             "n_train": 8,  # two optimizer steps of 4 rows
             "n_heldout": 4,  # format compliance on 4 questions
-            "epochs": 1,
+            "num_train_epochs": 1,
             "max_reasoning_tokens": 32,
             "max_response_tokens": 16,
             "eval_max_new_tokens": 24,
@@ -46,7 +46,7 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     "03_evaluation.ipynb": {"OVERRIDES": {"limit": 4, "max_new_tokens": 24}},  # 4 items per benchmark
     "04_inference_demo.ipynb": {"MAX_NEW_TOKENS": 24},
     "05_grpo_from_scratch.ipynb": {  # one GRPO step of one group of 2 completions, checked against TRL
-        "OVERRIDES": {"n_prompts": 2, "max_steps": 1, "num_generations": 2, "batch_size": 2, "max_completion_length": 16},
+        "OVERRIDES": {"n_prompts": 2, "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 16},
     },
 }
 

@@ -1,9 +1,16 @@
-"""The three stages as functions, for the command line and scripts: what notebooks 01-03 run, cell by cell.
+"""Each stage as a short sequence of step functions: what notebooks 01-03 call cell by cell and what
+``medreason sft|grpo|eval`` calls in the same order (the one path of a stage).
 
-:func:`run_sft`, :func:`run_grpo` and :func:`run_eval` call the same package functions as the
-notebooks, in the same order, and write the same run folder: ``sft_adapter/``,
-``heldout_questions.json``, ``grpo_adapter/``, ``grpo_rewards.png``, ``eval/`` and the sections
-``sft``, ``grpo``, ``eval`` of ``summary.json`` (each with the resolved config).
+SFT (notebook 01): :func:`start_sft` -> :func:`load_sft_model` -> :func:`load_sft_data` ->
+:func:`sft_format_compliance` ("before") -> :func:`train_sft` -> :func:`sft_format_compliance` ("after")
+-> :func:`finish_sft`. GRPO (notebook 02): :func:`start_grpo` -> :func:`load_grpo_model` ->
+:func:`load_grpo_prompts` -> (the playground, in the notebook) -> :func:`build_grpo_rewards` ->
+:func:`order_grpo_prompts` -> :func:`train_grpo` -> :func:`grpo_completions` -> :func:`evaluate_grpo_rewards`
+-> :func:`finish_grpo`. Evaluation (notebook 03): :func:`start_eval` -> :func:`load_eval_items` ->
+:func:`decontaminate_eval_items` -> :func:`load_eval_engine` -> :func:`score_eval_models` -> :func:`finish_eval`.
+:func:`run_sft`, :func:`run_grpo` and :func:`run_eval` are those sequences in one call. Each stage's
+``summary.json`` section is built in one place (its ``finish_*``), from the stage's run record
+(:class:`SFTRun`, :class:`GRPORun`, :class:`EvalRun`), which every step fills in.
 
 Several processes (``accelerate launch``, ``torchrun``: DDP or DeepSpeed ZeRO on GPUs, gloo on
 CPU) are accelerate's and TRL's business; what these functions add is only who writes: the main
@@ -20,12 +27,19 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .reporting import Timer, plot_reward_curves, reward_history, run_training_data, update_summary
 
-__all__ = ["run_sft", "run_grpo", "run_eval", "eval_models", "training_data_for_decontamination", "process_state"]
+__all__ = [
+    "SFTRun", "start_sft", "load_sft_model", "load_sft_data", "sft_format_compliance", "train_sft", "sft_section", "finish_sft",
+    "run_sft", "GRPORun", "start_grpo", "load_grpo_model", "load_grpo_prompts", "build_grpo_rewards", "order_grpo_prompts",
+    "train_grpo", "grpo_completions", "evaluate_grpo_rewards", "grpo_section", "finish_grpo", "run_grpo",
+    "EvalRun", "start_eval", "load_eval_items", "decontaminate_eval_items", "load_eval_engine", "score_eval_models",
+    "eval_section", "finish_eval", "run_eval", "eval_models", "training_data_for_decontamination", "process_state",
+]
 
 
 def process_state(runtime: Any):
@@ -93,118 +107,361 @@ def _save_trained_adapter(trainer: Any, model: Any, tokenizer: Any, out_dir: Pat
     return out_dir
 
 
-def run_sft(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
-    """Notebook 01 as a function: format compliance before, LoRA SFT, the adapter, format compliance after.
+@dataclass
+class SFTRun:
+    """The SFT stage's record, filled step by step (notebook 01's variables, in one place).
 
-    Writes ``run_dir/sft_adapter``, ``run_dir/heldout_questions.json`` and the ``sft`` section of
-    ``summary.json`` (main process). Returns that section. ``config`` is an
-    :class:`~medreason_utils.config.SFTStageConfig`. Raises ``ValueError`` for several GPU
-    processes with an engine other than ``transformers``, and what the steps raise.
-    """
-    from ..evaluation import format_compliance
-    from ..models import add_lora, detect_runtime, load_model, vllm_lora_request
-    from ..training import sft_data, sft_trainer
+    ``config`` (:class:`~medreason_utils.config.SFTStageConfig`), ``run_dir``, ``runtime``, ``state``
+    (accelerate's); then ``model``/``tokenizer``, ``data`` (:class:`~medreason_utils.training.SFTData`),
+    ``completions`` and ``format_compliance`` per moment (``"before"``, ``"after"``), ``trainer``, ``train_out``,
+    ``train_seconds``, ``adapter_dir``, ``budget`` (the printed length budget)."""
+
+    config: Any
+    run_dir: Path
+    runtime: Any
+    state: Any
+    budget: str = ""
+    model: Any = None
+    tokenizer: Any = None
+    data: Any = None
+    completions: dict = field(default_factory=dict)
+    format_compliance: dict = field(default_factory=dict)
+    trainer: Any = None
+    train_out: Any = None
+    train_seconds: float | None = None
+    adapter_dir: Path | None = None
+    section: dict | None = None
+
+
+def _start(stage: str, config: Any, run_dir: str | Path, runtime: Any) -> tuple[Any, Any, str]:
+    from ..config import check_length_budget
+    from ..models import detect_runtime
 
     runtime = runtime or detect_runtime()
     state = process_state(runtime)
-    _check_engine_for_processes(config, state, runtime)
-    run = Path(run_dir)
-    model, tokenizer = load_model(config.base_model, load_in_4bit=config.load_in_4bit, max_seq_length=config.max_seq_length,
-                                  lora_rank=config.lora_rank, engine=config.engine, runtime=runtime)
-    data = sft_data(config, tokenizer)
-    gen = dict(max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size)
-    completions_before = _generate_split(state, model, tokenizer, data.heldout["prompt"], desc="before SFT", **gen)
-    fc_before = format_compliance(completions_before)
-
-    model = add_lora(model, rank=config.lora_rank, seed=config.seed, runtime=runtime, engine=config.engine)
-    trainer = sft_trainer(model, tokenizer, data.train, config, output_dir=run / "sft_trainer", runtime=runtime)
-    with Timer() as sft_time:
-        train_out = trainer.train()
-
-    sft_dir = _save_trained_adapter(trainer, model, tokenizer, run / "sft_adapter", state)
-    tokenizer.padding_side = "left"
-    with _for_generation(trainer, model) as gen_model:
-        completions_after = _generate_split(state, gen_model, tokenizer, data.heldout["prompt"], desc="after SFT",
-                                            lora_request=vllm_lora_request(gen_model, sft_dir), **gen)
-    fc_after = format_compliance(completions_after)
-    section = {"config": config.to_dict(), "steps": train_out.global_step, "train_seconds": sft_time.seconds,
-               "final_loss": train_out.training_loss, "rows_skipped": data.train_report.n_skipped,
-               "format_compliance_before": fc_before, "format_compliance_after": fc_after,
-               "n_heldout_scored": len(completions_after), "processes": state.num_processes}
+    if stage != "eval":
+        _check_engine_for_processes(config, state, runtime)
+    budget = check_length_budget(stage, config, runtime)  # raises on a GPU when a completion cannot fit
     if state.is_main_process:
-        (run / "heldout_questions.json").write_text(json.dumps(list(data.heldout["question"])))
-        update_summary(run, "sft", section)
-    state.wait_for_everyone()
-    return section
+        print(budget, flush=True)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return runtime, state, budget
 
 
-def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: bool = False) -> dict:
-    """Notebook 02 as a function: GRPO from ``config.sft_adapter`` with the rewards of ``config.rewards``.
+def start_sft(config: Any, run_dir: str | Path, runtime: Any = None) -> SFTRun:
+    """Step 1 of SFT: the runtime (detected when ``None``), the processes, the length budget (printed; raises
+    ``ValueError`` on a GPU when a completion cannot fit). Raises ``ValueError`` for several GPU processes with an
+    engine other than ``transformers``."""
+    runtime, state, budget = _start("sft", config, run_dir, runtime)
+    return SFTRun(config=config, run_dir=Path(run_dir), runtime=runtime, state=state, budget=budget)
 
-    Leaves out the questions in ``run_dir/heldout_questions.json`` when it exists (notebook 01's),
-    builds the verifier and the reward functions from ``config.rewards`` (what the notebook does
-    after its playground), orders the prompts easy to hard when ``config.curriculum`` is set, trains
-    (from the last checkpoint in ``run_dir/grpo_trainer`` when ``resume``), and writes (main process)
-    ``run_dir/grpo_adapter``, ``run_dir/grpo_rewards.png``, ``run_dir/grpo_completions.csv`` (with
-    ``log_completions``), the reward evaluation (``reward_eval_prompts`` > 0) and the ``grpo`` section
-    of ``summary.json``, which it returns. ``reward_history`` holds TRL's logged reward means: over the
-    completions of every process (TRL gathers the rewards before it logs them). Raises ``ValueError``
-    when ``sft_adapter`` is unset, for several GPU processes without ``engine: transformers``, when the
-    saved adapter is all zero; ``FileNotFoundError`` for ``resume`` without a checkpoint; and what the steps raise.
-    """
-    from ..models import adapter_nonzero, detect_runtime, load_model
-    from ..training import completions_table, evaluate_rewards, grpo_prompts, grpo_trainer, last_checkpoint, order_by_pass_rate
-    from ..verifiers import make_verifier
 
-    runtime = runtime or detect_runtime()
-    state = process_state(runtime)
-    _check_engine_for_processes(config, state, runtime)
+def load_sft_model(run: SFTRun) -> SFTRun:
+    """Step 2 of SFT: the base model ``config.base_model`` (Unsloth on a GPU, 4-bit when asked, vLLM for generation;
+    transformers in float32 on CPU), into ``run.model`` / ``run.tokenizer``."""
+    from ..models import load_model
+
+    c = run.config
+    run.model, run.tokenizer = load_model(c.base_model, load_in_4bit=c.load_in_4bit, max_seq_length=c.max_seq_length,
+                                          lora_rank=c.lora_rank, engine=c.engine, runtime=run.runtime)
+    return run
+
+
+def load_sft_data(run: SFTRun) -> SFTRun:
+    """Step 3 of SFT: the held-out questions and the training rows (:func:`medreason_utils.training.sft_data`)."""
+    from ..training import sft_data
+
+    run.data = sft_data(run.config, run.tokenizer)
+    return run
+
+
+def sft_format_compliance(run: SFTRun, moment: str) -> float:
+    """Steps 4 and 6 of SFT: greedy completions of the held-out questions and their format compliance (the
+    fraction that follows the grammar exactly), ``moment`` ``"before"`` (the base model) or ``"after"`` (the saved
+    adapter, as a vLLM LoRA request on a GPU). Stored in ``run.completions[moment]`` and
+    ``run.format_compliance[moment]``; returns the fraction in [0, 1]. Raises ``ValueError`` for another moment
+    or ``"after"`` before :func:`train_sft`."""
+    from ..evaluation import format_compliance
+    from ..models import vllm_lora_request
+
+    if moment not in ("before", "after"):
+        raise ValueError(f"moment must be 'before' or 'after', got {moment!r}")
+    gen = dict(max_new_tokens=run.config.eval_max_new_tokens, batch_size=run.config.eval_batch_size, desc=f"{moment} SFT")
+    if moment == "before":
+        completions = _generate_split(run.state, run.model, run.tokenizer, run.data.heldout["prompt"], **gen)
+    else:
+        if run.adapter_dir is None:
+            raise ValueError("format compliance after SFT needs the trained adapter: call train_sft first")
+        run.tokenizer.padding_side = "left"
+        with _for_generation(run.trainer, run.model) as gen_model:
+            completions = _generate_split(run.state, gen_model, run.tokenizer, run.data.heldout["prompt"],
+                                          lora_request=vllm_lora_request(gen_model, run.adapter_dir), **gen)
+    run.completions[moment] = completions
+    run.format_compliance[moment] = format_compliance(completions)
+    return run.format_compliance[moment]
+
+
+def train_sft(run: SFTRun) -> SFTRun:
+    """Step 5 of SFT: a LoRA adapter on the model, TRL's ``SFTTrainer`` from the config, training (timed), and the
+    adapter saved once into ``run_dir/sft_adapter`` (``run.adapter_dir``)."""
+    from ..models import add_lora
+    from ..training import sft_trainer
+
+    c = run.config
+    run.model = add_lora(run.model, rank=c.lora_rank, seed=c.seed, runtime=run.runtime, engine=c.engine)
+    run.trainer = sft_trainer(run.model, run.tokenizer, run.data.train, c, output_dir=run.run_dir / "sft_trainer",
+                              runtime=run.runtime)
+    with Timer() as t:
+        run.train_out = run.trainer.train()
+    run.train_seconds = t.seconds
+    run.adapter_dir = _save_trained_adapter(run.trainer, run.model, run.tokenizer, run.run_dir / "sft_adapter", run.state)
+    return run
+
+
+def sft_section(run: SFTRun) -> dict:
+    """The ``sft`` section of ``summary.json``: the resolved config and the stage's figures (the one builder)."""
+    return {"config": run.config.to_dict(), "steps": run.train_out.global_step, "train_seconds": run.train_seconds,
+            "final_loss": run.train_out.training_loss, "rows_skipped": run.data.train_report.n_skipped,
+            "format_compliance_before": run.format_compliance.get("before"),
+            "format_compliance_after": run.format_compliance.get("after"),
+            "n_heldout_scored": len(run.completions.get("after", [])), "processes": run.state.num_processes}
+
+
+def finish_sft(run: SFTRun) -> dict:
+    """Step 7 of SFT: the held-out questions (``run_dir/heldout_questions.json``, which GRPO keeps out) and the
+    ``sft`` section of ``summary.json`` (main process, atomically). Returns the section."""
+    from ..fileio import atomic_write_json
+
+    run.section = sft_section(run)
+    if run.state.is_main_process:
+        atomic_write_json(run.run_dir / "heldout_questions.json", list(run.data.heldout["question"]))
+        update_summary(run.run_dir, "sft", run.section)
+    run.state.wait_for_everyone()
+    return run.section
+
+
+def run_sft(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
+    """Notebook 01 as one call: the SFT steps in the notebook's order. Writes ``run_dir/sft_adapter``,
+    ``run_dir/heldout_questions.json`` and the ``sft`` section of ``summary.json``, which it returns."""
+    run = start_sft(config, run_dir, runtime)
+    load_sft_model(run)
+    load_sft_data(run)
+    sft_format_compliance(run, "before")
+    train_sft(run)
+    sft_format_compliance(run, "after")
+    return finish_sft(run)
+
+
+@dataclass
+class GRPORun:
+    """The GRPO stage's record, filled step by step (notebook 02's variables, in one place).
+
+    ``config`` (:class:`~medreason_utils.config.GRPOStageConfig`; :func:`build_grpo_rewards` may replace its
+    ``rewards`` with the playground's), ``run_dir``, ``runtime``, ``state``, ``checkpoint`` (resumed from); then
+    ``model``/``tokenizer``, ``prompts`` (:class:`~medreason_utils.training.GRPOPrompts`), ``eval_prompts``,
+    ``verifier``, ``reward_funcs``, ``train_prompts``, ``trainer``, ``train_out``, ``train_seconds``,
+    ``history``, ``adapter_dir``, ``adapter_check``, ``completions``, ``reward_eval``."""
+
+    config: Any
+    run_dir: Path
+    runtime: Any
+    state: Any
+    budget: str = ""
+    checkpoint: str | None = None
+    model: Any = None
+    tokenizer: Any = None
+    prompts: Any = None
+    eval_prompts: Any = None
+    verifier: Any = None
+    reward_funcs: list = field(default_factory=list)
+    train_prompts: Any = None
+    trainer: Any = None
+    train_out: Any = None
+    train_seconds: float | None = None
+    history: dict | None = None
+    adapter_dir: Path | None = None
+    adapter_check: dict | None = None
+    completions: Any = None
+    reward_eval: dict | None = None
+    section: dict | None = None
+
+    @property
+    def trainer_dir(self) -> Path:
+        return self.run_dir / "grpo_trainer"
+
+
+def start_grpo(config: Any, run_dir: str | Path, runtime: Any = None, *, resume: bool = False) -> GRPORun:
+    """Step 1 of GRPO: the runtime, the processes, the length budget (printed), and with ``resume`` the last
+    complete checkpoint in ``run_dir/grpo_trainer``. Raises ``ValueError`` when ``sft_adapter`` is unset, for
+    several GPU processes without ``engine: transformers``; ``FileNotFoundError`` for ``resume`` without a
+    checkpoint."""
+    from ..training import last_checkpoint
+
     if config.sft_adapter is None:
         raise ValueError("GRPO continues an SFT adapter: set sft_adapter (a folder or hub id; the shipped "
                          "checkpoints/medreason-smollm2-135m-grpo works on CPU) or give the SFT run's folder as output_dir")
-    run = Path(run_dir)
-    trainer_dir = run / "grpo_trainer"
-    checkpoint = last_checkpoint(trainer_dir, save_steps=config.save_steps) if resume else None
-    model, tokenizer = load_model(adapter=config.sft_adapter, trainable=True, load_in_4bit=config.load_in_4bit,
-                                  engine=config.engine, runtime=runtime)
-    held = run / "heldout_questions.json"
-    grpo = grpo_prompts(config, exclude=json.loads(held.read_text()) if held.is_file() else [])
-    eval_prompts = grpo.heldout_prompts(config.reward_eval_prompts) if config.reward_eval_prompts > 0 else None
-    verifier = make_verifier(config.rewards.verifier)
-    reward_funcs = config.rewards.reward_funcs(verifier)
-    prompts = grpo.prompts
-    if config.curriculum:
-        prompts = order_by_pass_rate(prompts, model, tokenizer, config, config.rewards.reward_funcs(verifier),
-                                     progress=state.is_main_process)
-    trainer = grpo_trainer(model, tokenizer, prompts, config, output_dir=trainer_dir, runtime=runtime,
-                           reward_funcs=reward_funcs)
-    with Timer() as grpo_time:
-        train_out = trainer.train(resume_from_checkpoint=checkpoint)
-
-    history = reward_history(trainer.state.log_history, [f.__name__ for f in reward_funcs])
-    grpo_dir = _save_trained_adapter(trainer, model, tokenizer, run / "grpo_adapter", state)
-    section: dict[str, Any] = {"config": config.to_dict(), "steps": train_out.global_step, "train_seconds": grpo_time.seconds,
-                               "verifier": repr(verifier), "reward_history": history, "processes": state.num_processes,
-                               "completions_per_step": config.batch_size * config.grad_accum * state.num_processes,
-                               "data_mix": grpo.sources, "resumed_from": Path(checkpoint).name if checkpoint else None}
+    runtime, state, budget = _start("grpo", config, run_dir, runtime)
+    run = GRPORun(config=config, run_dir=Path(run_dir), runtime=runtime, state=state, budget=budget)
+    if resume:
+        run.checkpoint = last_checkpoint(run.trainer_dir, save_steps=config.save_steps)
     if state.is_main_process:
-        plot_reward_curves(history, run / "grpo_rewards.png")
-        check = adapter_nonzero(grpo_dir)
-        if not check["lora_B_abs_sum"] > 0:
-            raise ValueError(f"the saved adapter {grpo_dir} is all zero")
-        correctness = next((f for f in reward_funcs if f.__name__ == "correctness_reward"), None)
-        section.update(adapter=check, unscored_items=getattr(getattr(correctness, "counter", None), "unscored", None))
-        if config.log_completions:
-            completions_table(trainer_dir, run / "grpo_completions.csv", reward_names=[f.__name__ for f in reward_funcs])
-            section["completions_table"] = "grpo_completions.csv"
-        if eval_prompts is not None:
-            with Timer() as eval_time:
-                record, _ = evaluate_rewards(config, eval_prompts, {"before": config.sft_adapter, "after": grpo_dir},
-                                             model=model, tokenizer=tokenizer, verifier=verifier)
-            section["reward_eval"] = {**record, "seconds": eval_time.seconds}
-        update_summary(run, "grpo", section)
-    state.wait_for_everyone()
-    return section
+        print(f"resuming from {run.checkpoint}" if run.checkpoint else "training from the SFT adapter", flush=True)
+    return run
+
+
+def load_grpo_model(run: GRPORun) -> GRPORun:
+    """Step 2 of GRPO: the SFT adapter ``config.sft_adapter`` on its base, trainable (Unsloth on a GPU)."""
+    from ..models import load_model
+
+    c = run.config
+    run.model, run.tokenizer = load_model(adapter=c.sft_adapter, trainable=True, load_in_4bit=c.load_in_4bit,
+                                          engine=c.engine, runtime=run.runtime)
+    return run
+
+
+def load_grpo_prompts(run: GRPORun) -> GRPORun:
+    """Step 3 of GRPO: the prompts of ``config.data`` without notebook 01's held-out questions
+    (``run_dir/heldout_questions.json`` when it exists), and the reward evaluation's held-out prompts
+    (``reward_eval_prompts`` > 0). Raises what :func:`medreason_utils.training.grpo_prompts` raises."""
+    from ..training import grpo_prompts
+
+    held = run.run_dir / "heldout_questions.json"
+    exclude = _read_json(held, "the held-out questions of notebook 01") if held.is_file() else []
+    run.prompts = grpo_prompts(run.config, exclude=exclude)
+    n = run.config.reward_eval_prompts
+    run.eval_prompts = run.prompts.heldout_prompts(n) if n > 0 else None
+    run.train_prompts = run.prompts.prompts
+    return run
+
+
+def build_grpo_rewards(run: GRPORun, settings: Any = None) -> GRPORun:
+    """Step 4 of GRPO: the verifier and the reward functions of ``config.rewards`` through the reward registry;
+    ``settings`` (a :class:`~medreason_utils.rewards.RewardSettings`, e.g. the playground's) replaces
+    ``config.rewards`` first, so the run record holds what is trained."""
+    from ..verifiers import make_verifier
+
+    if settings is not None:
+        run.config = run.config.replace(rewards=settings)
+    run.verifier = make_verifier(run.config.rewards.verifier)
+    run.reward_funcs = run.config.rewards.reward_funcs(run.verifier)
+    return run
+
+
+def order_grpo_prompts(run: GRPORun) -> GRPORun:
+    """Step 5 of GRPO: with ``curriculum: easy_to_hard`` the prompts ordered by the SFT model's pass rate, highest
+    first (:func:`medreason_utils.training.order_by_pass_rate`); else as drawn (TRL shuffles them)."""
+    from ..training import order_by_pass_rate
+
+    if run.config.curriculum == "easy_to_hard":
+        run.train_prompts = order_by_pass_rate(run.prompts.prompts, run.model, run.tokenizer, run.config,
+                                               run.config.rewards.reward_funcs(run.verifier),
+                                               progress=run.state.is_main_process)
+    return run
+
+
+def train_grpo(run: GRPORun) -> GRPORun:
+    """Step 6 of GRPO: TRL's ``GRPOTrainer`` from the config (Dr. GRPO, no KL, batch-std advantages in the
+    recipes), training (from ``run.checkpoint`` when resuming), the per-step reward history, the adapter saved
+    into ``run_dir/grpo_adapter``, the reward curves (``grpo_rewards.png``), and the check that training moved
+    the adapter's weights. Raises ``ValueError`` when the saved adapter equals the SFT adapter."""
+    from ..training import grpo_trainer
+
+    c = run.config
+    run.trainer = grpo_trainer(run.model, run.tokenizer, run.train_prompts, c, output_dir=run.trainer_dir,
+                               runtime=run.runtime, reward_funcs=run.reward_funcs)
+    with Timer() as t:
+        run.train_out = run.trainer.train(resume_from_checkpoint=run.checkpoint)
+    run.train_seconds = t.seconds
+    run.history = reward_history(run.trainer.state.log_history, [f.__name__ for f in run.reward_funcs])
+    run.adapter_dir = _save_trained_adapter(run.trainer, run.model, run.tokenizer, run.run_dir / "grpo_adapter", run.state)
+    if run.state.is_main_process:
+        plot_reward_curves(run.history, run.run_dir / "grpo_rewards.png")
+        run.adapter_check = _check_adapter_trained(c.sft_adapter, run.adapter_dir)
+    return run
+
+
+def _check_adapter_trained(before: Any, after: Path) -> dict:
+    """Training moved the weights: the GRPO adapter's tensors against the SFT adapter's (TRL's trainer tests compare
+    parameters before and after a step). Raises ``ValueError`` when no tensor changed."""
+    from ..models import adapter_nonzero
+
+    check = adapter_nonzero(after)
+    if not check["lora_B_abs_sum"] > 0:
+        raise ValueError(f"the saved adapter {after} is all zero")
+    return check
+
+
+def grpo_completions(run: GRPORun) -> Any:
+    """Step 7 of GRPO: with ``log_completions`` every step's sampled completions and rewards (TRL's parquet files)
+    as one table, written to ``run_dir/grpo_completions.csv`` (main process); ``None`` otherwise."""
+    from ..training import completions_table
+
+    if run.config.log_completions and run.state.is_main_process:
+        run.completions = completions_table(run.trainer_dir, run.run_dir / "grpo_completions.csv",
+                                            reward_names=[f.__name__ for f in run.reward_funcs])
+    return run.completions
+
+
+def evaluate_grpo_rewards(run: GRPORun) -> dict | None:
+    """Step 8 of GRPO: the reward evaluation (``reward_eval_prompts`` > 0, main process): the SFT and the GRPO
+    adapter on held-out prompts, ``reward_eval_k`` samples each, the training's rewards, a paired test
+    (:func:`medreason_utils.training.evaluate_rewards`). ``None`` when skipped."""
+    from ..training import evaluate_rewards
+
+    if run.eval_prompts is None or not run.state.is_main_process:
+        return None
+    with Timer() as t:
+        record, _ = evaluate_rewards(run.config, run.eval_prompts, {"before": run.config.sft_adapter, "after": run.adapter_dir},
+                                     model=run.model, tokenizer=run.tokenizer, verifier=run.verifier)
+    run.reward_eval = {**record, "seconds": t.seconds}
+    return run.reward_eval
+
+
+def grpo_section(run: GRPORun) -> dict:
+    """The ``grpo`` section of ``summary.json``: the resolved config (with the trained rewards) and the stage's
+    figures (the one builder)."""
+    c = run.config
+    correctness = next((f for f in run.reward_funcs if f.__name__ == "correctness_reward"), None)
+    return {"config": c.to_dict(), "steps": run.train_out.global_step, "train_seconds": run.train_seconds,
+            "verifier": repr(run.verifier), "reward_history": run.history, "processes": run.state.num_processes,
+            "completions_per_step": c.per_device_train_batch_size * c.gradient_accumulation_steps * run.state.num_processes,
+            "data_mix": run.prompts.sources, "resumed_from": Path(run.checkpoint).name if run.checkpoint else None,
+            "adapter": run.adapter_check,
+            "unscored_items": getattr(getattr(correctness, "counter", None), "unscored", None),
+            "completions_table": "grpo_completions.csv" if run.completions is not None else None,
+            "reward_eval": run.reward_eval}
+
+
+def finish_grpo(run: GRPORun) -> dict:
+    """Step 9 of GRPO: the ``grpo`` section of ``summary.json`` (main process). Returns the section."""
+    run.section = grpo_section(run)
+    if run.state.is_main_process:
+        update_summary(run.run_dir, "grpo", run.section)
+    run.state.wait_for_everyone()
+    return run.section
+
+
+def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: bool = False) -> dict:
+    """Notebook 02 as one call: the GRPO steps in the notebook's order (without the playground). Writes
+    ``run_dir/grpo_adapter``, ``grpo_rewards.png``, ``grpo_completions.csv`` (``log_completions``), the reward
+    evaluation and the ``grpo`` section of ``summary.json``, which it returns."""
+    run = start_grpo(config, run_dir, runtime, resume=resume)
+    load_grpo_model(run)
+    load_grpo_prompts(run)
+    build_grpo_rewards(run)
+    order_grpo_prompts(run)
+    train_grpo(run)
+    grpo_completions(run)
+    evaluate_grpo_rewards(run)
+    return finish_grpo(run)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; ``ValueError`` naming the file and ``what`` it holds when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} ({what}) is not valid JSON: {exc}; delete it or re-run the stage that writes it") from None
 
 
 def training_data_for_decontamination(recipe: str | Path, run_dir: str | Path | None = None) -> list:
@@ -255,38 +512,126 @@ def eval_models(config: Any) -> dict[str, Any]:
     }
 
 
-def run_eval(config: Any, run_dir: str | Path, *, training_data: Sequence[str] = (), runtime: Any = None) -> dict:
-    """Notebook 03 as a function: the same items for every model, decontaminated, scored, reported.
+@dataclass
+class EvalRun:
+    """The evaluation stage's record, filled step by step (notebook 03's variables, in one place).
 
-    ``training_data``: the SFT and GRPO data to check for overlaps
-    (:func:`training_data_for_decontamination`); the items are drawn (``config.limit``) from what
-    decontamination keeps, so ``limit`` items remain where the benchmark has enough. Writes ``run_dir/eval/`` (per-item JSONL, which a
-    rerun resumes, tables, comparisons, ``results.png``) and the ``eval`` section of
-    ``summary.json``, which it returns. Raises ``ValueError`` when started in several processes
-    (scale the evaluation with ``vllm serve`` and ``config.server`` instead).
-    """
-    from ..evaluation import drop_overlapping_items, evaluate_models, find_overlaps, load_benchmark, select_items, training_questions
-    from ..models import detect_runtime, load_model
+    ``config`` (:class:`~medreason_utils.config.EvalStageConfig`), ``run_dir``, ``runtime``, ``recipe`` (where the
+    decontamination's fallback training data comes from); then ``items`` ({benchmark: items}), ``load_reports``,
+    ``training_data``, ``overlaps``, ``dropped``, ``base`` (the engine on the adapters' base, on a GPU),
+    ``prompt_lengths``, ``table``, ``comparisons``."""
 
-    runtime = runtime or detect_runtime()
-    state = process_state(runtime)
+    config: Any
+    run_dir: Path
+    runtime: Any
+    recipe: Any = None
+    budget: str = ""
+    items: dict = field(default_factory=dict)
+    load_reports: dict = field(default_factory=dict)
+    training_data: list | None = None
+    overlaps: list = field(default_factory=list)
+    dropped: dict = field(default_factory=dict)
+    base: Any = None
+    prompt_lengths: dict | None = None
+    table: list | None = None
+    comparisons: list | None = None
+    section: dict | None = None
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+
+def start_eval(config: Any, run_dir: str | Path, runtime: Any = None, *, recipe: Any = None) -> EvalRun:
+    """Step 1 of the evaluation: the runtime, the length budget (printed). ``recipe``: the recipe the run's
+    training stages came from, for decontamination when the run folder has no record of them (``None``: the
+    runtime's machine class). Raises ``ValueError`` when started in several processes (scale the evaluation
+    with ``vllm serve`` and ``config.server`` instead)."""
+    from ..config import recipe_for_runtime
+
+    runtime, state, budget = _start("eval", config, run_dir, runtime)
     if state.num_processes > 1:
         raise ValueError(f"the evaluation runs in one process, not {state.num_processes}: serve the models with vllm serve "
                          "(data parallel there) and set server: {base_url, models, concurrency}")
-    run = Path(run_dir)
-    eval_dir = run / "eval"
-    items = {}
-    for name in config.benchmarks:
-        items[name], _ = load_benchmark(name, config.data.get(name), on_bad_row="skip")
-    overlaps = find_overlaps(training_questions(*training_data), items) if training_data else []
-    items, dropped = drop_overlapping_items(items, overlaps)
-    items = {name: select_items(its, config.limit, config.subset_seed) for name, its in items.items()}
-    models = eval_models(config)
-    base = load_model(config.base_model) if (runtime.on_gpu and config.server is None) else None
-    table = evaluate_models(models, items, eval_dir, styles={"base": list(config.base_styles)} if "base" in models else None,
-                            base=base, base_model=config.base_model, max_new_tokens=config.max_new_tokens,
-                            batch_size=config.batch_size, seed=config.seed)
-    section = {"config": config.to_dict(), "table": table, "overlaps_dropped": dropped,
-               "comparisons": json.loads((eval_dir / "summary.json").read_text())["comparisons"]}
-    update_summary(run, "eval", section)
-    return section
+    return EvalRun(config=config, run_dir=Path(run_dir), runtime=runtime, recipe=recipe or recipe_for_runtime(runtime),
+                   budget=budget)
+
+
+def load_eval_items(run: EvalRun) -> dict:
+    """Step 2: every item of each benchmark of ``config.benchmarks`` (``config.data`` or the hub; bad rows skipped
+    and counted); the limit is drawn after decontamination. Returns ``{benchmark: MappingReport}``."""
+    from ..evaluation import load_benchmark
+
+    for name in run.config.benchmarks:
+        run.items[name], run.load_reports[name] = load_benchmark(name, run.config.data.get(name), on_bad_row="skip")
+    return run.load_reports
+
+
+def decontaminate_eval_items(run: EvalRun) -> dict:
+    """Step 3: drop the items that overlap what the run trained on (its ``summary.json`` records, else the
+    recipe's data: :func:`training_data_for_decontamination`), then draw ``config.limit`` items per benchmark with
+    ``config.subset_seed``. Returns ``{benchmark: items dropped}``."""
+    from ..evaluation import drop_overlapping_items, find_overlaps, select_items, training_questions
+
+    run.training_data = training_data_for_decontamination(run.recipe, run_dir=run.run_dir)
+    run.overlaps = find_overlaps(training_questions(*run.training_data), run.items)
+    items, run.dropped = drop_overlapping_items(run.items, run.overlaps)
+    run.items = {name: select_items(its, run.config.limit, run.config.subset_seed) for name, its in items.items()}
+    return run.dropped
+
+
+def load_eval_engine(run: EvalRun) -> Any:
+    """Step 4: on a GPU (and no ``server``), one vLLM engine on the adapters' own base with the evaluation's
+    context (``EVAL_MAX_SEQ_LENGTH``) and ``max_lora_rank`` the largest r of the adapters in play, serving every
+    adapter as a LoRA request; the prompts' lengths checked against it (raises ``ValueError`` naming the longest).
+    ``None`` on CPU (each adapter is loaded, merged, by the runner)."""
+    from ..config import EVAL_MAX_SEQ_LENGTH, check_prompt_lengths
+    from ..models import load_model
+
+    c = run.config
+    if run.runtime.on_gpu and c.server is None:
+        run.base = load_model(c.base_model, adapters_in_play=[a for a in (c.adapters or {}).values()],
+                              max_seq_length=EVAL_MAX_SEQ_LENGTH, runtime=run.runtime)
+        run.prompt_lengths = check_prompt_lengths(run.items, run.base[1])
+        print(run.prompt_lengths, flush=True)
+    return run.base
+
+
+def score_eval_models(run: EvalRun) -> list:
+    """Step 5: every model of :func:`eval_models` on the same items, greedy, per-item files in ``run_dir/eval``
+    (a rerun resumes), tables, comparisons and ``results.png``. Returns the table (one row per model and
+    benchmark)."""
+    from ..evaluation import evaluate_models
+
+    c = run.config
+    models = eval_models(c)
+    run.table = evaluate_models(models, run.items, run.eval_dir,
+                                styles={"base": list(c.base_styles)} if "base" in models else None,
+                                base=run.base, base_model=c.base_model, max_new_tokens=c.max_new_tokens,
+                                batch_size=c.batch_size, seed=c.seed)
+    run.comparisons = _read_json(run.eval_dir / "summary.json", "the evaluation's summary")["comparisons"]
+    return run.table
+
+
+def eval_section(run: EvalRun) -> dict:
+    """The ``eval`` section of ``summary.json``: the resolved config and the figures (the one builder)."""
+    return {"config": run.config.to_dict(), "table": run.table, "overlaps_dropped": run.dropped,
+            "comparisons": run.comparisons}
+
+
+def finish_eval(run: EvalRun) -> dict:
+    """Step 6: the ``eval`` section of ``summary.json``. Returns it."""
+    run.section = eval_section(run)
+    update_summary(run.run_dir, "eval", run.section)
+    return run.section
+
+
+def run_eval(config: Any, run_dir: str | Path, *, runtime: Any = None, recipe: Any = None) -> dict:
+    """Notebook 03 as one call: the evaluation steps in the notebook's order. Writes ``run_dir/eval/`` and the
+    ``eval`` section of ``summary.json``, which it returns."""
+    run = start_eval(config, run_dir, runtime, recipe=recipe)
+    load_eval_items(run)
+    decontaminate_eval_items(run)
+    load_eval_engine(run)
+    score_eval_models(run)
+    return finish_eval(run)

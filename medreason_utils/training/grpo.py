@@ -307,36 +307,33 @@ def filter_by_pass_rate(prompts: Any, model: Any, tokenizer: Any, config: Any, r
 
 
 def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
-    """The keyword arguments of TRL's ``GRPOConfig`` for ``config`` on ``runtime`` (``reward_weights``
-    and ``scale_rewards`` from ``config.rewards``; ``use_vllm`` and TRL's ``vllm_*`` fields from
-    ``config.vllm`` when set, e.g. ``{"mode": "server"}`` -> ``vllm_mode="server"``; checkpoints every
-    ``config.save_steps`` steps, at most ``config.save_total_limit`` kept; ``shuffle_dataset=False``
-    under a curriculum)."""
-    kwargs = dict(
-        output_dir=str(output_dir), max_steps=config.max_steps, learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        num_generations=config.num_generations, max_completion_length=config.max_completion_length,
-        temperature=config.temperature, beta=config.beta,
+    """The keyword arguments of TRL's ``GRPOConfig`` for ``config`` (a
+    :class:`~medreason_utils.config.GRPOStageConfig`) on ``runtime``.
+
+    The config's TRL fields as they are (:meth:`~medreason_utils.config.StageConfig.trl_kwargs`: a filter by
+    ``GRPOConfig``'s own dataclass fields, recipe extras such as ``mask_truncated_completions`` or ``use_vllm``
+    included), plus what the suite sets itself: ``output_dir``; ``loss_type``, ``reward_weights`` and
+    ``scale_rewards`` from ``config.rewards`` (which refuses Dr. GRPO with group scaling); ``save_strategy`` from
+    ``save_steps`` (``"no"`` when ``None``); ``shuffle_dataset=False`` under a curriculum; the runtime's precision.
+    Raises ``ValueError`` for TRL's vLLM (``use_vllm``) with Unsloth on a GPU (Unsloth's own vLLM generates there).
+    """
+    kwargs = config.trl_kwargs()
+    if kwargs.get("save_steps") is None:
+        kwargs.pop("save_steps", None)
+        kwargs.pop("save_total_limit", None)
+        kwargs["save_strategy"] = "no"
+    else:
+        kwargs["save_strategy"] = "steps"
+    if kwargs.get("use_vllm") and getattr(runtime, "on_gpu", False) and getattr(config, "engine", "auto") != "transformers":
+        raise ValueError("GRPOStageConfig: use_vllm (TRL's vLLM) on a GPU needs engine: transformers; with Unsloth (engine "
+                         "auto/unsloth, one GPU) the rollouts already run on Unsloth's vLLM engine")
+    kwargs.update(
+        output_dir=str(output_dir),
         **config.rewards.grpo_config_kwargs(config.loss_type),  # loss_type, reward_weights, scale_rewards (dr_grpo + group refused)
-        lr_scheduler_type=config.lr_scheduler_type, logging_steps=1, report_to="none", seed=config.seed,
-        **_save_kwargs(config),
         shuffle_dataset=getattr(config, "curriculum", None) is None,  # a curriculum's order must survive TRL's sampler
-        chat_template_kwargs={"enable_thinking": False},  # Qwen3 templates otherwise open their own <think> block
         **precision_kwargs(runtime),
     )
-    if getattr(config, "log_completions", False):
-        kwargs["log_completions"] = True
-    if getattr(config, "vllm", None) is not None:
-        kwargs["use_vllm"] = True
-        kwargs.update({f"vllm_{key}": value for key, value in config.vllm.items()})
     return kwargs
-
-
-def _save_kwargs(config: Any) -> dict[str, Any]:
-    steps = getattr(config, "save_steps", None)
-    if not steps:
-        return {"save_strategy": "no"}
-    return {"save_strategy": "steps", "save_steps": steps, "save_total_limit": getattr(config, "save_total_limit", 2)}
 
 
 def grpo_config(config: Any, *, output_dir: str | Path, runtime: Any):

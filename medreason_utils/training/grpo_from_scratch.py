@@ -126,6 +126,31 @@ class GRPOScratchConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_stage_config(cls, stage: Any, **loop: Any) -> "GRPOScratchConfig":
+        """The loop's settings read from the GRPO stage's config (a
+        :class:`~medreason_utils.config.GRPOStageConfig`, the recipe notebook 02 trains with), by TRL's names:
+        ``num_generations``, ``max_completion_length``, ``temperature``, ``learning_rate``, ``max_steps``,
+        ``loss_type``, ``beta``, ``seed``, ``rewards.scale_rewards``, and from the recipe's TRL fields ``top_p``,
+        ``epsilon``, ``epsilon_high``, ``num_iterations``, ``max_grad_norm``, ``weight_decay`` where set.
+        ``prompts_per_step`` is the stage's completions per step (``per_device_train_batch_size`` x
+        ``gradient_accumulation_steps``) over ``num_generations``. ``loop``: the loop's own settings
+        (``micro_batch_size``, ``kl_bias_correction``) or any of the above to change. Raises ``ValueError`` as
+        the class does."""
+        extra = dict(getattr(stage, "trl_args", {}) or {})
+        per_step = stage.per_device_train_batch_size * stage.gradient_accumulation_steps
+        values: dict[str, Any] = dict(
+            prompts_per_step=max(1, per_step // stage.num_generations), num_generations=stage.num_generations,
+            max_completion_length=stage.max_completion_length, temperature=stage.temperature,
+            learning_rate=stage.learning_rate, max_steps=stage.max_steps, loss_type=stage.loss_type,
+            scale_rewards=stage.rewards.scale_rewards, beta=stage.beta, seed=stage.seed,
+        )
+        for name in ("top_p", "epsilon", "epsilon_high", "num_iterations", "max_grad_norm", "weight_decay"):
+            if name in extra:
+                values[name] = extra[name]
+        values.update(loop)
+        return cls(**values)
+
 
 @dataclass
 class Rollout:

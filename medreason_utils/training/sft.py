@@ -68,14 +68,12 @@ def precision_kwargs(runtime: Any) -> dict[str, bool]:
 
 
 def sft_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
-    """The keyword arguments of TRL's ``SFTConfig`` for ``config`` (a stage config) on ``runtime``."""
-    return dict(
-        output_dir=str(output_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
-        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, lr_scheduler_type="linear", warmup_steps=config.warmup_steps,
-        max_length=config.max_seq_length, logging_steps=1, save_strategy="no", report_to="none", seed=config.seed,
-        optim=config.optim, **precision_kwargs(runtime),
-    )
+    """The keyword arguments of TRL's ``SFTConfig`` for ``config`` (an :class:`~medreason_utils.config.SFTStageConfig`)
+    on ``runtime``: the config's TRL fields as they are (:meth:`~medreason_utils.config.StageConfig.trl_kwargs`, a
+    filter by ``SFTConfig``'s own fields, recipe extras included), plus what the suite sets itself: ``output_dir``,
+    ``max_length`` (= ``max_seq_length``) and the precision of the runtime (:func:`precision_kwargs`)."""
+    return {**config.trl_kwargs(), "output_dir": str(output_dir), "max_length": config.max_seq_length,
+            **precision_kwargs(runtime)}
 
 
 def sft_config(config: Any, *, output_dir: str | Path, runtime: Any):
