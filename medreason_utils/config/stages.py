@@ -480,6 +480,12 @@ class GRPOStageConfig(StageConfig):
         "model first (its mean weighted total reward over curriculum_k sampled completions per prompt, measured before "
         "training; TRL's shuffle_dataset=False keeps the order).", default=None)
     curriculum_k: int = _help("Completions sampled per prompt to measure the SFT model's pass rate (curriculum).", default=4, ge=1)
+    difficulty_filter: dict[str, Any] | None = _help(
+        "Pass-rate filtering before training (open-r1, m1): None keeps every prompt; {k: 4, drop: [0, 1]} samples k "
+        "completions per prompt from the SFT model (the rollouts' temperature and length, the seed) and drops the prompts "
+        "whose pass rate (fraction of completions a correctness reward, correctness or mcq_exact_match, scores > 0; "
+        "'rewards: [name, ...]' picks others) is in drop: always or never solved, whose groups give no advantage. The counts "
+        "go to summary.json grpo.difficulty_filter (medreason_utils.training.filter_by_pass_rate).", default=None)
     reward_eval_prompts: int = _help(
         "Held-out prompts of the reward evaluation (0: skip it): notebook 01's held-out questions, in the forms of the "
         "data mix (split by its proportions), never trained on by SFT or GRPO; the SFT and GRPO adapters are scored "
@@ -512,6 +518,13 @@ class GRPOStageConfig(StageConfig):
         object.__setattr__(self, "data", data_proportions(self.data))  # validated; a single source stays a string
         if self.curriculum not in CURRICULA:
             raise SettingError(f"GRPOStageConfig.curriculum must be one of {CURRICULA}, got {self.curriculum!r}")
+        if self.difficulty_filter is not None:
+            extra = set(self.difficulty_filter) - {"k", "drop", "rewards"}
+            k = self.difficulty_filter.get("k", 4)
+            drop = self.difficulty_filter.get("drop", [0, 1])
+            if extra or not isinstance(k, int) or k < 1 or not all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in drop):
+                raise SettingError(f"GRPOStageConfig.difficulty_filter takes k (int >= 1), drop (pass rates in [0, 1]) and "
+                                   f"rewards (names), got {self.difficulty_filter!r}")
         mode = self.trl_args.get("vllm_mode", "colocate")
         if self.trl_args.get("use_vllm") and mode not in ("colocate", "server"):
             raise SettingError(f"GRPOStageConfig: vllm_mode must be 'colocate' or 'server', got {mode!r}")

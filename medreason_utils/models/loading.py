@@ -3,6 +3,8 @@ CPU, and the :class:`LoadedModel` record of what was loaded."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +284,12 @@ def _use_unsloth(engine: str, runtime: RuntimeInfo) -> bool:
         raise ValueError(f"engine must be 'auto', 'unsloth' or 'transformers', got {engine!r}")
     if engine == "unsloth" and not runtime.on_gpu:
         raise ValueError("engine 'unsloth' needs a CUDA GPU; on CPU the engine is transformers + peft ('auto')")
+    if engine == "auto" and runtime.on_gpu and importlib.util.find_spec("unsloth") is None:
+        # CUDA visible but the CPU stack installed (make setup on a laptop with a GPU): said, not silent
+        print("engine auto: CUDA is visible but Unsloth is not installed (the CPU stack of `make setup`): transformers + "
+              "peft; install the GPU stack (requirements-gpu*.txt) for Unsloth and vLLM, or set engine: transformers",
+              flush=True)
+        return False
     return runtime.on_gpu and engine != "transformers"
 
 

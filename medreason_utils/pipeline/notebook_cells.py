@@ -179,8 +179,8 @@ if IN_COLAB:
     # T4 (compute capability < 8.0) -> requirements-gpu-t4.txt, A100/L4/H100 -> requirements-gpu.txt; raises on failure
     install_on_colab(SOURCE_DIR)
     os.chdir(os.path.join(SOURCE_DIR, "notebooks"))
-import torch
-if torch.cuda.is_available():
+import importlib.util, torch
+if torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None:  # the GPU stack is installed
     # Unsloth's standby: vLLM sleeps while the trainer runs and shares the weights' memory (Unsloth's GRPO notebooks set it)
     os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
     import unsloth  # noqa: F401  imported before trl/transformers so that Unsloth can patch them

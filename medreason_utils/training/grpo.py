@@ -21,8 +21,9 @@ from ..fileio import atomic_write_with
 from .sft import precision_kwargs
 
 __all__ = [
-    "GRPOPrompts", "source_prompts", "prompt_budget_counts", "mix_counts", "grpo_prompts", "order_by_pass_rate", "grpo_config_kwargs",
-    "grpo_config", "grpo_trainer", "last_checkpoint", "checkpoint_problem", "completions_table", "evaluate_rewards",
+    "GRPOPrompts", "source_prompts", "prompt_budget_counts", "mix_counts", "grpo_prompts", "order_by_pass_rate",
+    "filter_by_pass_rate", "grpo_config_kwargs", "grpo_config", "grpo_trainer", "last_checkpoint", "checkpoint_problem",
+    "completions_table", "evaluate_rewards",
 ]
 
 #: The columns of every GRPO prompt row: TRL passes all but ``prompt`` to the reward functions.
@@ -275,6 +276,72 @@ def order_by_pass_rate(prompts: Any, model: Any, tokenizer: Any, config: Any, re
     order = sorted(range(len(rate)), key=lambda i: -rate[i])
     out = prompts.add_column("pass_rate", [None if t is None else float(t) for t in scores.total])
     return out.select(order)
+
+
+#: Rewards that say whether a completion is right (a completion passes when one of them gives > 0).
+PASS_REWARDS = ("correctness", "mcq_exact_match")
+
+
+def filter_by_pass_rate(prompts: Any, model: Any, tokenizer: Any, config: Any, reward_funcs: Sequence[Any], *,
+                        k: int = 4, drop: Sequence[float] = (0.0, 1.0), rewards: Sequence[str] | None = None,
+                        lora_request: Any = None, progress: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Difficulty filtering (pass-rate filtering, as open-r1 and m1 do): drop the prompts the starting
+    model always or never solves, whose GRPO groups would all score alike and give no advantage.
+
+    ``k`` completions per prompt are sampled as the curriculum samples them
+    (:func:`medreason_utils.evaluation.reward_eval.sample_groups` at the rollouts' temperature and
+    ``max_completion_length``, ``config.seed``, ``config.eval_batch_size``). A completion passes when one
+    of ``rewards`` (reward names; default the configured ones of :data:`PASS_REWARDS`) gives it a value
+    > 0; the pass rate of a prompt is the fraction of its ``k`` completions that pass. Prompts whose pass
+    rate is in ``drop`` (compared within 1e-9) are dropped; prompts none of ``rewards`` applies to
+    (every value ``None``) are kept and counted as ``unscored``.
+
+    Returns ``(kept prompts with a column pass_rate, counts)``, counts for summary.json:
+    ``{"k", "drop", "rewards", "prompts", "kept", "dropped", "dropped_by_rate": {"0.0": n, "1.0": n},
+    "unscored", "pass_rate_histogram": {"0.25": n, ...}}``. Raises ``ValueError`` for ``k < 1``, a
+    ``drop`` value outside [0, 1], or a name in ``rewards`` the training does not use.
+    """
+    from ..evaluation.reward_eval import _rows, sample_groups, score_completions
+
+    funcs = list(reward_funcs)
+    # the recipe's names (RewardSettings.rewards): the functions' __name__ without "_reward"
+    names = [getattr(f, "__name__", f"reward_{i}").removesuffix("_reward") for i, f in enumerate(funcs)]
+    chosen = [n for n in names if n in PASS_REWARDS] if rewards is None else list(rewards)
+    unknown = [n for n in chosen if n not in names]
+    if unknown or not chosen:
+        raise ValueError(f"difficulty filter: rewards {unknown or chosen} not among the training's rewards {names}")
+    if k < 1:
+        raise ValueError(f"difficulty filter: k must be >= 1, got {k}")
+    drop = [float(d) for d in drop]
+    if any(not 0.0 <= d <= 1.0 for d in drop):
+        raise ValueError(f"difficulty filter: drop holds pass rates in [0, 1], got {drop}")
+    rows = _rows(prompts)
+    groups = sample_groups(model, tokenizer, [r["prompt"] for r in rows], k, temperature=config.temperature,
+                           max_new_tokens=config.max_completion_length, seed=config.seed, batch_size=config.eval_batch_size,
+                           lora_request=lora_request, progress=progress, desc="difficulty filter")
+    # one row per completion, so the scores come back per completion (score_completions averages per row)
+    sel = [funcs[names.index(n)] for n in chosen]
+    per = score_completions([r for r in rows for _ in range(k)], [[c] for g in groups for c in g], sel)
+    rates: list[float | None] = []
+    for i in range(len(rows)):
+        vals = [[per.per_prompt[name][i * k + j] for name in per.reward_names] for j in range(k)]
+        if all(v is None for vs in vals for v in vs):
+            rates.append(None)
+            continue
+        rates.append(sum(any(v is not None and v > 0 for v in vs) for vs in vals) / k)
+    keep = [i for i, r in enumerate(rates) if r is None or not any(abs(r - d) < 1e-9 for d in drop)]
+    hist: dict[str, int] = {}
+    for r in rates:
+        if r is not None:
+            hist[str(r)] = hist.get(str(r), 0) + 1
+    counts = {
+        "k": k, "drop": drop, "rewards": chosen, "prompts": len(rows), "kept": len(keep), "dropped": len(rows) - len(keep),
+        "dropped_by_rate": {str(d): sum(1 for r in rates if r is not None and abs(r - d) < 1e-9) for d in drop},
+        "unscored": sum(r is None for r in rates), "pass_rate_histogram": dict(sorted(hist.items())),
+    }
+    out = prompts.add_column("pass_rate", rates) if hasattr(prompts, "add_column") else [
+        {**r, "pass_rate": rates[i]} for i, r in enumerate(rows)]
+    return (out.select(keep) if hasattr(out, "select") else [out[i] for i in keep]), counts
 
 
 def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
