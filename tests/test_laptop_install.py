@@ -62,7 +62,8 @@ def test_cuda_visible_without_unsloth_installed_takes_the_cpu_stack(tmp_path):
     import os
     import sys
 
-    from medreason_utils.models import RuntimeInfo, _use_unsloth
+    from medreason_utils.models import RuntimeInfo
+    from medreason_utils.models.loading import _use_unsloth
     from medreason_utils.pipeline.notebook_cells import install_source
 
     if importlib.util.find_spec("unsloth") is not None:

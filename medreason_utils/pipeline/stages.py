@@ -221,8 +221,11 @@ def train_sft(run: SFTRun) -> SFTRun:
 
 def sft_section(run: SFTRun) -> dict:
     """The ``sft`` section of ``summary.json``: the resolved config and the stage's figures (the one builder)."""
+    from ..training import prompt_budget_counts
+
     return {"config": run.config.to_dict(), "steps": run.train_out.global_step, "train_seconds": run.train_seconds,
             "final_loss": run.train_out.training_loss, "rows_skipped": run.data.train_report.n_skipped,
+            "data_budget": prompt_budget_counts(run.data.train_report),
             "format_compliance_before": run.format_compliance.get("before"),
             "format_compliance_after": run.format_compliance.get("after"),
             "n_heldout_scored": len(run.completions.get("after", [])), "processes": run.state.num_processes}
@@ -330,7 +333,7 @@ def load_grpo_prompts(run: GRPORun) -> GRPORun:
 
     held = run.run_dir / "heldout_questions.json"
     exclude = _read_json(held, "the held-out questions of notebook 01") if held.is_file() else []
-    run.prompts = grpo_prompts(run.config, exclude=exclude)
+    run.prompts = grpo_prompts(run.config, exclude=exclude, tokenizer=run.tokenizer)  # prompts over the budget skipped, counted
     n = run.config.reward_eval_prompts
     run.eval_prompts = run.prompts.heldout_prompts(n) if n > 0 else None
     run.train_prompts = run.prompts.prompts
@@ -425,12 +428,14 @@ def evaluate_grpo_rewards(run: GRPORun) -> dict | None:
 def grpo_section(run: GRPORun) -> dict:
     """The ``grpo`` section of ``summary.json``: the resolved config (with the trained rewards) and the stage's
     figures (the one builder)."""
+    from ..training import prompt_budget_counts
+
     c = run.config
     correctness = next((f for f in run.reward_funcs if f.__name__ == "correctness_reward"), None)
     return {"config": c.to_dict(), "steps": run.train_out.global_step, "train_seconds": run.train_seconds,
             "verifier": repr(run.verifier), "reward_history": run.history, "processes": run.state.num_processes,
             "completions_per_step": c.per_device_train_batch_size * c.gradient_accumulation_steps * run.state.num_processes,
-            "data_mix": run.prompts.sources, "resumed_from": Path(run.checkpoint).name if run.checkpoint else None,
+            "data_mix": run.prompts.sources, "data_budget": prompt_budget_counts(run.prompts.report), "resumed_from": Path(run.checkpoint).name if run.checkpoint else None,
             "adapter": run.adapter_check,
             "unscored_items": getattr(getattr(correctness, "counter", None), "unscored", None),
             "verifier_fallbacks": getattr(getattr(correctness, "counter", None), "fallbacks", None),
