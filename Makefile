@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 RECIPE ?=
 
-.PHONY: setup lab chromium run test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
+.PHONY: setup lab chromium run smoke test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
 
 # CPU torch on a laptop: PyTorch's CPU wheel index (a few hundred MB) instead of PyPI's CUDA build (several GB),
 # used for torch alone and only when it answers within 5 s (where only PyPI is reachable, PyPI's torch is taken:
@@ -43,9 +43,13 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Main job: executes the four notebooks headless on CPU into $(RUN_DIR) (executed notebooks, adapters, summary.json).
+# Main job: executes the five notebooks headless on CPU into $(RUN_DIR) (executed notebooks, adapters, summary.json).
 run: setup
 	$(PY) -m medreason_utils.pipeline --run-dir $(RUN_DIR) $(if $(RECIPE),--recipe $(RECIPE))
+
+# The quick check: every notebook with the smallest settings (what the tests run) into runs/smoke: minutes, not the figures.
+smoke: setup
+	$(PY) -m medreason_utils.pipeline --smoke --run-dir runs/smoke
 
 # GRPO in two CPU processes from the shipped adapter, 2 steps (accelerate's torchrun launcher; gloo, as TRL's CPU
 # config sets use_cpu): README, "Beyond one GPU". The same command line takes the multi-GPU recipes on GPUs.

@@ -138,7 +138,7 @@ def publish_checkpoint(run_dir: str | Path, *, date: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Execute the four medreason notebooks headless.")
+    parser = argparse.ArgumentParser(description="Execute the five medreason notebooks headless.")
     parser.add_argument("--run-dir", required=True, help="output folder (executed notebooks, adapters, summary.json)")
     parser.add_argument("--smoke", action="store_true", help="smallest settings (as in the tests)")
     parser.add_argument("--only", nargs="*", help="run only these notebook files")
