@@ -288,6 +288,7 @@ class GRPORun:
     adapter_check: dict | None = None
     completions: Any = None
     reward_eval: dict | None = None
+    difficulty: dict | None = None
     section: dict | None = None
 
     @property
@@ -354,12 +355,22 @@ def build_grpo_rewards(run: GRPORun, settings: Any = None) -> GRPORun:
 
 
 def order_grpo_prompts(run: GRPORun) -> GRPORun:
-    """Step 5 of GRPO: with ``curriculum: easy_to_hard`` the prompts ordered by the SFT model's pass rate, highest
-    first (:func:`medreason_utils.training.order_by_pass_rate`); else as drawn (TRL shuffles them)."""
-    from ..training import order_by_pass_rate
+    """Step 5 of GRPO: with ``difficulty_filter`` set, the prompts the SFT model always or never solves dropped
+    (:func:`medreason_utils.training.filter_by_pass_rate`, counts in ``run.difficulty``); with ``curriculum:
+    easy_to_hard`` the prompts ordered by the SFT model's pass rate, highest first
+    (:func:`medreason_utils.training.order_by_pass_rate`); else as drawn (TRL shuffles them)."""
+    from ..training import filter_by_pass_rate, order_by_pass_rate
 
+    f = run.config.difficulty_filter
+    if f is not None:
+        run.train_prompts, run.difficulty = filter_by_pass_rate(
+            run.train_prompts, run.model, run.tokenizer, run.config, run.config.rewards.reward_funcs(run.verifier),
+            k=int(f.get("k", 4)), drop=f.get("drop", (0.0, 1.0)), rewards=f.get("rewards"),
+            lora_request=run.loaded.lora_request(), progress=run.state.is_main_process)
+        if "pass_rate" in run.train_prompts.column_names:
+            run.train_prompts = run.train_prompts.remove_columns("pass_rate")
     if run.config.curriculum == "easy_to_hard":
-        run.train_prompts = order_by_pass_rate(run.prompts.prompts, run.model, run.tokenizer, run.config,
+        run.train_prompts = order_by_pass_rate(run.train_prompts, run.model, run.tokenizer, run.config,
                                                run.config.rewards.reward_funcs(run.verifier),
                                                lora_request=run.loaded.lora_request(), progress=run.state.is_main_process)
     return run
@@ -429,6 +440,7 @@ def grpo_section(run: GRPORun) -> dict:
     """The ``grpo`` section of ``summary.json``: the resolved config (with the trained rewards) and the stage's
     figures (the one builder)."""
     from ..training import prompt_budget_counts
+    from ..training.tracking import tracker_logs
 
     c = run.config
     correctness = next((f for f in run.reward_funcs if f.__name__ == "correctness_reward"), None)
@@ -440,7 +452,8 @@ def grpo_section(run: GRPORun) -> dict:
             "unscored_items": getattr(getattr(correctness, "counter", None), "unscored", None),
             "verifier_fallbacks": getattr(getattr(correctness, "counter", None), "fallbacks", None),
             "completions_table": "grpo_completions.csv" if run.completions is not None else None,
-            "reward_eval": run.reward_eval}
+            "reward_eval": run.reward_eval, "difficulty_filter": run.difficulty,
+            "tracker_logs": tracker_logs(run.run_dir)}
 
 
 def finish_grpo(run: GRPORun) -> dict:

@@ -355,7 +355,10 @@ def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> 
     ``save_steps`` (``"no"`` when ``None``); ``shuffle_dataset=False`` under a curriculum; the runtime's precision.
     Raises ``ValueError`` for TRL's vLLM (``use_vllm``) with Unsloth on a GPU (Unsloth's own vLLM generates there).
     """
+    from .tracking import report_to
+
     kwargs = config.trl_kwargs()
+    kwargs["report_to"] = report_to(kwargs.get("report_to"))  # TRL's names; wandb only with a key
     if kwargs.get("save_steps") is None:
         kwargs.pop("save_steps", None)
         kwargs.pop("save_total_limit", None)

@@ -83,9 +83,13 @@ def sft_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> d
     """The keyword arguments of TRL's ``SFTConfig`` for ``config`` (an :class:`~medreason_utils.config.SFTStageConfig`)
     on ``runtime``: the config's TRL fields as they are (:meth:`~medreason_utils.config.StageConfig.trl_kwargs`, a
     filter by ``SFTConfig``'s own fields, recipe extras included), plus what the suite sets itself: ``output_dir``,
-    ``max_length`` (= ``max_seq_length``) and the precision of the runtime (:func:`precision_kwargs`)."""
-    return {**config.trl_kwargs(), "output_dir": str(output_dir), "max_length": config.max_seq_length,
-            **precision_kwargs(runtime)}
+    ``max_length`` (= ``max_seq_length``) and the precision of the runtime (:func:`precision_kwargs`); ``report_to``
+    as :func:`medreason_utils.training.tracking.report_to` reads it (tracker logs under ``output_dir/runs``)."""
+    from .tracking import report_to
+
+    kwargs = {**config.trl_kwargs(), "output_dir": str(output_dir), "max_length": config.max_seq_length, **precision_kwargs(runtime)}
+    kwargs["report_to"] = report_to(kwargs.get("report_to"))  # TRL's names; wandb only with a key
+    return kwargs
 
 
 def sft_config(config: Any, *, output_dir: str | Path, runtime: Any):
