@@ -420,13 +420,16 @@ def test_the_grpo_stage_stops_when_training_left_the_sft_adapter_unchanged(tmp_p
 
     same = tmp_path / "same"
     shutil.copytree(CHECKPOINT, same)
+    learnt = {"frac_reward_zero_std": [0.5, 1.0]}  # some groups' rewards differed
     with pytest.raises(ValueError, match="GRPO left the adapter unchanged"):
-        _check_adapter_trained(str(CHECKPOINT), same)
+        _check_adapter_trained(str(CHECKPOINT), same, learnt)
+    flat = _check_adapter_trained(str(CHECKPOINT), same, {"frac_reward_zero_std": [1.0, 1.0]})  # nothing to learn: said
+    assert flat["changed"] == 0 and flat["nothing_to_learn"] is True
     moved = tmp_path / "moved"
     shutil.copytree(CHECKPOINT, moved)
     weights = load_file(str(moved / "adapter_model.safetensors"))
     name = sorted(weights)[0]
     weights[name] = weights[name] + 1e-3 * torch.ones_like(weights[name])
     save_file(weights, str(moved / "adapter_model.safetensors"))
-    check = _check_adapter_trained(str(CHECKPOINT), moved)
-    assert check["changed"] == 1 and check["max_abs_diff"] > 5e-4
+    check = _check_adapter_trained(str(CHECKPOINT), moved, learnt)
+    assert check["nothing_to_learn"] is False and check["changed"] == 1 and check["max_abs_diff"] > 5e-4

@@ -29,7 +29,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .reporting import Timer, plot_reward_curves, reward_history, run_training_data, update_summary
 
@@ -393,21 +393,33 @@ def train_grpo(run: GRPORun) -> GRPORun:
     run.adapter_dir = _save_trained_adapter(run.trainer, run.model, run.tokenizer, run.run_dir / "grpo_adapter", run.state)
     if run.state.is_main_process:
         plot_reward_curves(run.history, run.run_dir / "grpo_rewards.png")
-        run.adapter_check = _check_adapter_trained(c.sft_adapter, run.adapter_dir)
+        run.adapter_check = _check_adapter_trained(c.sft_adapter, run.adapter_dir, run.history)
     return run
 
 
-def _check_adapter_trained(before: Any, after: Path) -> dict:
+def _check_adapter_trained(before: Any, after: Path, history: Mapping[str, Any] | None = None) -> dict:
     """Training moved the weights: the GRPO adapter's tensors against the SFT adapter's it started from
     (:func:`medreason_utils.models.adapter_weights_changed`; TRL's trainer tests compare parameters before and
-    after a step). ``lora_B`` being non-zero proves nothing here: the SFT adapter's already is. Returns
-    ``{"tensors", "changed", "max_abs_diff"}``. Raises ``ValueError`` when no tensor changed."""
+    after a step). ``lora_B`` being non-zero proves nothing here: the SFT adapter's already is.
+
+    An unchanged adapter is expected only when no step had anything to learn: every group's rewards equal at every
+    logged step (TRL's ``frac_reward_zero_std`` = 1 in ``history``, so every advantage was 0); then it is printed
+    and recorded (``"nothing_to_learn": True``). Returns ``{"tensors", "changed", "max_abs_diff", "nothing_to_learn"}``.
+    Raises ``ValueError`` when no tensor changed although some step had rewards that differed."""
     from ..models import adapter_folder, adapter_weights_changed
 
     check = adapter_weights_changed(adapter_folder(before), after)
+    zero_std = [v for v in (history or {}).get("frac_reward_zero_std", []) if v is not None]
+    flat = bool(zero_std) and all(v >= 1.0 for v in zero_std)
+    out = {k: check[k] for k in ("tensors", "changed", "max_abs_diff")}
+    out["nothing_to_learn"] = flat
     if check["changed"] == 0:
-        raise ValueError(f"GRPO left the adapter unchanged: {after} equals {before} in all {check['tensors']} tensors")
-    return {k: check[k] for k in ("tensors", "changed", "max_abs_diff")}
+        if not flat:
+            raise ValueError(f"GRPO left the adapter unchanged: {after} equals {before} in all {check['tensors']} tensors, "
+                             "although some groups' rewards differed")
+        print(f"GRPO left the adapter unchanged: every group's rewards were equal at every step (frac_reward_zero_std "
+              f"= 1), so every advantage was 0 and nothing was learnt; {after} equals {before}", flush=True)
+    return out
 
 
 def grpo_completions(run: GRPORun) -> Any:
