@@ -52,17 +52,18 @@ def _cells(name: str, picks) -> list[str]:
 def _test_notebook(folder: Path, run_dir: Path) -> Path:
     import nbformat
 
-    setup, params02, config02, playground = _cells("02_grpo_training.ipynb", [
-        "shared:install", "parameters", "from medreason_utils.config import load_stage_config",
-        "from medreason_utils.ui.playground import RewardPlayground"])
+    setup, params02, config02, prompts02, playground = _cells("02_grpo_training.ipynb", [
+        "shared:install", "parameters", "from medreason_utils.config import default_run_dir, load_stage_config",
+        "stages.load_grpo_prompts(grpo)", "from medreason_utils.ui.playground import RewardPlayground"])
     params04, load04, index04, app04 = _cells("04_inference_demo.ipynb", [
-        "parameters", "from medreason_utils.ui.demo import DemoApp, load_demo_model",
+        "parameters", "from medreason_utils.config import default_demo_adapter, default_run_dir",
         "from medreason_utils.ui.retrieval import PassageIndex", "app = DemoApp("])
     sources = [
         setup,
         params02, f"RUN_DIR = {str(run_dir)!r}\nRECIPE = 'cpu'",  # papermill-style injected parameters
-        config02,
-        "model = tokenizer = None  # the playground scores typed or example completions (sampling needs notebook 02's model)",
+        config02, prompts02,
+        "from types import SimpleNamespace\n"  # the playground scores the recipe's rows' example completions; sampling needs the model
+        "grpo.loaded = SimpleNamespace(adapter_dir=None)",
         playground,
         params04, f"RUN_DIR = {str(run_dir)!r}\nMAX_NEW_TOKENS = 96  # the length the shipped adapter was trained to close its blocks in",
         load04, index04, app04,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_cpu_grpo  # noqa: E402  (TRL 1.15, the GPU lock's, trains GRPO on GPUs only)
+
 from medreason_utils.training import export, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ def _tiny_model_and_tokenizer():
 
 
 @pytest.mark.slow
+@needs_cpu_grpo
 def test_a_real_trl_step_with_tensorboard_writes_event_files_into_the_run_folder(tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -95,7 +98,7 @@ def test_merged_16bit_model_loads_with_plain_transformers_and_generates_as_the_a
     assert "merge_and_unload" in card and "not a medical tool" in card  # the adapter's card text kept
     assert json.loads((out / "medreason_export.json").read_text())["dtype"] == "float16"
 
-    merged = AutoModelForCausalLM.from_pretrained(str(out))  # plain transformers, no peft
+    merged = AutoModelForCausalLM.from_pretrained(str(out), torch_dtype="auto")  # plain transformers, no peft; the saved dtype
     assert merged.dtype == torch.float16 and not hasattr(merged, "peft_config")
     merged = merged.float()
     tok = AutoTokenizer.from_pretrained(str(out))

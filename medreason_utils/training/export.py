@@ -104,6 +104,7 @@ def save_merged(adapter: str | Path, out_dir: str | Path, *, dtype: str = "float
                                   dtype=torch.float32)
     model = model.to(getattr(torch, dtype))
     model.config.dtype = dtype
+    model.config.torch_dtype = dtype  # the name transformers 4.x (the GPU lock's) reads
     out = Path(out_dir)
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
