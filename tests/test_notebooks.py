@@ -129,7 +129,7 @@ def test_all_five_notebooks_execute_headless_with_smallest_settings(notebook_run
     assert set(grpo["data_mix"]) == set(grpo["config"]["data"])
     assert (run / "grpo_rewards.png").stat().st_size > 1000
     # the CPU recipe's offline tracker (TRL's report_to: [tensorboard]) wrote its event files into the run folder
-    assert grpo["tracker_logs"]["event_files"] > 0 and all(f.startswith("grpo_trainer") for f in grpo["tracker_logs"]["tensorboard"])
+    assert grpo["tracker_logs"]["event_files"] > 0 and any(f.startswith("grpo_trainer/runs") for f in grpo["tracker_logs"]["tensorboard"])
     assert adapter_nonzero(run / "grpo_adapter")["lora_B_abs_sum"] > 0
     assert adapter_nonzero(run / "sft_adapter")["lora_B_abs_sum"] > 0
     models = {(r["model"], r["benchmark"]) for r in ev["table"]}
