@@ -36,6 +36,7 @@ def test_notebooks_01_to_04_each_in_its_own_clone_share_only_the_run_folder(tmp_
     assert {"sft", "grpo", "eval", "demo"} <= set(summary)
     assert summary["grpo"]["steps"] == SMOKE_PARAMETERS["02_grpo_training.ipynb"]["OVERRIDES"]["max_steps"]
     assert {r["model"] for r in summary["eval"]["table"]} >= {"sft", "grpo"}
-    assert Path(summary["demo"]["checkpoint"]).resolve() == (run / "grpo_adapter").resolve()  # 04 found 02's adapter on the shared folder
+    # 04 found 02's adapter on the shared folder (summary.json records paths relative to the run folder)
+    assert (run / summary["demo"]["checkpoint"]).resolve() == (run / "grpo_adapter").resolve()
     for sub in ("sft_adapter", "grpo_adapter"):
         assert (run / sub / "adapter_config.json").is_file()
