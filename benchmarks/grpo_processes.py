@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(processes: int, threads: int, batch: int, args: argparse.Namespace, out: Path) -> dict:
     settings = ["grpo", "--config", "recipes/cpu/grpo.yaml", "--sft_adapter", "checkpoints/medreason-smollm2-135m-grpo",
-                "--max_steps", str(args.steps), "--n_prompts", str(args.steps * 2 * args.batch), "--batch_size", str(batch),
+                "--max_steps", str(args.steps), "--n_prompts", str(args.steps * 2 * args.batch), "--per_device_train_batch_size", str(batch),
                 "--max_completion_length", str(args.tokens), "--reward_eval_prompts", "0", "--output_dir", str(out)]
     if processes == 1:
         cmd = [sys.executable, "-m", "medreason_utils.pipeline.cli", *settings]

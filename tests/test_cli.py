@@ -315,7 +315,7 @@ def test_grpo_in_two_cpu_processes_saves_one_adapter_and_logs_the_rewards_of_bot
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "medreason_utils.pipeline.cli", "grpo", "--config", "recipes/cpu/grpo.yaml",
            "--sft_adapter", "checkpoints/medreason-smollm2-135m-grpo", "--max_steps", "2", "--n_prompts", "8",
-           "--max_completion_length", "16", "--batch_size", "4", "--log_completions", "true", "--reward_eval_prompts", "0", "--output_dir", str(run)]
+           "--max_completion_length", "16", "--per_device_train_batch_size", "4", "--log_completions", "true", "--reward_eval_prompts", "0", "--output_dir", str(run)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     log = out.stdout + out.stderr
