@@ -88,19 +88,7 @@ def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -
 
     Creates the parent folders. Returns ``path``. Raises ``OSError`` from the file system; the
     target is then unchanged and the temporary file removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding=encoding) as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding=encoding))
 
 
 def atomic_write_json(path: str | Path, obj: Any, **dump_kwargs: Any) -> Path:
