@@ -1,10 +1,11 @@
-"""``medreason sft|grpo|eval``: the notebooks' stages from a command line, on one machine or launched on several GPUs.
+"""``medreason sft|grpo|eval|export``: the notebooks' stages from a command line, on one machine or launched on several GPUs.
 
 ::
 
     medreason sft  --config recipes/cpu/sft.yaml  --output_dir runs/x
     medreason grpo --config recipes/cpu/grpo.yaml --output_dir runs/x --max_steps 2
     medreason eval --config cpu --output_dir runs/x --limit 10
+    medreason export --output_dir runs/x --format merged_16bit --push_to_hub me/medreason-135m
     accelerate launch --config_file recipes/accelerate/zero2.yaml -m medreason_utils.pipeline.cli \\
         grpo --config recipes/multi_gpu/grpo.yaml --output_dir runs/x
 
@@ -16,6 +17,8 @@ a dot (``--rewards.verifier rule``, ``--server.concurrency 32``), and any field 
 name (``--mask_truncated_completions true``, ``--use_vllm true --vllm_mode colocate``).
 ``medreason grpo --help`` lists every setting with its help text. ``--output_dir`` is the run
 folder (default ``runs/latest``); ``--dry_run`` prints the resolved settings and stops.
+``medreason export`` runs notebook 04's export cell (:func:`medreason_utils.training.export.export_adapter`)
+on the run's GRPO adapter (else the shipped checkpoint, as notebook 04), or ``--adapter``.
 
 Why not TRL's ``TrlParser``: it reads these dataclasses, but it hands the recipe's values to
 the dataclass unchecked (``rewards`` stays a plain dict, not the :class:`RewardSettings` the
@@ -32,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["Invocation", "build_parser", "parse", "main", "user_errors"]
+__all__ = ["Invocation", "ExportInvocation", "build_parser", "parse", "main", "user_errors"]
 
 #: Options of the command itself (not settings of a stage config).
 _OWN = {"config", "output_dir", "dry_run", "resume"}
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medreason",
         description="Run a stage of the medreason pipeline (what notebooks 01-03 do) from a recipe, writing the run folder.",
     )
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="{sft,grpo,eval}")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{sft,grpo,eval,export}")
     titles = {"sft": "LoRA SFT (notebook 01)", "grpo": "GRPO from the SFT adapter (notebook 02)",
               "eval": "evaluation of base, SFT and GRPO (notebook 03)"}
     for stage, cls in STAGES.items():
@@ -90,7 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
         group = p.add_argument_group(f"settings ({cls.__name__}; a value is read as YAML)")
         for name, text in _settings(cls):
             group.add_argument(f"--{name}", dest=f"set:{name}", metavar="VALUE", help=text.replace("%", "%%"))
+    _add_export_parser(sub)
     return parser
+
+
+def _add_export_parser(sub: Any) -> None:
+    """``medreason export``: notebook 04's export cell; its options are that cell's parameters."""
+    from ..training.export import DEFAULT_FORMATS, DEFAULT_GGUF_QUANTIZATION, FORMATS, TOKEN_VARIABLES
+
+    p = sub.add_parser("export", help="merged 16-bit model, GGUF, Hub push of an adapter (notebook 04's export)",
+                       description="Export a LoRA adapter as notebook 04's export cell does "
+                                   "(medreason_utils.training.export.export_adapter): the merged 16-bit model "
+                                   "(loads with plain transformers), GGUF (a CUDA GPU with Unsloth), a Hub push "
+                                   "with its model card. The Hub token is read from the environment "
+                                   f"({' or '.join(TOKEN_VARIABLES)}) or Colab's secret HF_TOKEN, never from an argument.")
+    p.add_argument("--adapter", "--checkpoint", dest="adapter", default=None, metavar="FOLDER_OR_HUB_ID",
+                   help="a LoRA adapter folder, a folder of adapters (the newest), or a hub id 'owner/name'; default "
+                        "as notebook 04: DIR/grpo_adapter when there is one, else checkpoints/medreason-smollm2-135m-grpo")
+    p.add_argument("--output_dir", "--run_dir", dest="output_dir", default="runs/latest", metavar="DIR",
+                   help="the run folder: the merged model goes to DIR/merged_16bit, the GGUF to DIR/gguf "
+                        "(default runs/latest)")
+    p.add_argument("--format", dest="formats", action="append", default=None, metavar="FORMAT",
+                   help=f"what to write, repeated or comma-separated: {', '.join(FORMATS)} ('adapter': nothing "
+                        f"written, the adapter is what --push_to_hub sends); default {','.join(DEFAULT_FORMATS)}")
+    p.add_argument("--gguf_quantization", "--gguf-quantization", dest="gguf_quantization",
+                   default=DEFAULT_GGUF_QUANTIZATION, metavar="METHOD",
+                   help=f"llama.cpp's quantisation of the GGUF (default {DEFAULT_GGUF_QUANTIZATION}; q8_0, f16, ...)")
+    p.add_argument("--push_to_hub", "--push-to-hub", dest="push_to", default=None, metavar="REPO_ID",
+                   help="push the merged model (or, without merged_16bit, the adapter) with its card to this "
+                        "private Hub repo 'owner/name'; the token from $HF_TOKEN")
 
 
 def _dotted_extras(extras: Sequence[str], cls: type, error: Any) -> dict[str, Any]:
@@ -127,6 +158,19 @@ class Invocation:
     resume: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportInvocation:
+    """``medreason export``: the adapter as given (``None``: notebook 04's default), the run folder, the
+    formats as given (checked by ``export_adapter``), the GGUF quantisation, the Hub repo to push to."""
+
+    adapter: str | None
+    run_dir: Path
+    formats: tuple[str, ...]
+    gguf_quantization: str
+    push_to: str | None
+    stage: str = "export"
+
+
 def parse(argv: Sequence[str] | None = None) -> Invocation:
     """The :class:`Invocation` of command-line arguments ``argv`` (``sys.argv[1:]`` when ``None``).
 
@@ -140,6 +184,13 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
 
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    if args.stage == "export":
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        from ..training.export import DEFAULT_FORMATS
+
+        return ExportInvocation(args.adapter, Path(args.output_dir), tuple(args.formats or DEFAULT_FORMATS),  # type: ignore[return-value]
+                                args.gguf_quantization, args.push_to)
     cls = STAGES[args.stage]
     overrides = {k[4:]: _value(v) for k, v in vars(args).items() if k.startswith("set:")}
     overrides.update(_dotted_extras(extras, cls, parser.error))
@@ -202,10 +253,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _export(inv: ExportInvocation) -> int:
+    """``medreason export``: notebook 04's calls, in its order: the adapter (``find_checkpoint`` of
+    ``--adapter`` or ``default_demo_adapter`` of the run folder, as ``load_demo_model`` resolves it), then
+    ``export_adapter`` (which checks the formats, the GPU and the token before writing anything). Prints
+    what was written and pushed (never the token)."""
+    from ..config import default_demo_adapter
+    from ..training.export import export_adapter
+    from ..ui.demo import find_checkpoint
+
+    adapter = find_checkpoint(inv.adapter or default_demo_adapter(inv.run_dir))
+    result = export_adapter(adapter, inv.run_dir, formats=inv.formats, gguf_quantization=inv.gguf_quantization,
+                            push_to=inv.push_to)
+    print(result.describe())
+    return 0
+
+
 def _run(inv: Invocation) -> int:
     """Run the stage of ``inv`` and print its summary (the part of :func:`main` after parsing)."""
     import json
 
+    if isinstance(inv, ExportInvocation):
+        return _export(inv)
     if inv.dry_run:
         print(inv.config.describe())
         return 0
