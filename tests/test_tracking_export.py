@@ -84,30 +84,37 @@ def _greedy(model, tok, prompts, n=24):
     return out
 
 
-@pytest.mark.slow
-def test_merged_16bit_model_loads_with_plain_transformers_and_generates_as_the_adapter(tmp_path):
+PROMPTS = ["A 45-year-old presents with crushing chest pain radiating to the left arm. Most likely diagnosis?",
+           "Which vitamin deficiency causes scurvy?"]
+
+
+def assert_merged_generates_as_the_adapter(folder, adapter=SHIPPED):
+    """``folder`` loads with plain transformers (no peft) in the float16 it was saved in, and its first 16 greedy
+    tokens on :data:`PROMPTS` are the adapter's (loaded by the suite with transformers + peft)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from medreason_utils.models import load_model
 
+    merged = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype="auto")  # plain transformers, no peft; the saved dtype
+    assert merged.dtype == torch.float16 and not hasattr(merged, "peft_config")
+    merged = merged.float()
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    adapter_model, atok = load_model(adapter=adapter, engine="transformers")
+    a, m = _greedy(adapter_model, atok, PROMPTS), _greedy(merged, tok, PROMPTS)
+    # fp16 rounding of the merged weights may flip a late near-tie; the first 16 greedy tokens must agree
+    assert [x[:16] for x in m] == [x[:16] for x in a]
+
+
+@pytest.mark.slow
+def test_merged_16bit_model_loads_with_plain_transformers_and_generates_as_the_adapter(tmp_path):
     out = export.save_merged(SHIPPED, tmp_path / "merged", dtype="float16")
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert "merge_and_unload" in card and "not a medical tool" in card  # the adapter's card text kept
     assert json.loads((out / "medreason_export.json").read_text())["dtype"] == "float16"
-
-    merged = AutoModelForCausalLM.from_pretrained(str(out), torch_dtype="auto")  # plain transformers, no peft; the saved dtype
-    assert merged.dtype == torch.float16 and not hasattr(merged, "peft_config")
-    merged = merged.float()
-    tok = AutoTokenizer.from_pretrained(str(out))
-    adapter_model, atok = load_model(adapter=SHIPPED, engine="transformers")
-    prompts = ["A 45-year-old presents with crushing chest pain radiating to the left arm. Most likely diagnosis?",
-               "Which vitamin deficiency causes scurvy?"]
-    a, m = _greedy(adapter_model, atok, prompts), _greedy(merged, tok, prompts)
-    # fp16 rounding of the merged weights may flip a late near-tie; the first 16 greedy tokens must agree
-    assert [x[:16] for x in m] == [x[:16] for x in a]
+    assert_merged_generates_as_the_adapter(out)
 
 
 def test_unsloth_savers_raise_clearly_on_cpu():
