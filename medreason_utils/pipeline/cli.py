@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="medreason",
-        description="Run a stage of the medreason pipeline (what notebooks 01-03 do) from a recipe, writing the run folder.",
+        description="Run a stage of the medreason pipeline (what notebooks 01-03 do) from a recipe, writing the run folder, "
+                    "or export an adapter (notebook 04's export).",
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="{sft,grpo,eval,export}")
     titles = {"sft": "LoRA SFT (notebook 01)", "grpo": "GRPO from the SFT adapter (notebook 02)",
