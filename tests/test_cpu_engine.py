@@ -97,3 +97,48 @@ def test_attached_cpu_engine_generates_the_adapters_tokens_like_transformers_pef
     out_merged = generate_completions(merged, tok, prompts, max_new_tokens=32, progress=False)
     assert sum(ids(a) == ids(b) for a, b in zip(out_merged, out)) >= 3, (out_merged, out)
 
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_load_for_generation_merges_the_adapter_into_a_vllm_engine_on_cpu(monkeypatch, tmp_path):
+    """What every CPU stage generates with: vLLM on the base (one engine per process) or on the adapter merged
+    (a new engine, no LoRA request needed for that adapter, another adapter refused); the completions are the
+    adapter's (the same first greedy tokens as transformers + peft); under MEDREASON_ENGINE=transformers the
+    transformers path, said by engine_name."""
+    pytest.importorskip("vllm")
+    monkeypatch.delenv("MEDREASON_ENGINE", raising=False)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
+    from medreason_utils.config import default_checkpoint
+    from medreason_utils.data import load_rows
+    from medreason_utils.evaluation.benchmarks import to_mcq_items
+    from medreason_utils.generation import generate_completions
+    from medreason_utils.generation.vllm_engine import AdapterNotAttachableError, lora_request
+    from medreason_utils.models import load_for_generation, load_model, save_adapter
+
+    ds, _ = to_mcq_items(load_rows("sample:medqa", limit=4), "medqa")
+    prompts = [dict(r)["prompt"] for r in ds]
+    adapter = default_checkpoint()
+
+    base = load_for_generation()
+    assert base.engine == "vllm" and engine_name(base.model) == "vllm" and base.lora_request() is None
+    assert load_for_generation().model is base.model  # the base engine is built once per process
+
+    merged = load_for_generation(adapter=adapter)
+    assert merged.engine == "vllm" and merged.merged and merged.model is not base.model
+    assert merged.lora_request() is None and lora_request(merged.model, adapter) is None  # its weights hold it
+    out = generate_completions(merged.model, merged.tokenizer, prompts, max_new_tokens=32, progress=False)
+
+    ref_loaded = load_model(adapter=adapter)
+    ref = generate_completions(ref_loaded.model, ref_loaded.tokenizer, prompts, max_new_tokens=32, batch_size=4, progress=False)
+    ids = lambda t: merged.tokenizer(t, add_special_tokens=False)["input_ids"][:24]  # noqa: E731
+    assert sum(ids(a) == ids(b) for a, b in zip(out, ref)) >= 3, (out, ref)
+    assert generate_completions(base.model, base.tokenizer, prompts, max_new_tokens=32, progress=False) != out
+
+    other = save_adapter(ref_loaded.model, ref_loaded.tokenizer, tmp_path / "other")  # same weights, another file
+    with pytest.raises(AdapterNotAttachableError, match="another adapter merged"):
+        lora_request(merged.model, other)
+
+    monkeypatch.setenv("MEDREASON_ENGINE", "transformers")
+    fallback = load_for_generation(adapter=adapter)
+    assert fallback.engine == "transformers" and engine_name(fallback.model) == "transformers" and fallback.merged

