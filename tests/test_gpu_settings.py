@@ -5,7 +5,8 @@ and GPU memory (8), vLLM's LoRA rank from the adapters in play (5), length budge
 A T4, an L4 and A100s are simulated with :class:`~medreason_utils.models.RuntimeInfo` (and, for
 :func:`~medreason_utils.models.detect_runtime`, by replacing ``torch.cuda``'s query functions with what
 those GPUs report); adapters, tokenizer and data are real (the shipped checkpoint, SmolLM2's tokenizer,
-the shipped samples).
+the shipped samples). That no code asks torch or Unsloth whether bf16 is supported is a lint rule
+(ruff's banned-api in pyproject.toml, run by tests/test_lint.py).
 """
 
 from __future__ import annotations
@@ -101,19 +102,6 @@ def test_detect_runtime_takes_bf16_from_compute_capability_not_is_bf16_supported
     assert rt.on_gpu and rt.gpu_kind == kind and rt.gpu_memory_gib == mem
     assert rt.bf16 is bf16
     assert rt.preset == {k: v for k, v in gpu_preset(models.MODEL_PARAMS_B[DEFAULT_GPU_MODEL], mem).items()}
-
-
-def test_no_code_asks_torch_whether_bf16_is_supported():
-    """Every bf16 decision goes through the compute capability (RuntimeInfo.bf16, or the verifier's own check)."""
-    offenders = []
-    for path in sorted((REPO / "medreason_utils").rglob("*.py")) + sorted((REPO / "notebooks").glob("*.ipynb")):
-        text = path.read_text()
-        if "is_bf16_supported" in text or "is_bfloat16_supported" in text:
-            lines = [i + 1 for i, line in enumerate(text.splitlines()) if "bf16_supported" in line or "bfloat16_supported" in line]
-            # the only mention allowed is the docstring explaining why it is not used
-            if path.relative_to(REPO).as_posix() != "medreason_utils/models/runtime.py" or any("torch.cuda.is_bf16_supported()" not in text.splitlines()[i - 1] for i in lines):
-                offenders.append(f"{path.relative_to(REPO)}:{lines}")
-    assert not offenders
 
 
 # ---------------------------------------------------------------------------------------------

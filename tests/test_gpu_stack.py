@@ -159,7 +159,22 @@ def test_install_cell_installs_from_the_locks_and_imports_unsloth_first():
     assert src.index("import unsloth") < src.index("import medreason_utils\n")
     for lock in LOCKS:
         assert (ROOT / lock).is_file()
-    assert gpu_stack.lock_file_for.__name__ in Path(gpu_stack.__file__).read_text().split("def install_on_colab")[1]
+
+
+@pytest.mark.parametrize("gpu, lock", [(Gpu("Tesla T4", (7, 5)), LOCK_T4), (Gpu("NVIDIA A100-SXM4-40GB", (8, 0)), LOCK_DEFAULT)])
+def test_install_on_colab_installs_the_lock_of_the_gpu_nvidia_smi_reports(monkeypatch, capsys, gpu, lock):
+    """install_on_colab run with nvidia-smi's answer and the install commands recorded (not run): it installs
+    the lock of that GPU (lock_file_for), checks the pins, then the package without dependencies."""
+    commands, missing = [], [{"torch": ("x", None)}, {}]  # before the install a pin is missing, after it none
+    monkeypatch.setattr(gpu_stack, "query_gpu", lambda *a, **k: gpu)
+    monkeypatch.setattr(gpu_stack, "run_checked", lambda cmd, what: commands.append((what, cmd)) or "")
+    monkeypatch.setattr(gpu_stack, "installed_mismatches", lambda pins: missing.pop(0))
+    monkeypatch.setattr(gpu_stack, "imported_distributions", dict)
+    assert gpu_stack.install_on_colab(ROOT) == lock
+    installs = [(what, cmd[cmd.index("install"):]) for what, cmd in commands if what != "installing uv"]
+    assert installs == [(f"installing {lock}", ["install", "--python", sys.executable, "-r", str(ROOT / lock)]),
+                        ("installing medreason_utils", ["install", "--python", sys.executable, "--no-deps", "-e", str(ROOT)])]
+    assert f"-> {lock}" in capsys.readouterr().out
 
 
 def _run_cell_as_on_colab(tmp_path, **env) -> subprocess.CompletedProcess:

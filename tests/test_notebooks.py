@@ -1,5 +1,9 @@
-"""Notebooks: static checks (cells parse, shared cells in sync, TRL accepts our config kwargs)
-and one headless execution of all four with the smallest settings."""
+"""Notebooks: the cells of 01 and 02 run up to the model load on a simulated T4 (settings from one CONFIG, no
+preset fallback), TRL accepts our config kwargs, and one headless execution of all with the smallest settings.
+
+Static by necessity, since they are rules about the notebook files themselves, which no run shows: every code
+cell parses, the shared cells match their source in ``notebook_cells`` and outputs are stripped, the parameters
+cell comes first after set-up, and cells define no functions or classes (logic lives in the package)."""
 
 from __future__ import annotations
 
@@ -61,17 +65,57 @@ def test_parameters_cell_is_first_code_cell_after_setup_and_every_step_has_markd
     assert len(md) * 2 >= len(code)
 
 
-def test_settings_come_from_one_config_object_and_no_cell_falls_back_to_the_runtime_preset():
-    """Notebooks 01-03 read RECIPE/OVERRIDES into one CONFIG (load_stage_config) and never pick a
-    value with `x or RUNTIME.preset[...]` in a cell (the recipe of the machine class holds it)."""
-    for path, stage in zip(PATHS[:3], ("sft", "grpo", "eval")):
-        nb = nbformat.read(str(path), as_version=4)
-        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        declared = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(params.source).body if isinstance(n, ast.Assign)}
-        assert declared["RECIPE"] is None and declared["OVERRIDES"] == {}
-        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-        assert f'load_stage_config("{stage}", RECIPE, RUNTIME, OVERRIDES, run_dir=RUN_DIR)' in code
-        assert "RUNTIME.preset" not in code and "resolve(" not in code
+class _ModelLoad(Exception):
+    """Raised in place of loading the model: the cells before it are what is checked."""
+
+
+@pytest.mark.parametrize("path, stage", [(PATHS[0], "sft"), (PATHS[1], "grpo")], ids=lambda x: getattr(x, "name", x))
+def test_settings_come_from_one_config_object_and_no_cell_falls_back_to_the_runtime_preset(path, stage, tmp_path, monkeypatch):
+    """The notebook's cells run as a kernel would, on a simulated T4, up to the model load: RECIPE/OVERRIDES reach one
+    CONFIG (load_stage_config, once), the stage starts from that very object unchanged (what the package resolves for
+    the same inputs), and no cell reads ``RUNTIME.preset`` (the recipe of the machine class holds every value)."""
+    import sys
+
+    from medreason_utils import config as config_module
+    from medreason_utils.models import RuntimeInfo
+    from medreason_utils.pipeline import stages
+
+    preset_reads = []
+
+    class WatchedRuntime(RuntimeInfo):
+        def __getattribute__(self, name):
+            if name == "preset" and sys._getframe(1).f_code.co_filename.startswith("notebook"):
+                preset_reads.append(sys._getframe(1).f_code.co_filename)
+            return super().__getattribute__(name)
+
+    runtime = WatchedRuntime("cuda", "t4", "Tesla T4", 14.7, preset={"max_seq_length": 1, "lora_rank": 1})
+    calls, real = [], config_module.load_stage_config
+    monkeypatch.setattr(config_module, "load_stage_config", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    started = []
+
+    def load_model(run):
+        started.append(run)
+        raise _ModelLoad
+
+    monkeypatch.setattr(stages, f"load_{stage}_model", load_model)
+    import shutil
+
+    from medreason_utils.config import default_checkpoint
+
+    shutil.copytree(default_checkpoint(), tmp_path / "run" / "sft_adapter")  # what notebook 01 leaves for 02
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and "shared:install" not in c.metadata.get("tags", [])]
+    namespace = {"display": print}
+    with pytest.raises(_ModelLoad):
+        for i, cell in enumerate(code, 1):  # code cell i (0 is the set-up cell)
+            exec(compile(_python(cell.source), f"notebook {path.name} code cell {i}", "exec"), namespace)  # noqa: S102
+            if "parameters" in cell.metadata.get("tags", []):
+                assert namespace["RECIPE"] is None and namespace["OVERRIDES"] == {}
+                namespace.update(RUN_DIR=str(tmp_path / "run"), RUNTIME=runtime)
+    assert calls == [((stage, None, runtime, {}), {"run_dir": str(tmp_path / "run")})]
+    assert started and started[0].config is namespace["CONFIG"]
+    assert namespace["CONFIG"] == real(stage, None, runtime, {}, run_dir=str(tmp_path / "run"))  # nothing changed in a cell
+    assert preset_reads == []
 
 
 def test_grpo_notebook_trains_with_dr_grpo_no_kl_batch_scaling_from_its_config():
