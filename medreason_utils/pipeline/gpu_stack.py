@@ -141,7 +141,7 @@ def lock_file_for(gpu: Gpu) -> str:
     return LOCK_T4 if re.search(r"\b(T4|V100)\b", gpu.name) else LOCK_DEFAULT
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;#]+)\s*(#.*)?$")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;#]+)\s*(;[^#]*)?(#.*)?$")  # an environment marker may follow
 
 
 def read_pins(path: str | os.PathLike) -> dict[str, str]:
