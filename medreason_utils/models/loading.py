@@ -82,7 +82,8 @@ def resolve_model_name(name: str | Path | None, runtime: RuntimeInfo | None = No
 
 def preset_for(model: str | Path | None, runtime: RuntimeInfo) -> dict[str, Any]:
     """The settings for loading ``model`` on ``runtime``: on CPU :data:`GPU_PRESETS` ``["cpu"]``; on a GPU
-    :func:`gpu_preset` of the model's size (:func:`model_params_b`) and the GPU's memory.
+    :func:`gpu_preset` of the model (its Unsloth T4 notebook's settings where one exists), its size
+    (:func:`model_params_b`) and the GPU's memory.
 
     ``model`` may be a model name (``None``: the runtime's default), or an adapter folder / hub id, whose
     base model is used (:func:`base_model_of`). Raises ``ValueError`` for an unknown size or a model that
@@ -95,7 +96,7 @@ def preset_for(model: str | Path | None, runtime: RuntimeInfo) -> dict[str, Any]
         name = base_model_of([name], runtime) or DEFAULT_GPU_MODEL
     if runtime.gpu_memory_gib is None:
         raise ValueError("the runtime names no GPU memory; build RuntimeInfo with gpu_memory_gib")
-    return gpu_preset(model_params_b(name), runtime.gpu_memory_gib)
+    return gpu_preset(model_params_b(name), runtime.gpu_memory_gib, name)
 
 
 def load_settings(
