@@ -13,7 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from medreason_utils import config
-from medreason_utils.pipeline.reporting import push_adapter, read_summary, update_summary
+from medreason_utils.pipeline.reporting import (
+    push_adapter,
+    read_summary,
+    update_summary,
+)
 
 TOKEN = "hf_test_token_never_shown_0123456789"
 SECTION = {"steps": 12, "final_loss": 1.25, "format_compliance_after": 0.9,
@@ -105,3 +109,26 @@ def test_unreachable_hub_is_a_connection_error_naming_it(tmp_path):
     run = _run(tmp_path)
     with pytest.raises(ConnectionError, match="127.0.0.1:9.*someone/adapter"):
         push_adapter(run, "someone/adapter", env={"HF_TOKEN": TOKEN}, endpoint="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("name, stage, var", [("01_sft_format.ipynb", "sft", "sft"), ("02_grpo_training.ipynb", "grpo", "grpo")])
+def test_notebook_parameter_and_push_cell(tmp_path, hub, capsys, monkeypatch, name, stage, var):
+    """Notebooks 01-02 declare ``PUSH_TO_HUB = None`` in their parameters cell; their push cell, run as a kernel runs
+    it after the stage (its record in ``sft`` / ``grpo``), pushes nothing with None and the adapter with a repo id."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(config.repo_root() / "notebooks" / name), as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    declared = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(params.source).body if isinstance(n, ast.Assign)}
+    assert "PUSH_TO_HUB" in declared and declared["PUSH_TO_HUB"] is None
+    cell = [c.source for c in nb.cells if c.cell_type == "code" and "push_adapter" in c.source]
+    assert len(cell) == 1
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # the notebook's token comes from the environment (or Colab's secret)
+    run = _run(tmp_path, stage)
+    exec(compile(cell[0], name, "exec"), {var: run, "PUSH_TO_HUB": None})  # noqa: S102 - the notebook's own cell
+    assert hub == []
+    exec(compile(cell[0], name, "exec"), {var: run, "PUSH_TO_HUB": "someone/x"})  # noqa: S102
+    assert [c[0] for c in hub] == ["create_repo", "upload_folder"] and hub[1][2]["folder_path"] == str(run.adapter_dir)
+    assert "pushed: https://huggingface.co/someone/x/commit/abc123" in capsys.readouterr().out

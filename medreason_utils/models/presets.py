@@ -181,9 +181,7 @@ def _notebook_entry(model: str | None) -> Mapping[str, Any] | None:
     if model is None:
         return None
     key = BASE_MODELS.get(str(model).lower(), str(model)).lower()
-    for suffix in ("-unsloth-bnb-4bit", "-bnb-4bit"):
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
+    key = key.removesuffix("-unsloth-bnb-4bit").removesuffix("-bnb-4bit")
     return {k.lower(): v for k, v in UNSLOTH_T4_PRESETS.items()}.get(key)
 
 
@@ -262,9 +260,9 @@ def preset_table_markdown(models: Sequence[str] | None = None, gpus: Mapping[str
             except ValueError:
                 cells.append("does not fit")
         lines.append(f"| {name} | {model_params_b(name):g} | " + " | ".join(cells) + " |")
-    lines += ["", f"† Unsloth's own T4 GRPO notebook for the model (unslothai/notebooks at {UNSLOTH_NOTEBOOKS_COMMIT[:12]}; "
-              "`models.UNSLOTH_T4_PRESETS` names each); ‡ an estimate scaled from that notebook by memory (no Unsloth GRPO "
-              "notebook for this GPU); unmarked: the suite's rule (no notebook for the model)."]
+    lines += ["", (f"† Unsloth's own T4 GRPO notebook for the model (unslothai/notebooks at {UNSLOTH_NOTEBOOKS_COMMIT[:12]}; "
+                   "`models.UNSLOTH_T4_PRESETS` names each); ‡ an estimate scaled from that notebook by memory (no Unsloth "
+                   "GRPO notebook for this GPU); unmarked: the suite's rule (no notebook for the model).")]
     return "\n".join(lines)
 
 

@@ -322,12 +322,12 @@ def _adapter_card_body(stage: str, notebook: str, base: str | None, section: Map
     """The text of a pushed adapter's card: what made it, the stage's scalar figures from ``summary.json``."""
     config = section.get("config") if isinstance(section.get("config"), Mapping) else {}
     lines = [f"# medreason {stage.upper()} LoRA adapter of {base or 'its base model'}", "",
-             f"Trained by notebook {notebook} of medreason ({stage.upper()}); data: {_data_text(config.get('data'))}. "
-             "**A demonstration of the pipeline, not a medical tool: never use its answers for medical decisions.**", "",
+             (f"Trained by notebook {notebook} of medreason ({stage.upper()}); data: {_data_text(config.get('data'))}. "
+              "**A demonstration of the pipeline, not a medical tool: never use its answers for medical decisions.**"), "",
              "From the run's `summary.json`:", ""]
     lines += [f"- {k}: {v}" for k, v in section.items() if isinstance(v, (str, int, float, bool)) and v is not None]
-    lines += ["", "Load it with `medreason_utils.models.load_model(adapter=\"<this repo id>\")`, or peft's "
-              "`PeftModel.from_pretrained(base, \"<this repo id>\")`.", ""]
+    lines += ["", ("Load it with `medreason_utils.models.load_model(adapter=\"<this repo id>\")`, or peft's "
+                   "`PeftModel.from_pretrained(base, \"<this repo id>\")`."), ""]
     return "\n".join(lines)
 
 
