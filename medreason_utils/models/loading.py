@@ -233,6 +233,9 @@ def load_model(
     name, adapter, max_seq_length = s["model_name"], s["adapter"], s["max_seq_length"]
 
     if use_unsloth:
+        # Unsloth's standby (vLLM sleeps while the trainer runs): the notebooks' set-up cell sets it; the presets'
+        # gpu_memory_utilization 0.9 (Unsloth's T4 notebooks, presets.UNSLOTH_T4_PRESETS) relies on it
+        os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
         from unsloth import FastLanguageModel  # noqa: WPS433 - GPU only
 
         model, tokenizer = FastLanguageModel.from_pretrained(
