@@ -331,23 +331,24 @@ def _adapter_card_body(stage: str, notebook: str, base: str | None, section: Map
     return "\n".join(lines)
 
 
-def push_adapter(run: Any, repo_id: str | None, *, private: bool = True, endpoint: str | None = None,
+def push_adapter(run: Any, repo_id: str | None, *, endpoint: str | None = None,
                  env: Mapping[str, str] | None = None) -> str | None:
     """Push the adapter a stage saved (``run.adapter_dir``: notebook 01's ``RUN_DIR/sft_adapter`` or 02's
     ``RUN_DIR/grpo_adapter``) with a model card to the Hub model repo ``repo_id`` (``owner/name``).
 
-    ``repo_id`` ``None`` (notebooks' ``PUSH_TO_HUB = None``): nothing is done, returns ``None``. Otherwise the card
-    (``README.md`` in the adapter folder, :func:`medreason_utils.training.export.model_card`, kind ``adapter``, the
-    base model from ``adapter_config.json``, the stage's figures from ``run.section`` or ``summary.json``) is written
-    and the folder goes up with :func:`~medreason_utils.training.export.push_to_hub` of
-    :func:`~medreason_utils.training.export.hub_push_plan` (``HfApi.create_repo(exist_ok=True)`` then
-    ``upload_folder``; ``private`` by default), the token from ``$HF_TOKEN`` or Colab's secret ``HF_TOKEN`` only,
-    never printed or recorded. The repo and commit URL are recorded in the stage's section of ``summary.json``
+    ``repo_id`` ``None`` (the notebooks' ``PUSH_TO_HUB = None``): nothing is done, returns ``None``. Otherwise the
+    stage's card is written into the adapter folder (``README.md``, replacing peft's placeholder:
+    :func:`medreason_utils.training.export.model_card`, kind ``adapter``, the base model from
+    ``adapter_config.json``, the stage's figures from ``run.section`` or ``summary.json``), and the folder goes up
+    through notebook 04's path, :func:`medreason_utils.training.export.export_adapter` with no format and
+    ``push_to=repo_id`` (checks the id and the token, then ``HfApi.create_repo(exist_ok=True, private=True)`` and
+    ``upload_folder``); the token comes from ``$HF_TOKEN`` or Colab's secret ``HF_TOKEN`` only and is never printed
+    or recorded. The repo and commit URL are recorded in the stage's section of ``summary.json``
     (``"hub": {"repo_id", "commit_url"}``). Only the main process pushes (others return ``None``).
 
     Returns the commit URL. Raises ``RuntimeError`` when the stage saved no adapter yet (train first), and what
-    ``hub_push_plan`` / ``push_to_hub`` raise: ``ValueError`` (not ``owner/name``), ``PermissionError`` (no token),
-    ``ConnectionError`` (the Hub cannot be reached).
+    ``export_adapter`` raises: ``ExportError`` (a ``ValueError``: not ``owner/name``), ``HubTokenError`` (a
+    ``PermissionError``: no token), ``ConnectionError`` (the Hub cannot be reached).
     """
     if repo_id is None:
         return None
@@ -364,7 +365,7 @@ def push_adapter(run: Any, repo_id: str | None, *, private: bool = True, endpoin
     section = getattr(run, "section", None) or read_summary(folder.parent).get(stage, {})
     base = (read_json(folder / "adapter_config.json") or {}).get("base_model_name_or_path")
     export.model_card(folder, base_model=base, kind="adapter", body=_adapter_card_body(stage, notebook, base, section),
-                      tags=[stage, "lora"])  # replaces peft's placeholder card
-    url = export.push_to_hub(export.hub_push_plan(folder, repo_id, private=private, env=env), endpoint=endpoint)
-    update_summary(folder.parent, stage, {"hub": {"repo_id": repo_id, "commit_url": url}})
-    return url
+                      tags=[stage, "lora"])
+    result = export.export_adapter(folder, folder.parent, formats=(), push_to=repo_id, env=env, endpoint=endpoint)
+    update_summary(folder.parent, stage, {"hub": {"repo_id": repo_id, "commit_url": result.commit_url}})
+    return result.commit_url
