@@ -119,7 +119,8 @@ def test_every_short_name_has_a_size():
     [
         ("qwen3-1.7b", T4, False),  # the default: 16-bit on a T4 (4-bit only where needed)
         ("gemma-3-1b-it", T4, False),
-        ("qwen3-4b", T4, True),
+        ("qwen3-4b", T4, False),  # 16-bit, as Unsloth's Qwen3-4B T4 notebook (with standby)
+        ("qwen2.5-3b-instruct", T4, True),  # 4-bit, as Unsloth's Qwen2.5-3B notebook, though 16-bit would fit the rule
         ("llama-3.1-8b-instruct", T4, True),
         ("phi-4", T4, True),
         ("qwen3-4b", L4, False),
@@ -134,7 +135,32 @@ def test_preset_quantisation_by_model_size_and_gpu_memory(model, runtime, four_b
     assert p["load_in_4bit"] is four_bit
     # vLLM's share holds the weights and leaves at least a quarter of the GPU for the KV cache
     assert p["weights_gib"] + 0.25 * runtime.gpu_memory_gib <= p["gpu_memory_utilization"] * runtime.gpu_memory_gib + 0.05
-    assert p["max_seq_length"] in (512, 1024, 2048) and p["lora_rank"] in (16, 32)
+    assert p["max_seq_length"] in (512, 1024, 2048, 4096) and p["lora_rank"] in (8, 16, 32, 64)
+
+
+def test_models_with_an_unsloth_t4_notebook_take_its_settings_on_a_t4_and_a_scaled_estimate_above():
+    """Each model of UNSLOTH_T4_PRESETS: on a T4 the notebook's own settings, its path and commit as the source; on
+    larger GPUs an estimate that says so, never 4-bit where the notebook is 16-bit, never shorter than on the T4,
+    with room for the KV cache; Unsloth's 4-bit uploads and short names find the same entry."""
+    nbs = models.UNSLOTH_T4_PRESETS
+    assert nbs and len(models.UNSLOTH_NOTEBOOKS_COMMIT) == 40
+    for hub_id, nb in nbs.items():
+        t4 = preset_for(hub_id, T4)
+        for key in ("load_in_4bit", "max_seq_length", "lora_rank"):
+            assert t4[key] == nb[key], (hub_id, key)
+        assert t4["gpu_memory_utilization"] == (nb["gpu_memory_utilization"] or gpu_preset(model_params_b(hub_id), T4.gpu_memory_gib)["gpu_memory_utilization"])
+        assert t4["source"] == nb["source"] and models.UNSLOTH_NOTEBOOKS_COMMIT[:12] in t4["source"] and t4["source"].endswith(".ipynb")
+        assert preset_for(hub_id + "-bnb-4bit", T4) == t4
+        for runtime in (L4, A100_40, A100_80):
+            big = preset_for(hub_id, runtime)
+            assert big["source"].startswith("estimate: ") and nb["source"] in big["source"]
+            assert big["load_in_4bit"] <= nb["load_in_4bit"] and big["max_seq_length"] >= nb["max_seq_length"]
+            assert big["lora_rank"] == nb["lora_rank"]
+            assert big["weights_gib"] + 0.25 * runtime.gpu_memory_gib <= big["gpu_memory_utilization"] * runtime.gpu_memory_gib
+    short = {v: k for k, v in BASE_MODELS.items()}
+    assert preset_for(short["unsloth/Qwen3-4B"], T4)["max_seq_length"] == nbs["unsloth/Qwen3-4B"]["max_seq_length"]
+    # a model without a notebook keeps the rule, and says so
+    assert preset_for("qwen3-1.7b", T4)["source"].startswith("rule") and preset_for("qwen3-1.7b", A100_40)["source"].startswith("rule")
 
 
 def test_phi4_16bit_is_never_chosen_on_a_40gb_gpu_and_sizes_that_cannot_fit_raise():

@@ -18,7 +18,8 @@ One module per job, each importing only those below it (import-linter contract `
                           :func:`preset_for`, :func:`resolve_model_name`, :func:`add_lora`
 ``adapters``              adapters on disk: check, base and rank, save (atomic), compare, vLLM request
 ``runtime`` / ``offline`` :func:`detect_runtime`; the offline GGUF converted once
-``presets``               :func:`gpu_preset`, :data:`MODEL_PARAMS_B`, :func:`model_params_b`
+``presets``               :func:`gpu_preset`, :data:`MODEL_PARAMS_B`, :func:`model_params_b`,
+                          :data:`UNSLOTH_T4_PRESETS` (Unsloth's T4 notebooks, cited)
 ``names``                 :data:`BASE_MODELS`, defaults, :func:`is_hub_id`, :func:`looks_like_path`
 ========================  ==================================================================
 
@@ -51,7 +52,16 @@ from .names import (
     looks_like_path,
 )
 from .offline import cache_dir, default_model_dir, default_model_dir_path, portable_tokenizer_config
-from .presets import GPU_PRESETS, MODEL_PARAMS_B, NOMINAL_GPU_MEMORY_GIB, gpu_preset, model_params_b, preset_table_markdown
+from .presets import (
+    GPU_PRESETS,
+    MODEL_PARAMS_B,
+    NOMINAL_GPU_MEMORY_GIB,
+    UNSLOTH_NOTEBOOKS_COMMIT,
+    UNSLOTH_T4_PRESETS,
+    gpu_preset,
+    model_params_b,
+    preset_table_markdown,
+)
 from .runtime import RuntimeInfo, detect_runtime
 
 __all__ = [
@@ -91,4 +101,6 @@ __all__ = [
     "load_settings",
     "gpu_preset",
     "NOMINAL_GPU_MEMORY_GIB",
+    "UNSLOTH_NOTEBOOKS_COMMIT",
+    "UNSLOTH_T4_PRESETS",
 ]

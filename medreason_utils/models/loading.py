@@ -82,7 +82,8 @@ def resolve_model_name(name: str | Path | None, runtime: RuntimeInfo | None = No
 
 def preset_for(model: str | Path | None, runtime: RuntimeInfo) -> dict[str, Any]:
     """The settings for loading ``model`` on ``runtime``: on CPU :data:`GPU_PRESETS` ``["cpu"]``; on a GPU
-    :func:`gpu_preset` of the model's size (:func:`model_params_b`) and the GPU's memory.
+    :func:`gpu_preset` of the model (its Unsloth T4 notebook's settings where one exists), its size
+    (:func:`model_params_b`) and the GPU's memory.
 
     ``model`` may be a model name (``None``: the runtime's default), or an adapter folder / hub id, whose
     base model is used (:func:`base_model_of`). Raises ``ValueError`` for an unknown size or a model that
@@ -95,7 +96,7 @@ def preset_for(model: str | Path | None, runtime: RuntimeInfo) -> dict[str, Any]
         name = base_model_of([name], runtime) or DEFAULT_GPU_MODEL
     if runtime.gpu_memory_gib is None:
         raise ValueError("the runtime names no GPU memory; build RuntimeInfo with gpu_memory_gib")
-    return gpu_preset(model_params_b(name), runtime.gpu_memory_gib)
+    return gpu_preset(model_params_b(name), runtime.gpu_memory_gib, name)
 
 
 def load_settings(
@@ -232,6 +233,9 @@ def load_model(
     name, adapter, max_seq_length = s["model_name"], s["adapter"], s["max_seq_length"]
 
     if use_unsloth:
+        # Unsloth's standby (vLLM sleeps while the trainer runs): the notebooks' set-up cell sets it; the presets'
+        # gpu_memory_utilization 0.9 (Unsloth's T4 notebooks, presets.UNSLOTH_T4_PRESETS) relies on it
+        os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
         from unsloth import FastLanguageModel  # noqa: WPS433 - GPU only
 
         model, tokenizer = FastLanguageModel.from_pretrained(

@@ -50,7 +50,7 @@ def detect_runtime() -> RuntimeInfo:
     major, _minor = torch.cuda.get_device_capability(0)
     kind = "t4" if "T4" in name else "a100" if "A100" in name else "other"
     try:
-        preset = gpu_preset(MODEL_PARAMS_B[DEFAULT_GPU_MODEL], mem)
+        preset = gpu_preset(MODEL_PARAMS_B[DEFAULT_GPU_MODEL], mem, DEFAULT_GPU_MODEL)
     except ValueError:  # the default model does not fit this GPU: load_model says so when asked to load it
         preset = {}
     return RuntimeInfo("cuda", kind, name, mem, major >= 8, in_colab, preset)

@@ -18,7 +18,7 @@ from ..fileio import CorruptFileError, atomic_write_json, atomic_write_text, ato
 log = logging.getLogger(__name__)
 
 __all__ = ["update_summary", "read_summary", "relative_paths", "RunTrainingData", "run_training_data", "reward_history",
-           "plot_reward_curves", "write_model_card", "Timer"]
+           "plot_reward_curves", "write_model_card", "push_adapter", "Timer"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -312,3 +312,60 @@ def write_model_card(adapter_dir: str | Path, summary: Mapping[str, Any], *, mac
         )
     lines += ["", "Load it with `medreason_utils.models.load_model(adapter=<this folder>)`.", ""]
     return atomic_write_text(Path(adapter_dir) / "README.md", "\n".join(lines))
+
+
+#: The notebook and stage of each adapter folder a stage saves.
+_ADAPTER_STAGES = {"sft_adapter": ("sft", "01"), "grpo_adapter": ("grpo", "02")}
+
+
+def _adapter_card_body(stage: str, notebook: str, base: str | None, section: Mapping[str, Any]) -> str:
+    """The text of a pushed adapter's card: what made it, the stage's scalar figures from ``summary.json``."""
+    config = section.get("config") if isinstance(section.get("config"), Mapping) else {}
+    lines = [f"# medreason {stage.upper()} LoRA adapter of {base or 'its base model'}", "",
+             (f"Trained by notebook {notebook} of medreason ({stage.upper()}); data: {_data_text(config.get('data'))}. "
+              "**A demonstration of the pipeline, not a medical tool: never use its answers for medical decisions.**"), "",
+             "From the run's `summary.json`:", ""]
+    lines += [f"- {k}: {v}" for k, v in section.items() if isinstance(v, (str, int, float, bool)) and v is not None]
+    lines += ["", ("Load it with `medreason_utils.models.load_model(adapter=\"<this repo id>\")`, or peft's "
+                   "`PeftModel.from_pretrained(base, \"<this repo id>\")`."), ""]
+    return "\n".join(lines)
+
+
+def push_adapter(run: Any, repo_id: str | None, *, endpoint: str | None = None,
+                 env: Mapping[str, str] | None = None) -> str | None:
+    """Push the adapter a stage saved (``run.adapter_dir``: notebook 01's ``RUN_DIR/sft_adapter`` or 02's
+    ``RUN_DIR/grpo_adapter``) with a model card to the Hub model repo ``repo_id`` (``owner/name``).
+
+    ``repo_id`` ``None`` (the notebooks' ``PUSH_TO_HUB = None``): nothing is done, returns ``None``. Otherwise the
+    stage's card is written into the adapter folder (``README.md``, replacing peft's placeholder:
+    :func:`medreason_utils.training.export.model_card`, kind ``adapter``, the base model from
+    ``adapter_config.json``, the stage's figures from ``run.section`` or ``summary.json``), and the folder goes up
+    through notebook 04's path, :func:`medreason_utils.training.export.export_adapter` with no format and
+    ``push_to=repo_id`` (checks the id and the token, then ``HfApi.create_repo(exist_ok=True, private=True)`` and
+    ``upload_folder``); the token comes from ``$HF_TOKEN`` or Colab's secret ``HF_TOKEN`` only and is never printed
+    or recorded. The repo and commit URL are recorded in the stage's section of ``summary.json``
+    (``"hub": {"repo_id", "commit_url"}``). Only the main process pushes (others return ``None``).
+
+    Returns the commit URL. Raises ``RuntimeError`` when the stage saved no adapter yet (train first), and what
+    ``export_adapter`` raises: ``ExportError`` (a ``ValueError``: not ``owner/name``), ``HubTokenError`` (a
+    ``PermissionError``: no token), ``ConnectionError`` (the Hub cannot be reached).
+    """
+    if repo_id is None:
+        return None
+    from ..training import export
+
+    state = getattr(run, "state", None)
+    if state is not None and not getattr(state, "is_main_process", True):
+        return None
+    folder = getattr(run, "adapter_dir", None)
+    if folder is None or not (Path(folder) / "adapter_config.json").is_file():
+        raise RuntimeError(f"no saved adapter to push to {repo_id!r} (adapter_dir={folder}): run the training cell first")
+    folder = Path(folder)
+    stage, notebook = _ADAPTER_STAGES.get(folder.name, (folder.name, "?"))
+    section = getattr(run, "section", None) or read_summary(folder.parent).get(stage, {})
+    base = (read_json(folder / "adapter_config.json") or {}).get("base_model_name_or_path")
+    export.model_card(folder, base_model=base, kind="adapter", body=_adapter_card_body(stage, notebook, base, section),
+                      tags=[stage, "lora"])
+    result = export.export_adapter(folder, folder.parent, formats=(), push_to=repo_id, env=env, endpoint=endpoint)
+    update_summary(folder.parent, stage, {"hub": {"repo_id": repo_id, "commit_url": result.commit_url}})
+    return result.commit_url
