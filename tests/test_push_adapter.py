@@ -132,3 +132,22 @@ def test_notebook_parameter_and_push_cell(tmp_path, hub, capsys, monkeypatch, na
     exec(compile(cell[0], name, "exec"), {var: run, "PUSH_TO_HUB": "someone/x"})  # noqa: S102
     assert [c[0] for c in hub] == ["create_repo", "upload_folder"] and hub[1][2]["folder_path"] == str(run.adapter_dir)
     assert "pushed: https://huggingface.co/someone/x/commit/abc123" in capsys.readouterr().out
+
+
+def test_the_command_line_checks_the_push_before_training_and_exits_2(tmp_path, monkeypatch, capsys):
+    """`medreason sft|grpo --push_adapter_to` refuses a push it could not make at the end (no token, not owner/name)
+    before anything loads or trains: exit status 2, the message naming HF_TOKEN / the id, no run folder written."""
+    from medreason_utils.pipeline.cli import main, parse
+
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "run"
+    assert parse(["sft", "--config", "cpu", "--output_dir", str(out), "--push_adapter_to", "me/x"]).push_to == "me/x"
+    assert parse(["sft", "--config", "cpu", "--output_dir", str(out)]).push_to is None
+    assert main(["sft", "--config", "cpu", "--output_dir", str(out), "--push_adapter_to", "me/x"]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    assert main(["grpo", "--config", "cpu", "--output_dir", str(out), "--push_adapter_to", "not-a-repo-id"]) == 2
+    err = capsys.readouterr().err
+    assert "owner/name" in err and "hf_secret_value" not in err
+    assert not out.exists()

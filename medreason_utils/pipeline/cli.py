@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "DIR/sft_adapter unless --sft_adapter is given, the evaluation scores DIR's adapters")
         p.add_argument("--dry_run", action="store_true", default=False,
                        help="print the resolved settings and stop (nothing is loaded)")
+        if stage in ("sft", "grpo"):
+            p.add_argument("--push_adapter_to", dest="push_to", default=None, metavar="REPO_ID",
+                           help="push the trained adapter with its model card to this Hub model repo (owner/name) at the "
+                                "end, as the notebooks' PUSH_TO_HUB; the token only from $HF_TOKEN (checked before "
+                                "training). TRL's own push_to_hub/hub_model_id push the trainer's folder instead")
         if stage == "grpo":
             p.add_argument("--resume", action="store_true", default=False,
                            help="continue from the last checkpoint in DIR/grpo_trainer (saved every save_steps steps)")
@@ -157,6 +162,7 @@ class Invocation:
     recipe: str | None
     dry_run: bool
     resume: bool = False
+    push_to: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +203,8 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
     overrides.update(_dotted_extras(extras, cls, parser.error))
     run_dir = Path(args.output_dir)
     config = load_stage_config(args.stage, args.config, None, overrides or None, run_dir=run_dir, label="the command line")
-    return Invocation(args.stage, config, run_dir, args.config, bool(args.dry_run), bool(getattr(args, "resume", False)))
+    return Invocation(args.stage, config, run_dir, args.config, bool(args.dry_run), bool(getattr(args, "resume", False)),
+                      getattr(args, "push_to", None))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -289,9 +296,9 @@ def _run(inv: Invocation) -> int:
         print(f"medreason {inv.stage}: {inv.config.recipe} -> {inv.run_dir} | {runtime.device} {runtime.gpu_name or ''} | "
               f"{state.num_processes} process(es)", flush=True)
     if inv.stage == "sft":
-        section = stages.run_sft(inv.config, inv.run_dir, runtime=runtime)
+        section = stages.run_sft(inv.config, inv.run_dir, runtime=runtime, push_to=inv.push_to)
     elif inv.stage == "grpo":
-        section = stages.run_grpo(inv.config, inv.run_dir, runtime=runtime, resume=inv.resume)
+        section = stages.run_grpo(inv.config, inv.run_dir, runtime=runtime, resume=inv.resume, push_to=inv.push_to)
     else:
         section = stages.run_eval(inv.config, inv.run_dir, runtime=runtime, recipe=inv.recipe)
     if state.is_main_process:

@@ -285,16 +285,32 @@ def finish_sft(run: SFTRun) -> dict:
     return run.section
 
 
-def run_sft(config: Any, run_dir: str | Path, *, runtime: Any = None) -> dict:
+def _check_push(push_to: str | None) -> None:
+    """Before any training: the Hub repo id and the token a later push needs (raises what
+    :func:`medreason_utils.training.export.export_adapter` would raise at the end)."""
+    if push_to is not None:
+        from ..training.export import _push_token
+
+        _push_token(push_to, None)
+
+
+def run_sft(config: Any, run_dir: str | Path, *, runtime: Any = None, push_to: str | None = None) -> dict:
     """Notebook 01 as one call: the SFT steps in the notebook's order. Writes ``run_dir/sft_adapter``,
-    ``run_dir/heldout_questions.json`` and the ``sft`` section of ``summary.json``, which it returns."""
+    ``run_dir/heldout_questions.json`` and the ``sft`` section of ``summary.json``, which it returns; with
+    ``push_to`` (notebook 01's ``PUSH_TO_HUB``) the adapter is pushed to that Hub repo last
+    (:func:`medreason_utils.pipeline.reporting.push_adapter`; the id and token are checked before training)."""
+    from .reporting import push_adapter
+
+    _check_push(push_to)
     run = start_sft(config, run_dir, runtime)
     load_sft_model(run)
     load_sft_data(run)
     sft_format_compliance(run, "before")
     train_sft(run)
     sft_format_compliance(run, "after")
-    return finish_sft(run)
+    section = finish_sft(run)
+    push_adapter(run, push_to)  # records "hub" in summary.json's sft section
+    return section
 
 
 @dataclass
@@ -544,10 +560,14 @@ def finish_grpo(run: GRPORun) -> dict:
     return run.section
 
 
-def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: bool = False) -> dict:
+def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: bool = False,
+             push_to: str | None = None) -> dict:
     """Notebook 02 as one call: the GRPO steps in the notebook's order (without the playground). Writes
     ``run_dir/grpo_adapter``, ``grpo_rewards.png``, ``grpo_completions.csv`` (``log_completions``), the reward
-    evaluation and the ``grpo`` section of ``summary.json``, which it returns."""
+    evaluation and the ``grpo`` section of ``summary.json``, which it returns; ``push_to`` as :func:`run_sft`."""
+    from .reporting import push_adapter
+
+    _check_push(push_to)
     run = start_grpo(config, run_dir, runtime, resume=resume)
     load_grpo_model(run)
     load_grpo_prompts(run)
@@ -556,7 +576,9 @@ def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: b
     train_grpo(run)
     grpo_completions(run)
     evaluate_grpo_rewards(run)
-    return finish_grpo(run)
+    section = finish_grpo(run)
+    push_adapter(run, push_to)  # records "hub" in summary.json's grpo section
+    return section
 
 
 def _read_json(path: Path, what: str) -> Any:
