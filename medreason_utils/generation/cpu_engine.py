@@ -21,8 +21,12 @@ start 23-35 s instead of 97-115 s, same speed), float32 (bfloat16 ~4x slower on 
 the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as Unsloth runs it),
 prefix caching on (every prompt shares the suite's system prompt).
 
-Caveat: an in-process vLLM CPU engine makes ``torch.set_num_threads`` a no-op afterwards; build it
-after the notebook's training, not before.
+Threads: building an in-process engine left this process's torch at its thread count and float32 matmul rate
+(measured 2026-12-04, 2 cores: 2 threads and 398-409 GFLOP/s of 1,024 x 1,024 ``torch.mm`` before and after), so
+SFT's format check before training does not slow the training that follows.
+
+The stages reach this module through :func:`medreason_utils.models.load_for_generation` (the base engine, or an
+engine on the adapter merged into the weights: :func:`engine_on_merged_model`).
 """
 
 from __future__ import annotations
