@@ -53,3 +53,20 @@ def test_filter_drops_always_and_never_solved_prompts_by_the_mcq_reward_of_k_sam
     assert list(kept["question"]) == [prompts[i]["question"] for i in expected_kept]
     assert sum(counts["pass_rate_histogram"].values()) == 4
     assert list(kept["pass_rate"]) == [rates[i] for i in expected_kept]
+
+
+@pytest.mark.slow
+def test_the_measuring_script_runs_notebook_02s_steps_to_the_filter_and_prints_its_counts(capsys):
+    """scripts/difficulty_filter_counts.py (the figure in the notes): the stage's own steps up to the filter on the
+    shipped adapter, 4 prompts, k = 2; its JSON adds up (kept + dropped = prompts) and names the sampling engine."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("difficulty_filter_counts", REPO_ROOT / "scripts" / "difficulty_filter_counts.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--sft_adapter", str(CHECKPOINT), "--k", "2", "--n_prompts", "4"]) == 0
+    out = capsys.readouterr().out
+    counts = json.loads(out[out.index("{"):])
+    assert counts["prompts"] == 4 and counts["k"] == 2 and counts["kept"] + counts["dropped"] == 4
+    assert counts["engine"] in ("vllm", "transformers") and counts["seconds"] > 0
