@@ -15,6 +15,7 @@ import os
 import pytest
 
 from medreason_utils.generation.cpu_engine import (
+    release_engines,
     attach_engine,
     cpu_engine,
     cpu_vllm_status,
@@ -56,6 +57,14 @@ def test_engine_name_of_a_model_without_engine_and_detaching(tmp_path):
     m.vllm_engine = object()  # no generate(): not an engine
     assert engine_name(m) == "transformers"
     assert engine_name(attach_engine(m, None)) == "transformers" and not hasattr(m, "vllm_engine")
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_live_engine_after_this_module():
+    """The module's in-process engine is shut down at its end: the next module's own engines start clean."""
+    yield
+    release_engines()
 
 
 @pytest.mark.vllm
@@ -128,11 +137,18 @@ def test_load_for_generation_merges_the_adapter_into_a_vllm_engine_on_cpu(monkey
     assert merged.engine == "vllm" and merged.merged and merged.model is not base.model
     assert merged.lora_request() is None and lora_request(merged.model, adapter) is None  # its weights hold it
     out = generate_completions(merged.model, merged.tokenizer, prompts, max_new_tokens=32, progress=False)
+    # one live in-process engine: building the merged one shut the base engine down, which now says so
+    from medreason_utils.generation.vllm_engine import RetiredEngineError, is_retired
+
+    assert is_retired(base.model) and not is_retired(merged.model)
+    with pytest.raises(RetiredEngineError, match="load_for_generation"):
+        generate_completions(base.model, base.tokenizer, prompts, max_new_tokens=4, progress=False)
 
     ref_loaded = load_model(adapter=adapter)
     ref = generate_completions(ref_loaded.model, ref_loaded.tokenizer, prompts, max_new_tokens=32, batch_size=4, progress=False)
     ids = lambda t: merged.tokenizer(t, add_special_tokens=False)["input_ids"][:24]  # noqa: E731
     assert sum(ids(a) == ids(b) for a, b in zip(out, ref)) >= 3, (out, ref)
+    base = load_for_generation()  # a new base engine (the merged one is shut down in turn)
     assert generate_completions(base.model, base.tokenizer, prompts, max_new_tokens=32, progress=False) != out
 
     other = save_adapter(ref_loaded.model, ref_loaded.tokenizer, tmp_path / "other")  # same weights, another file

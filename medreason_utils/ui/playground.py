@@ -457,7 +457,9 @@ class RewardPlayground:
         ``RuntimeError`` without model and tokenizer; what ``vllm_lora_request`` raises when the
         vLLM engine cannot take the adapter.
         """
-        if (self.model is None or self.tokenizer is None) and self.generator is not None:
+        from ..generation.vllm_engine import is_retired
+
+        if self.generator is not None and (self.model is None or self.tokenizer is None or is_retired(self.model)):
             g = self.generator()
             self.model, self.tokenizer, self.adapter, self.lora_request = g.model, g.tokenizer, g.adapter_dir, None
         if self.model is None or self.tokenizer is None:
