@@ -9,12 +9,12 @@ SmolLM2-135M-Instruct in float32), greedy decoding, up to ``--max-new-tokens`` t
    threads (default 1: vLLM's CPU worker runs this model on one core by default, so both sides get
    one; and two OpenMP threads on a shared 2-core machine collapse, 15x slower measured in
    tests/conftest.py). Runs first: an in-process vLLM engine replaces ``torch.set_num_threads`` by a no-op.
-2. the adapter merged into the weights and saved (:func:`~medreason_utils.generation.cpu_engine.merge_adapter_folder`), for step 4.
-3. vLLM: the CPU path's engine (:func:`medreason_utils.generation.cpu_engine.cpu_engine`: float32,
+2. vLLM: the CPU path's engine (:func:`medreason_utils.generation.cpu_engine.cpu_engine`: float32,
    ``enable_lora=True, max_lora_rank=16``, eager, prefix caching), the adapter as a ``LoRARequest`` (:func:`medreason_utils.models.vllm_lora_request`),
    through the suite's own generation code (:func:`medreason_utils.generation.generate_completions`);
    the base weights in the same engine for reference.
-4. vLLM on the merged folder, no LoRA (what :func:`~medreason_utils.generation.cpu_engine.merged_engine` builds).
+3. vLLM on the adapter merged into the weights, no LoRA, float32: what the CPU stages generate with
+   (:func:`medreason_utils.models.load_for_generation`; its start time includes the merge).
 
 Roofline: before anything else the run times ``torch.mm`` of two 2,048 x 2,048 matrices (float32 and
 bfloat16, on 1 thread and on ``--threads``), and :func:`flops_per_token` (2 x parameters for the
@@ -128,8 +128,8 @@ def main() -> None:
     from transformers import AutoConfig
 
     from medreason_utils.generation import LocalBackend, generate_completions, render_prompts
-    from medreason_utils.generation.cpu_engine import cpu_engine, merge_adapter_folder
-    from medreason_utils.models import default_model_dir, load_model, vllm_lora_request
+    from medreason_utils.generation.cpu_engine import cpu_engine
+    from medreason_utils.models import default_model_dir, load_for_generation, load_model, vllm_lora_request
 
     adapter = (args.adapter or default_checkpoint()).resolve()
     if args.threads:
@@ -155,14 +155,10 @@ def main() -> None:
     results["transformers + peft (LoRA)"] = {"s": time.perf_counter() - t0, "out": out}
     torch_threads = torch.get_num_threads()
 
-    # 2. merged adapter, saved for vLLM (the product's own merge, medreason_utils.generation.cpu_engine)
     del model, backend
     gc.collect()
-    merged_dir = _TMP / "merged"
-    if not args.no_merged:
-        merge_adapter_folder(base_dir, adapter, merged_dir)
 
-    # 3. vLLM with the adapter as a LoRA request
+    # 2. vLLM with the adapter as a LoRA request
     stage("vLLM with a LoRA request")
     from vllm import __version__ as vllm_version
 
@@ -176,12 +172,12 @@ def main() -> None:
         out = generate_completions(engine, tok, prompts, max_new_tokens=args.max_new_tokens, lora_request=lora, progress=False)
         results[label] = {"s": time.perf_counter() - t0, "out": out}
 
-    # 4. vLLM on the merged weights (a second in-process engine; both are released at exit)
+    # 3. vLLM on the merged weights, as the CPU stages load it (the LoRA engine is shut down first: one at a time)
     start_merged = None
     if not args.no_merged:
         stage("vLLM on the merged weights")
         t0 = time.perf_counter()
-        merged_engine = cpu_engine(merged_dir, dtype=args.vllm_dtype, enable_lora=False, max_model_len=2048)
+        merged_engine = load_for_generation(adapter=adapter).model
         start_merged = time.perf_counter() - t0
         generate_completions(merged_engine, tok, prompts[:2], max_new_tokens=4, progress=False)  # warm-up
         t0 = time.perf_counter()
@@ -207,14 +203,14 @@ def main() -> None:
           f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"vllm {vllm_version} (CPU), torch {torch.__version__} ({torch_threads} threads for transformers)")
     print(f"{len(prompts)} MedQA prompts (shipped sample, suite prompt), adapter {adapter.name}, greedy, max_new_tokens={args.max_new_tokens}")
-    print(f"vLLM engine start (eager): {start_lora:.1f} s with enable_lora" + (f", {start_merged:.1f} s merged" if start_merged else ""))
+    print(f"vLLM engine start (eager): {start_lora:.1f} s with enable_lora" + (f", {start_merged:.1f} s merged (the merge included)" if start_merged else ""))
     print("roofline: torch.mm 2048^2 " + ", ".join(f"{d} {t} thread{'s' if t > 1 else ''} {g:.0f} GFLOP/s" for (t, d), g in rates.items()))
     print(f"model: {n_params / 1e6:.1f} M parameters, {cfg.num_hidden_layers} layers; mean prompt {prompt_tokens:.0f} tokens, "
           f"mean completion {gen_tokens:.0f}: {fpt / 1e9:.3f} GFLOP per generated token")
     print(f"{'run':34s} {'seconds':>8s} {'tokens':>7s} {'tokens/s':>9s} {'vs transformers':>16s} {'same 32 tokens':>15s} "
           f"{'limit tok/s':>11s} {'of limit':>9s}")
     for label, r in results.items():
-        threads, dtype = (1, args.vllm_dtype) if label.startswith("vLLM") else (all_threads, "float32")
+        threads, dtype = (1, "float32" if "merged" in label else args.vllm_dtype) if label.startswith("vLLM") else (all_threads, "float32")
         limit = rates[(threads, dtype)] * 1e9 / fpt
         print(f"{label:34s} {r['s']:8.1f} {r['tokens']:7d} {r['tps']:9.1f} {r['tps'] / ref['tps']:15.2f}x "
               f"{agree(r['out'], ref['out']):>9d}/{len(prompts)} {limit:11.0f} {r['tps'] / limit:8.1%}  ({threads} thread(s), {dtype})")

