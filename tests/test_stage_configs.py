@@ -203,7 +203,8 @@ def test_a_recipe_line_of_trls_own_fields_reaches_the_resolved_grpo_config(tmp_p
                     "epsilon_high: 0.28\nimportance_sampling_level: sequence\n")
     config = load_stage_config("grpo", str(mine))
     assert config.trl_args == {"mask_truncated_completions": True, "top_entropy_quantile": 0.2, "epsilon_high": 0.28,
-                               "importance_sampling_level": "sequence"}
+                               "importance_sampling_level": "sequence",
+                               "gradient_checkpointing": False}  # the last from the CPU recipe it extends
     trl = grpo_config(config, output_dir=tmp_path / "g", runtime=CPU)
     assert (trl.mask_truncated_completions, trl.top_entropy_quantile, trl.epsilon_high, trl.importance_sampling_level) == (
         True, 0.2, 0.28, "sequence")
@@ -220,7 +221,9 @@ def test_going_to_trls_configs_is_a_filter_by_trls_own_fields():
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = config.trl_kwargs()
         ours = {f.name for f in dataclasses.fields(type(config))}
-        assert set(kwargs) == (ours & names), stage  # every field TRL also has, by TRL's name, and nothing else
+        # every field TRL also has, by TRL's name, and the recipe's TRL-only lines (trl_args), and nothing else
+        assert set(kwargs) == (ours & names) | set(config.trl_args), stage
+        assert set(config.trl_args) <= names, stage
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_steps", "seed"):
             assert kwargs[name] == getattr(config, name)
 
