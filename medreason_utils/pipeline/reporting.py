@@ -194,7 +194,8 @@ def reward_history(log_history: Iterable[Mapping[str, Any]], reward_names: Seque
     weighted total TRL logs, ``frac_reward_zero_std`` the fraction of groups whose rewards are all
     equal (advantage 0: nothing to learn from them; TRL's ``frac_reward_zero_std``) and
     ``completion_length`` the mean completion length in tokens (TRL's ``completions/mean_length``).
-    A missing value is ``None``.
+    With TRL's vLLM rollouts, also ``importance_sampling_ratio`` and ``sampling_logp_difference`` (means per step,
+    :data:`SAMPLING_METRICS`). A missing value is ``None``.
     """
     rows = [r for r in log_history if any(k.startswith("rewards/") for k in r)]
     out: dict[str, list] = {"step": [r.get("step") for r in rows]}
@@ -203,11 +204,18 @@ def reward_history(log_history: Iterable[Mapping[str, Any]], reward_names: Seque
     out["reward"] = [r.get("reward") for r in rows]
     for key, logged in HISTORY_METRICS.items():
         out[key] = [r.get(logged) for r in rows]
+    for key, logged in SAMPLING_METRICS.items():  # only when TRL's vLLM sampled the rollouts
+        if any(logged in r for r in rows):
+            out[key] = [r.get(logged) for r in rows]
     return out
 
 
 #: Training metrics kept beside the rewards: history key -> TRL 1.16 GRPOTrainer's log key.
 HISTORY_METRICS = {"frac_reward_zero_std": "frac_reward_zero_std", "completion_length": "completions/mean_length"}
+#: With TRL's vLLM rollouts (``use_vllm``), TRL 1.16 also logs how far the sampling engine's log-probabilities are
+#: from the trained model's (its importance-sampling correction); kept in the history when logged.
+SAMPLING_METRICS = {"importance_sampling_ratio": "sampling/importance_sampling_ratio/mean",
+                    "sampling_logp_difference": "sampling/sampling_logp_difference/mean"}
 _PANEL_TITLES = {"reward": "total (weighted)", "frac_reward_zero_std": "groups with equal rewards (fraction)",
                  "completion_length": "mean completion length (tokens)"}
 

