@@ -104,7 +104,7 @@ def test_the_cpu_recipes_hold_the_cpu_profile_the_shipped_checkpoint_was_trained
     assert grpo.data == {"sample:medical_o1_mcq": 0.5, "sample:medmcqa_train": 0.5}
     assert (grpo.reward_eval_prompts, grpo.reward_eval_k) == (32, 2)
     ev = load_stage_config("eval", "cpu")
-    assert (ev.limit, ev.max_new_tokens, ev.batch_size, ev.benchmarks) == (100, 160, 20, ("medqa", "medmcqa"))
+    assert (ev.limit, ev.max_new_tokens, ev.batch_size, ev.benchmarks) == (100, 160, 25, ("medqa", "medmcqa"))
     assert ev.base_styles == ("plain",)  # on CPU the base model only with its own chat template (its fair baseline)
 
 
