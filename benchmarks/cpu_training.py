@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _cli import run_cli  # benchmarks/_cli.py (the script's folder is on sys.path)
 ADAPTER = "checkpoints/medreason-smollm2-135m-grpo"
 
 
@@ -53,14 +50,7 @@ def _arms(steps: int) -> dict[str, list[tuple[str, list[str]]]]:
 
 def _run(settings: list[str], out: Path) -> dict:
     cmd = [sys.executable, "-m", "medreason_utils.pipeline.cli", *settings, "--output_dir", str(out)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(settings)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary, wall, load = run_cli(cmd, out, what=" ".join(settings))
     stage = summary["sft" if settings[0] == "sft" else "grpo"]
     return {"wall_s": wall, "train_s": float(stage["train_seconds"]), "steps": int(stage["steps"]), "load": load,
             "rollout_engine": stage.get("rollout_engine")}

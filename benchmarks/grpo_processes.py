@@ -21,13 +21,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _cli import run_cli  # benchmarks/_cli.py (the script's folder is on sys.path)
 
 
 def _run(processes: int, threads: int, batch: int, args: argparse.Namespace, out: Path) -> dict:
@@ -40,14 +38,8 @@ def _run(processes: int, threads: int, batch: int, args: argparse.Namespace, out
         cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "medreason_utils.pipeline.cli", *settings]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{processes} process(es) failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    grpo = json.loads((out / "summary.json").read_text())["grpo"]
+    summary, wall, load = run_cli(cmd, out, env={"OMP_NUM_THREADS": str(threads)}, what=f"{processes} process(es)")
+    grpo = summary["grpo"]
     return {"processes": processes, "threads": threads, "wall_s": round(wall, 1), "train_s": grpo["train_seconds"],
             "completions_per_step": grpo["completions_per_step"], "load_before": round(load, 1)}
 

@@ -60,7 +60,8 @@ def test_reload_weights_puts_an_adapters_merged_weights_into_the_live_cpu_engine
 def test_two_grpo_steps_with_trls_colocate_vllm_rollouts_on_cpu(tmp_path):
     """``medreason grpo --config recipes/cpu/grpo_vllm.yaml``: TRL builds its colocate engine, syncs the LoRA-merged
     weights before each step's rollouts and trains; the run record says vLLM sampled, the adapter moved, and TRL's
-    importance-sampling ratio (vLLM's sampling log-probs against the trained model's) is there for both steps."""
+    importance-sampling ratio (vLLM's sampling log-probs against the trained model's) is there for both steps. Then
+    the reward evaluation builds its own engines in the same process, TRL's shut down first (one live engine)."""
     pytest.importorskip("vllm")
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -68,7 +69,7 @@ def test_two_grpo_steps_with_trls_colocate_vllm_rollouts_on_cpu(tmp_path):
     env.pop("MEDREASON_ENGINE", None)
     cmd = [sys.executable, "-m", "medreason_utils.pipeline.cli", "grpo", "--config", "recipes/cpu/grpo_vllm.yaml",
            "--sft_adapter", "checkpoints/medreason-smollm2-135m-grpo", "--max_steps", "2", "--n_prompts", "8",
-           "--reward_eval_prompts", "0", "--save_steps", "null",  # the recipe's 96-token completions: most close, so rewards differ
+           "--reward_eval_prompts", "2", "--reward_eval_k", "2", "--save_steps", "null",  # the recipe's 96-token completions
            "--output_dir", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -79,3 +80,5 @@ def test_two_grpo_steps_with_trls_colocate_vllm_rollouts_on_cpu(tmp_path):
     assert len(ratios) == 2 and all(r is not None and math.isfinite(r) and 0.2 < r < 5 for r in ratios), ratios
     diffs = grpo["reward_history"]["sampling_logp_difference"]
     assert all(d is not None and 0 <= d < 1.0 for d in diffs), diffs
+    # after training, the reward evaluation's own engines (SFT, then GRPO adapter merged) replace TRL's live engine
+    assert grpo["reward_eval"]["engine"] == "vllm" and grpo["reward_eval"]["n_prompts"] == 2, grpo["reward_eval"]
